@@ -1,0 +1,814 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Policy is the effective policy: the built-in defaults with the policy file
+// decoded over them. Every command reads it; systemd units and launchd plists
+// are rendered from it, so the pieces cannot disagree.
+type Policy struct {
+	Path     string   // the file it came from; "" for built-in defaults
+	Warnings []string // things that are valid but probably not meant
+
+	Name      string
+	Gateway   GatewayPolicy
+	Echo      EchoPolicy
+	Drain     DrainPolicy
+	Restart   RestartPolicy
+	Service   ServicePolicy
+	Lock      LockPolicy
+	Watchdog  WatchdogPolicy
+	CrashLoop CrashLoopPolicy
+	Journal   JournalPolicy
+}
+
+type GatewayPolicy struct {
+	Listen         string
+	Upstream       string // "" means the built-in echo upstream
+	UpstreamKeyEnv string // name of the environment variable holding the API key
+	StateDir       string
+	StateDirSet    bool // StateDir came from the file, not the default
+}
+
+type EchoPolicy struct {
+	WordDelay time.Duration
+}
+
+type DrainPolicy struct {
+	Timeout time.Duration // in-flight sessions may run this long after a stop or restart request
+	Grace   time.Duration // then still-open sessions get a final event and are closed within this
+}
+
+// Budget is the longest a drain may take from request to exit.
+func (d DrainPolicy) Budget() time.Duration { return d.Timeout + d.Grace }
+
+// autoWaitMargin is added to the drain budget for a rung with wait = "auto":
+// time to flush, close listeners and exit after the last session ended.
+const autoWaitMargin = 5 * time.Second
+
+type RestartPolicy struct {
+	Ladder       []Rung
+	Force        []Rung
+	ReadyTimeout time.Duration
+}
+
+// Rung is one step of the escalation ladder: send Signal, then wait up to
+// Wait for the gateway to exit before the next rung.
+type Rung struct {
+	Signal syscall.Signal
+	Wait   time.Duration
+	Auto   bool // Wait was "auto": the drain budget plus a margin
+}
+
+type ServicePolicy struct {
+	RestartSec         time.Duration
+	RestartMaxDelay    time.Duration
+	StartLimitBurst    int
+	StartLimitInterval time.Duration
+}
+
+type LockPolicy struct {
+	TokenEnv  string
+	TokenFile string
+	Scope     string
+	Dir       string
+}
+
+type WatchdogPolicy struct {
+	Timeout       time.Duration // loop silent this long: dump stacks and exit (0 disables)
+	SignalTimeout time.Duration // a stop/restart signal unread this long: the same (0 disables)
+}
+
+type CrashLoopPolicy struct {
+	Starts    int           // more than this many starts ...
+	Window    time.Duration // ... within this window is a crash loop
+	BaseDelay time.Duration // first backoff delay; doubles each further start
+	MaxDelay  time.Duration // backoff cap
+}
+
+type JournalPolicy struct {
+	MaxBytes int64 // the journal is rotated past this size (one old file is kept)
+}
+
+// defaultPolicy returns the built-in policy. Every value here is documented,
+// with its reason, in hermes.toml.example.
+func defaultPolicy() *Policy {
+	p := &Policy{
+		Name: "gateway",
+		Gateway: GatewayPolicy{
+			Listen:         "127.0.0.1:8642",
+			UpstreamKeyEnv: "HERMES_UPSTREAM_KEY",
+		},
+		Echo:  EchoPolicy{WordDelay: 50 * time.Millisecond},
+		Drain: DrainPolicy{Timeout: 90 * time.Second, Grace: 5 * time.Second},
+		Restart: RestartPolicy{
+			Ladder: []Rung{
+				{Signal: syscall.SIGUSR1, Auto: true},
+				{Signal: syscall.SIGTERM, Wait: 10 * time.Second},
+				{Signal: syscall.SIGKILL, Wait: 5 * time.Second},
+			},
+			Force: []Rung{
+				{Signal: syscall.SIGTERM, Wait: 3 * time.Second},
+				{Signal: syscall.SIGKILL, Wait: 2 * time.Second},
+			},
+			ReadyTimeout: 30 * time.Second,
+		},
+		Service: ServicePolicy{
+			RestartSec:         5 * time.Second,
+			RestartMaxDelay:    5 * time.Minute,
+			StartLimitBurst:    10,
+			StartLimitInterval: 30 * time.Second,
+		},
+		Lock:      LockPolicy{Scope: "gateway"},
+		Watchdog:  WatchdogPolicy{Timeout: 10 * time.Second, SignalTimeout: 3 * time.Second},
+		CrashLoop: CrashLoopPolicy{Starts: 5, Window: 2 * time.Minute, BaseDelay: 5 * time.Second, MaxDelay: 5 * time.Minute},
+		Journal:   JournalPolicy{MaxBytes: 1 << 20},
+	}
+	p.resolve()
+	return p
+}
+
+// resolve fills the values derived from others: auto waits, default paths.
+func (p *Policy) resolve() {
+	for _, l := range [][]Rung{p.Restart.Ladder, p.Restart.Force} {
+		for i := range l {
+			if l[i].Auto {
+				l[i].Wait = p.Drain.Budget() + autoWaitMargin
+			}
+		}
+	}
+	if !p.Gateway.StateDirSet {
+		p.Gateway.StateDir = defaultStateDir(p.Name)
+	}
+	if p.Lock.Dir == "" {
+		p.Lock.Dir = defaultLockDir()
+	}
+}
+
+func defaultStateDir(name string) string {
+	if os.Geteuid() == 0 && runtime.GOOS != "darwin" {
+		return filepath.Join("/var/lib/hermes", name)
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "hermes", name)
+	}
+	home, err := os.UserHomeDir()
+	if err != nil || home == "" {
+		home = "/"
+	}
+	return filepath.Join(home, ".local", "state", "hermes", name)
+}
+
+// defaultLockDir is one directory for the whole machine, so two instances
+// with different names (and state dirs) but one token still collide.
+// /run/lock is world-writable on Linux and not hidden by PrivateTmp.
+func defaultLockDir() string {
+	if runtime.GOOS == "linux" {
+		return "/run/lock/hermes"
+	}
+	return "/tmp/hermes-locks"
+}
+
+// The file format. Pointers tell "absent" from "zero"; durations and signals
+// are strings so that a bad one is reported with its key and line.
+type fileGateway struct {
+	Listen         *string `toml:"listen"`
+	Upstream       *string `toml:"upstream"`
+	UpstreamKeyEnv *string `toml:"upstream_key_env"`
+	StateDir       *string `toml:"state_dir"`
+}
+
+type fileRung struct {
+	Signal string `toml:"signal"`
+	Wait   string `toml:"wait"`
+}
+
+type filePolicy struct {
+	Name    *string     `toml:"name"`
+	Gateway fileGateway `toml:"gateway"`
+	Echo    struct {
+		WordDelay *string `toml:"word_delay"`
+	} `toml:"echo"`
+	Drain struct {
+		Timeout *string `toml:"timeout"`
+		Grace   *string `toml:"grace"`
+	} `toml:"drain"`
+	Restart struct {
+		Ladder       *[]fileRung `toml:"ladder"`
+		Force        *[]fileRung `toml:"force"`
+		ReadyTimeout *string     `toml:"ready_timeout"`
+	} `toml:"restart"`
+	Service struct {
+		RestartSec         *string `toml:"restart_sec"`
+		RestartMaxDelay    *string `toml:"restart_max_delay"`
+		StartLimitBurst    *int    `toml:"start_limit_burst"`
+		StartLimitInterval *string `toml:"start_limit_interval"`
+	} `toml:"service"`
+	Lock struct {
+		TokenEnv  *string `toml:"token_env"`
+		TokenFile *string `toml:"token_file"`
+		Scope     *string `toml:"scope"`
+		Dir       *string `toml:"lock_dir"`
+	} `toml:"lock"`
+	Watchdog struct {
+		Timeout       *string `toml:"timeout"`
+		SignalTimeout *string `toml:"signal_timeout"`
+	} `toml:"watchdog"`
+	CrashLoop struct {
+		Starts    *int    `toml:"starts"`
+		Window    *string `toml:"window"`
+		BaseDelay *string `toml:"base_delay"`
+		MaxDelay  *string `toml:"max_delay"`
+	} `toml:"crash_loop"`
+	Journal struct {
+		MaxBytes *int64 `toml:"max_bytes"`
+	} `toml:"journal"`
+}
+
+// configError is a policy error. It names the file, the line and the key, and
+// always maps to exit code 78.
+type configError struct {
+	File string
+	Line int
+	Key  string
+	Msg  string
+}
+
+func (e *configError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d", e.Line)
+	}
+	if e.Key != "" {
+		fmt.Fprintf(&b, ": %s", e.Key)
+	}
+	fmt.Fprintf(&b, ": %s", e.Msg)
+	return b.String()
+}
+
+// findPolicy returns the policy file to use, or "" for built-in defaults.
+// An explicitly named file (--config or $HERMES_CONFIG) must exist.
+func findPolicy(flagPath string) (string, error) {
+	explicit := flagPath
+	if explicit == "" {
+		explicit = os.Getenv("HERMES_CONFIG")
+	}
+	if explicit != "" {
+		abs, err := filepath.Abs(explicit)
+		if err != nil {
+			return "", err
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return "", &configError{File: abs, Msg: "cannot read the policy file: " + errors.Unwrap(err).Error()}
+		}
+		return abs, nil
+	}
+	var candidates []string
+	if wd, err := os.Getwd(); err == nil {
+		candidates = append(candidates, filepath.Join(wd, "hermes.toml"))
+	}
+	if d := os.Getenv("XDG_CONFIG_HOME"); filepath.IsAbs(d) {
+		candidates = append(candidates, filepath.Join(d, "hermes", "hermes.toml"))
+	} else if home, err := os.UserHomeDir(); err == nil && home != "" {
+		candidates = append(candidates, filepath.Join(home, ".config", "hermes", "hermes.toml"))
+	}
+	candidates = append(candidates, "/etc/hermes/hermes.toml")
+	for _, c := range candidates {
+		if _, err := os.Stat(c); err == nil {
+			return c, nil
+		}
+	}
+	return "", nil
+}
+
+// loadPolicy finds and loads the policy (see findPolicy).
+func loadPolicy(flagPath string) (*Policy, error) {
+	path, err := findPolicy(flagPath)
+	if err != nil {
+		return nil, err
+	}
+	if path == "" {
+		return defaultPolicy(), nil
+	}
+	return loadPolicyFile(path)
+}
+
+// loadPolicyFile reads, decodes and validates one policy file. It returns a
+// *configError on any problem and never a half-loaded policy.
+func loadPolicyFile(path string) (*Policy, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &configError{File: path, Msg: "cannot read the policy file: " + err.Error()}
+	}
+	var f filePolicy
+	md, err := toml.NewDecoder(bytes.NewReader(src)).Decode(&f)
+	if err != nil {
+		return nil, tomlError(path, src, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		k := und[0].String()
+		return nil, &configError{File: path, Line: keyLine(src, k), Key: k, Msg: "unknown key" + suggestKey(k)}
+	}
+	p := defaultPolicy()
+	p.Path = path
+	v := &validator{file: path, src: src}
+	v.apply(p, &f)
+	if v.err != nil {
+		return nil, v.err
+	}
+	p.resolve()
+	v.check(p)
+	if v.err != nil {
+		return nil, v.err
+	}
+	return p, nil
+}
+
+var tomlLineRe = regexp.MustCompile(`line (\d+)`)
+
+// tomlError turns a decoder error into a configError with file, line and key.
+func tomlError(path string, src []byte, err error) error {
+	ce := &configError{File: path}
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		ce.Line = pe.Position.Line
+		ce.Key = pe.LastKey
+		ce.Msg = pe.Message
+		return ce
+	}
+	msg := err.Error()
+	if m := tomlLineRe.FindStringSubmatch(msg); m != nil {
+		fmt.Sscan(m[1], &ce.Line)
+	}
+	if i := strings.Index(msg, `(last key "`); i >= 0 {
+		rest := msg[i+len(`(last key "`):]
+		if j := strings.Index(rest, `"`); j >= 0 {
+			ce.Key = rest[:j]
+		}
+	}
+	if i := strings.LastIndex(msg, "): "); i >= 0 {
+		msg = msg[i+3:]
+	}
+	msg = strings.TrimPrefix(msg, "toml: ")
+	msg = strings.Replace(msg, "incompatible types: TOML value has type", "wrong type: the file has", 1)
+	msg = strings.Replace(msg, "; destination has type", ", hermes wants", 1)
+	ce.Msg = msg
+	if ce.Line == 0 && ce.Key != "" {
+		ce.Line = keyLine(src, ce.Key)
+	}
+	return ce
+}
+
+var knownKeys = []string{
+	"name", "gateway.listen", "gateway.upstream", "gateway.upstream_key_env", "gateway.state_dir",
+	"echo.word_delay", "drain.timeout", "drain.grace",
+	"restart.ladder", "restart.force", "restart.ready_timeout",
+	"service.restart_sec", "service.restart_max_delay", "service.start_limit_burst", "service.start_limit_interval",
+	"lock.token_env", "lock.token_file", "lock.scope", "lock.lock_dir",
+	"watchdog.timeout", "watchdog.signal_timeout",
+	"crash_loop.starts", "crash_loop.window", "crash_loop.base_delay", "crash_loop.max_delay",
+	"journal.max_bytes",
+}
+
+// suggestKey names a known key the unknown one was probably meant to be.
+func suggestKey(k string) string {
+	last := k[strings.LastIndex(k, ".")+1:]
+	for _, known := range knownKeys {
+		kl := known[strings.LastIndex(known, ".")+1:]
+		if kl == last && known != k {
+			return fmt.Sprintf(" (did you mean %s?)", known)
+		}
+	}
+	best, bestD := "", 3
+	for _, known := range knownKeys {
+		if d := editDistance(k, known); d < bestD {
+			best, bestD = known, d
+		}
+	}
+	if best != "" {
+		return fmt.Sprintf(" (did you mean %s?)", best)
+	}
+	return ""
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
+var (
+	tableRe = regexp.MustCompile(`^\s*\[\[?\s*([A-Za-z0-9_.\-" ]+?)\s*\]\]?\s*(#.*)?$`)
+	keyRe   = regexp.MustCompile(`^\s*([A-Za-z0-9_\-"]+)\s*=`)
+)
+
+// keyLine finds the line on which a dotted key is set, for error messages.
+// It understands what policy files use: [table] headers and key = value
+// lines. A key inside an inline table reports the line of the nearest
+// enclosing key it can find; 0 means unknown.
+func keyLine(src []byte, key string) int {
+	parts := strings.Split(key, ".")
+	for n := len(parts); n > 0; n-- {
+		want := strings.Join(parts[:n], ".")
+		table := ""
+		for i, line := range strings.Split(string(src), "\n") {
+			if m := tableRe.FindStringSubmatch(line); m != nil {
+				table = strings.ReplaceAll(strings.ReplaceAll(m[1], `"`, ""), " ", "")
+				if table == want {
+					return i + 1
+				}
+				continue
+			}
+			if m := keyRe.FindStringSubmatch(line); m != nil {
+				full := strings.Trim(m[1], `"`)
+				if table != "" {
+					full = table + "." + full
+				}
+				if full == want {
+					return i + 1
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// validator applies a decoded file over the defaults, keeping the first error.
+type validator struct {
+	file string
+	src  []byte
+	err  error
+}
+
+func (v *validator) fail(key, format string, args ...any) {
+	if v.err == nil {
+		v.err = &configError{File: v.file, Line: keyLine(v.src, key), Key: key, Msg: fmt.Sprintf(format, args...)}
+	}
+}
+
+func (v *validator) str(dst *string, src *string, key string, nonEmpty bool) {
+	if src == nil {
+		return
+	}
+	if nonEmpty && strings.TrimSpace(*src) == "" {
+		v.fail(key, "must not be empty")
+		return
+	}
+	*dst = *src
+}
+
+func (v *validator) dur(dst *time.Duration, src *string, key string) {
+	if src == nil {
+		return
+	}
+	d, err := time.ParseDuration(strings.TrimSpace(*src))
+	if err != nil {
+		v.fail(key, "%q is not a duration (write it like \"90s\", \"1m30s\" or \"250ms\")", *src)
+		return
+	}
+	if d < 0 {
+		v.fail(key, "%q is negative", *src)
+		return
+	}
+	*dst = d
+}
+
+func (v *validator) ladder(dst *[]Rung, src *[]fileRung, key string) {
+	if src == nil {
+		return
+	}
+	if len(*src) == 0 {
+		v.fail(key, "the ladder is empty: it needs at least one rung, e.g. [{ signal = \"TERM\", wait = \"10s\" }, { signal = \"KILL\", wait = \"5s\" }]")
+		return
+	}
+	out := make([]Rung, 0, len(*src))
+	for i, fr := range *src {
+		rk := fmt.Sprintf("%s[%d]", key, i)
+		sig, err := parseSignal(fr.Signal)
+		if err != nil {
+			v.fail(key, "rung %d: %v", i+1, err)
+			return
+		}
+		r := Rung{Signal: sig}
+		switch w := strings.TrimSpace(fr.Wait); w {
+		case "":
+			v.fail(key, "rung %d (%s): wait is missing (a duration like \"10s\", or \"auto\")", i+1, signalName(sig))
+			return
+		case "auto":
+			r.Auto = true
+		default:
+			d, err := time.ParseDuration(w)
+			if err != nil || d <= 0 {
+				v.fail(key, "rung %d (%s): wait %q is not a positive duration or \"auto\"", i+1, signalName(sig), fr.Wait)
+				return
+			}
+			r.Wait = d
+		}
+		_ = rk
+		out = append(out, r)
+	}
+	*dst = out
+}
+
+func (v *validator) apply(p *Policy, f *filePolicy) {
+	v.str(&p.Name, f.Name, "name", true)
+	if f.Name != nil && !nameRe.MatchString(*f.Name) {
+		v.fail("name", "%q is not a valid instance name: use 1 to 32 letters, digits, '-' or '_', starting with a letter or digit (it names files, units and a launchd label)", *f.Name)
+	}
+	v.str(&p.Gateway.Listen, f.Gateway.Listen, "gateway.listen", true)
+	v.str(&p.Gateway.Upstream, f.Gateway.Upstream, "gateway.upstream", false)
+	v.str(&p.Gateway.UpstreamKeyEnv, f.Gateway.UpstreamKeyEnv, "gateway.upstream_key_env", false)
+	if f.Gateway.StateDir != nil {
+		d := expandHome(*f.Gateway.StateDir)
+		if !filepath.IsAbs(d) {
+			v.fail("gateway.state_dir", "%q is not an absolute path", *f.Gateway.StateDir)
+		}
+		p.Gateway.StateDir, p.Gateway.StateDirSet = filepath.Clean(d), true
+	}
+	v.dur(&p.Echo.WordDelay, f.Echo.WordDelay, "echo.word_delay")
+	v.dur(&p.Drain.Timeout, f.Drain.Timeout, "drain.timeout")
+	v.dur(&p.Drain.Grace, f.Drain.Grace, "drain.grace")
+	v.ladder(&p.Restart.Ladder, f.Restart.Ladder, "restart.ladder")
+	v.ladder(&p.Restart.Force, f.Restart.Force, "restart.force")
+	v.dur(&p.Restart.ReadyTimeout, f.Restart.ReadyTimeout, "restart.ready_timeout")
+	v.dur(&p.Service.RestartSec, f.Service.RestartSec, "service.restart_sec")
+	v.dur(&p.Service.RestartMaxDelay, f.Service.RestartMaxDelay, "service.restart_max_delay")
+	if f.Service.StartLimitBurst != nil {
+		p.Service.StartLimitBurst = *f.Service.StartLimitBurst
+	}
+	v.dur(&p.Service.StartLimitInterval, f.Service.StartLimitInterval, "service.start_limit_interval")
+	v.str(&p.Lock.TokenEnv, f.Lock.TokenEnv, "lock.token_env", false)
+	if f.Lock.TokenFile != nil {
+		p.Lock.TokenFile = expandHome(*f.Lock.TokenFile)
+	}
+	v.str(&p.Lock.Scope, f.Lock.Scope, "lock.scope", true)
+	if f.Lock.Dir != nil {
+		p.Lock.Dir = expandHome(*f.Lock.Dir)
+	}
+	v.dur(&p.Watchdog.Timeout, f.Watchdog.Timeout, "watchdog.timeout")
+	v.dur(&p.Watchdog.SignalTimeout, f.Watchdog.SignalTimeout, "watchdog.signal_timeout")
+	if f.CrashLoop.Starts != nil {
+		p.CrashLoop.Starts = *f.CrashLoop.Starts
+	}
+	v.dur(&p.CrashLoop.Window, f.CrashLoop.Window, "crash_loop.window")
+	v.dur(&p.CrashLoop.BaseDelay, f.CrashLoop.BaseDelay, "crash_loop.base_delay")
+	v.dur(&p.CrashLoop.MaxDelay, f.CrashLoop.MaxDelay, "crash_loop.max_delay")
+	if f.Journal.MaxBytes != nil {
+		p.Journal.MaxBytes = *f.Journal.MaxBytes
+	}
+}
+
+var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$`)
+
+// check validates the resolved policy as a whole: values that are each fine
+// but together would break a promise (a ladder that kills a drain, a unit
+// that kills a drain).
+func (v *validator) check(p *Policy) {
+	if _, _, err := splitHostPort(p.Gateway.Listen); err != nil {
+		v.fail("gateway.listen", "%q: %v (write it like \"127.0.0.1:8642\")", p.Gateway.Listen, err)
+	}
+	if u := p.Gateway.Upstream; u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+		v.fail("gateway.upstream", "%q must start with http:// or https://", u)
+	}
+	if e := p.Gateway.UpstreamKeyEnv; e != "" && !envNameRe.MatchString(e) {
+		v.fail("gateway.upstream_key_env", "%q is not an environment variable name (it names the variable that holds the key; never put the key itself here)", e)
+	}
+	if e := p.Lock.TokenEnv; e != "" && !envNameRe.MatchString(e) {
+		v.fail("lock.token_env", "%q is not an environment variable name (it names the variable that holds the token; never put the token itself here)", e)
+	}
+	if p.Lock.TokenFile != "" && !filepath.IsAbs(p.Lock.TokenFile) {
+		v.fail("lock.token_file", "%q is not an absolute path", p.Lock.TokenFile)
+	}
+	if p.Lock.Dir != "" && !filepath.IsAbs(p.Lock.Dir) {
+		v.fail("lock.lock_dir", "%q is not an absolute path", p.Lock.Dir)
+	}
+	if !nameRe.MatchString(p.Lock.Scope) {
+		v.fail("lock.scope", "%q is not a valid scope: use letters, digits, '-' or '_'", p.Lock.Scope)
+	}
+	if p.Drain.Timeout == 0 {
+		p.Warnings = append(p.Warnings, "drain.timeout is 0: a stop or restart cuts every in-flight session at once")
+	}
+	if p.Restart.ReadyTimeout <= 0 {
+		v.fail("restart.ready_timeout", "must be positive")
+	}
+	// The graceful rung is the first one that asks the gateway to drain. Its
+	// wait must outlast the drain the policy allows, or the ladder would
+	// escalate over sessions that were promised drain.timeout.
+	for _, r := range p.Restart.Ladder {
+		if r.Signal == syscall.SIGHUP {
+			v.fail("restart.ladder", "HUP reloads the policy, it does not stop the gateway: use USR1 (drain and restart), TERM, INT, QUIT or KILL")
+			return
+		}
+		if drains(r.Signal) {
+			if r.Wait < p.Drain.Budget() {
+				v.fail("restart.ladder", "the %s rung waits %s but a drain may take %s (drain.timeout %s + drain.grace %s): make its wait at least that, or \"auto\"",
+					signalName(r.Signal), r.Wait, p.Drain.Budget(), p.Drain.Timeout, p.Drain.Grace)
+			}
+			break
+		}
+	}
+	for _, r := range p.Restart.Force {
+		if r.Signal == syscall.SIGHUP {
+			v.fail("restart.force", "HUP reloads the policy, it does not stop the gateway")
+			return
+		}
+	}
+	if last := p.Restart.Ladder[len(p.Restart.Ladder)-1]; last.Signal != syscall.SIGKILL {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("restart.ladder ends with %s, not KILL: a gateway that ignores it is left running and the restart fails", signalName(last.Signal)))
+	}
+	if last := p.Restart.Force[len(p.Restart.Force)-1]; last.Signal != syscall.SIGKILL {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("restart.force ends with %s, not KILL: a gateway that ignores it is left running", signalName(last.Signal)))
+	}
+	if p.Service.RestartSec < time.Second {
+		v.fail("service.restart_sec", "%s is too short: a restart needs a delay, or one crash becomes a loop that cuts every stream (use at least 1s)", p.Service.RestartSec)
+	}
+	if p.Service.RestartMaxDelay < p.Service.RestartSec {
+		v.fail("service.restart_max_delay", "%s is shorter than service.restart_sec (%s)", p.Service.RestartMaxDelay, p.Service.RestartSec)
+	}
+	if p.Service.StartLimitBurst < 1 {
+		v.fail("service.start_limit_burst", "must be at least 1")
+	}
+	if p.Service.StartLimitInterval <= 0 {
+		v.fail("service.start_limit_interval", "must be positive")
+	}
+	if v.err == nil && time.Duration(p.Service.StartLimitBurst-1)*p.Service.RestartSec <= p.Service.StartLimitInterval {
+		p.Warnings = append(p.Warnings, fmt.Sprintf(
+			"service: %d starts %s apart fit in start_limit_interval %s: systemd may give up on a crash loop for good (start-limit-hit) instead of letting the crash-loop guard slow it down",
+			p.Service.StartLimitBurst, p.Service.RestartSec, p.Service.StartLimitInterval))
+	}
+	if p.Watchdog.Timeout > 0 && p.Watchdog.Timeout < time.Second {
+		v.fail("watchdog.timeout", "%s is too short: the loop ticks once a second (use 0 to disable, or at least 2s)", p.Watchdog.Timeout)
+	}
+	if p.Watchdog.SignalTimeout > 0 && p.Watchdog.SignalTimeout < 100*time.Millisecond {
+		v.fail("watchdog.signal_timeout", "%s is too short (use 0 to disable, or at least 100ms)", p.Watchdog.SignalTimeout)
+	}
+	if p.CrashLoop.Starts < 1 {
+		v.fail("crash_loop.starts", "must be at least 1")
+	}
+	if p.CrashLoop.Window <= 0 {
+		v.fail("crash_loop.window", "must be positive")
+	}
+	if p.CrashLoop.MaxDelay < p.CrashLoop.BaseDelay {
+		v.fail("crash_loop.max_delay", "%s is shorter than crash_loop.base_delay (%s)", p.CrashLoop.MaxDelay, p.CrashLoop.BaseDelay)
+	}
+	if p.Journal.MaxBytes < 4096 {
+		v.fail("journal.max_bytes", "%d is too small (at least 4096)", p.Journal.MaxBytes)
+	}
+}
+
+var envNameRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+func expandHome(p string) string {
+	if p == "~" || strings.HasPrefix(p, "~/") {
+		if home, err := os.UserHomeDir(); err == nil {
+			return filepath.Join(home, p[1:])
+		}
+	}
+	return p
+}
+
+func splitHostPort(addr string) (string, string, error) {
+	i := strings.LastIndex(addr, ":")
+	if i < 0 {
+		return "", "", errors.New("missing port")
+	}
+	host, port := addr[:i], addr[i+1:]
+	if port == "" {
+		return "", "", errors.New("missing port")
+	}
+	for _, c := range port {
+		if c < '0' || c > '9' {
+			return "", "", fmt.Errorf("port %q is not a number", port)
+		}
+	}
+	return host, port, nil
+}
+
+// drains reports whether a signal asks a healthy gateway to drain (and so
+// needs the gateway's loop to act on it).
+func drains(s syscall.Signal) bool {
+	return s == syscall.SIGUSR1 || s == syscall.SIGTERM || s == syscall.SIGINT
+}
+
+var signalNames = map[string]syscall.Signal{
+	"TERM": syscall.SIGTERM, "INT": syscall.SIGINT, "USR1": syscall.SIGUSR1,
+	"HUP": syscall.SIGHUP, "QUIT": syscall.SIGQUIT, "KILL": syscall.SIGKILL,
+}
+
+func parseSignal(s string) (syscall.Signal, error) {
+	n := strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(s)), "SIG")
+	if sig, ok := signalNames[n]; ok {
+		return sig, nil
+	}
+	if s == "" {
+		return 0, errors.New("signal is missing (one of USR1, TERM, INT, QUIT, KILL)")
+	}
+	return 0, fmt.Errorf("unknown signal %q (one of USR1, TERM, INT, QUIT, KILL)", s)
+}
+
+func signalName(s syscall.Signal) string {
+	for n, v := range signalNames {
+		if v == s {
+			return n
+		}
+	}
+	return fmt.Sprintf("signal %d", int(s))
+}
+
+// render prints the effective policy as TOML that loads back to the same
+// policy. Derived values are shown as comments.
+func (p *Policy) render() string {
+	var b strings.Builder
+	q := func(s string) string { return fmt.Sprintf("%q", s) }
+	d := func(t time.Duration) string { return q(t.String()) }
+	rungs := func(rs []Rung) string {
+		var parts []string
+		for _, r := range rs {
+			w := q(r.Wait.String())
+			if r.Auto {
+				w = `"auto"`
+			}
+			parts = append(parts, fmt.Sprintf("  { signal = %q, wait = %s },", signalName(r.Signal), w))
+		}
+		return "[\n" + strings.Join(parts, "\n") + "\n]"
+	}
+	fmt.Fprintf(&b, "name = %s\n\n", q(p.Name))
+	fmt.Fprintf(&b, "[gateway]\nlisten = %s\nupstream = %s", q(p.Gateway.Listen), q(p.Gateway.Upstream))
+	if p.Gateway.Upstream == "" {
+		b.WriteString("  # the built-in echo upstream")
+	}
+	fmt.Fprintf(&b, "\nupstream_key_env = %s\nstate_dir = %s\n\n", q(p.Gateway.UpstreamKeyEnv), q(p.Gateway.StateDir))
+	fmt.Fprintf(&b, "[echo]\nword_delay = %s\n\n", d(p.Echo.WordDelay))
+	fmt.Fprintf(&b, "[drain]\ntimeout = %s\ngrace = %s\n\n", d(p.Drain.Timeout), d(p.Drain.Grace))
+	fmt.Fprintf(&b, "[restart]\n# \"auto\" waits %s here (drain.timeout + drain.grace + %s)\nladder = %s\nforce = %s\nready_timeout = %s\n\n",
+		p.Drain.Budget()+autoWaitMargin, autoWaitMargin, rungs(p.Restart.Ladder), rungs(p.Restart.Force), d(p.Restart.ReadyTimeout))
+	fmt.Fprintf(&b, "[service]\nrestart_sec = %s\nrestart_max_delay = %s\nstart_limit_burst = %d\nstart_limit_interval = %s\n\n",
+		d(p.Service.RestartSec), d(p.Service.RestartMaxDelay), p.Service.StartLimitBurst, d(p.Service.StartLimitInterval))
+	fmt.Fprintf(&b, "[lock]\ntoken_env = %s\ntoken_file = %s\nscope = %s\nlock_dir = %s\n\n",
+		q(p.Lock.TokenEnv), q(p.Lock.TokenFile), q(p.Lock.Scope), q(p.Lock.Dir))
+	fmt.Fprintf(&b, "[watchdog]\ntimeout = %s\nsignal_timeout = %s\n\n", d(p.Watchdog.Timeout), d(p.Watchdog.SignalTimeout))
+	fmt.Fprintf(&b, "[crash_loop]\nstarts = %d\nwindow = %s\nbase_delay = %s\nmax_delay = %s\n\n",
+		p.CrashLoop.Starts, d(p.CrashLoop.Window), d(p.CrashLoop.BaseDelay), d(p.CrashLoop.MaxDelay))
+	fmt.Fprintf(&b, "[journal]\nmax_bytes = %d\n", p.Journal.MaxBytes)
+	return b.String()
+}
+
+// policyLabel names where the policy came from, for logs and status.
+func (p *Policy) policyLabel() string {
+	if p.Path == "" {
+		return "built-in defaults"
+	}
+	return p.Path
+}
+
+const checkConfigUsage = `Print the effective policy with defaults filled in, plus warnings.
+Exit 0 when the policy is valid, 78 when it is not.
+
+    $ hermes check-config
+    $ hermes check-config --config /etc/hermes/hermes.toml
+`
+
+func runCheckConfig(args []string) error {
+	fs := newFlagSet("check-config", checkConfigUsage)
+	configPath := fs.String("config", "", "policy `FILE` (default: see 'hermes help')")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	p, err := loadPolicy(*configPath)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("# policy: %s\n", p.policyLabel())
+	for _, w := range p.Warnings {
+		fmt.Printf("# warning: %s\n", w)
+	}
+	fmt.Print(p.render())
+	return nil
+}

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// The control socket lives in the state dir (mode 0600). It answers:
+//
+//	ping    "pong <pid> <state>" — answered by the gateway's own loop, so a
+//	        frozen loop shows as silence
+//	status  one line of JSON (gatewayStatus), from the published snapshot
+//
+// A peer of another uid is refused unless it is root.
+
+func controlPath(stateDir string) string { return filepath.Join(stateDir, "control.sock") }
+
+func listenControl(path string) (*net.UnixListener, error) {
+	// The instance lock is held: a socket file here is a dead gateway's.
+	os.Remove(path)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	ln.SetUnlinkOnClose(true)
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+func (g *gateway) serveControl(ln *net.UnixListener) {
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			return
+		}
+		go g.handleControl(c)
+	}
+}
+
+// controlWait bounds how long a control request may wait on the loop.
+const controlWait = 10 * time.Second
+
+func (g *gateway) handleControl(c *net.UnixConn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(controlWait + time.Second))
+	uid, err := peerUID(c)
+	if err != nil || (uid != os.Getuid() && uid != 0) {
+		fmt.Fprintf(c, "error refused: peer uid %d is not the gateway's uid %d or root\n", uid, os.Getuid())
+		return
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return
+	}
+	switch strings.TrimSpace(line) {
+	case "ping":
+		reply := make(chan gwState, 1)
+		select {
+		case g.events <- pingEvent{reply: reply}:
+		case <-time.After(controlWait):
+			return // silence: the loop does not take events
+		}
+		select {
+		case st := <-reply:
+			fmt.Fprintf(c, "pong %d %s\n", g.pid, st)
+		case <-time.After(controlWait):
+		}
+	case "status":
+		b, _ := json.Marshal(g.status())
+		c.Write(append(b, '\n'))
+	default:
+		fmt.Fprintf(c, "error unknown command %q (ping, status)\n", strings.TrimSpace(line))
+	}
+}
+
+// errNoAnswer means the gateway's loop did not answer in time.
+var errNoAnswer = errors.New("no answer")
+
+// controlRequest sends one command and returns the one-line answer.
+func controlRequest(path, cmd string, timeout time.Duration) (string, error) {
+	c, err := net.DialTimeout("unix", path, timeout)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	if _, err := fmt.Fprintf(c, "%s\n", cmd); err != nil {
+		return "", err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return "", errNoAnswer
+		}
+		return "", err
+	}
+	line = strings.TrimSpace(line)
+	if strings.HasPrefix(line, "error ") {
+		return "", errors.New(strings.TrimPrefix(line, "error "))
+	}
+	return line, nil
+}
+
+// pingGateway pings up to tries times; a frozen loop answers none.
+func pingGateway(path string, timeout time.Duration, tries int) (string, error) {
+	var err error
+	for i := 0; i < tries; i++ {
+		var ans string
+		ans, err = controlRequest(path, "ping", timeout)
+		if err == nil {
+			return ans, nil
+		}
+		if !errors.Is(err, errNoAnswer) {
+			return "", err
+		}
+	}
+	return "", err
+}

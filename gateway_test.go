@@ -1,0 +1,504 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const quickDrain = `
+[echo]
+word_delay = "20ms"
+[drain]
+timeout = "10s"
+grace = "1s"
+`
+
+func TestTermDrainsStreamThenExitsZero(t *testing.T) {
+	e := newTestEnv(t, quickDrain)
+	g := e.startGateway()
+	s := startStream(t, g.url, 40) // ~0.8 s of words
+	s.waitLines(t, 4, 5*time.Second)
+
+	g.signal(syscall.SIGTERM)
+	g.waitLog("drain start", 5*time.Second)
+
+	// Draining: not ready, and new sessions are turned away with Retry-After.
+	if code, _ := httpGet(t, g.url+"/readyz"); code != 503 {
+		t.Errorf("readyz during drain = %d, want 503", code)
+	}
+	resp, err := http.Post(g.url+"/v1/chat/completions", "application/json", strings.NewReader(`{"messages":[{"role":"user","content":"x"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("new session during drain: status %d Retry-After %q, want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+
+	out := s.waitDone(t, 10*time.Second)
+	if !strings.Contains(out, "data: [DONE]") || !strings.Contains(out, "w39") {
+		t.Errorf("stream was cut instead of finishing:\n%s", out)
+	}
+	if strings.Contains(out, "event: error") {
+		t.Errorf("a stream that finished within the drain got a final error event:\n%s", out)
+	}
+	if code := g.wait(10 * time.Second); code != exitOK {
+		t.Errorf("exit code = %d, want %d", code, exitOK)
+	}
+	log := g.stderr.String()
+	for _, want := range []string{"signal signal=TERM action=drain", "drain start", "session finished", "drain end", "exit code=0"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+	if _, err := os.Stat(pidFilePath(e.stateDir)); !os.IsNotExist(err) {
+		t.Errorf("pid file left behind after a clean exit: %v", err)
+	}
+}
+
+func TestUSR1DrainsThenExitsRestart(t *testing.T) {
+	e := newTestEnv(t, quickDrain)
+	g := e.startGateway()
+	s := startStream(t, g.url, 20)
+	s.waitLines(t, 2, 5*time.Second)
+	g.signal(syscall.SIGUSR1)
+	out := s.waitDone(t, 10*time.Second)
+	if !strings.Contains(out, "data: [DONE]") {
+		t.Errorf("stream did not finish:\n%s", out)
+	}
+	if code := g.wait(10 * time.Second); code != exitRestart {
+		t.Errorf("exit code = %d, want %d", code, exitRestart)
+	}
+}
+
+func TestDrainTimeoutSendsFinalEvent(t *testing.T) {
+	for _, tc := range []struct {
+		sig    syscall.Signal
+		reason string
+		code   int
+	}{
+		{syscall.SIGTERM, reasonShutdown, exitOK},
+		{syscall.SIGUSR1, reasonRestart, exitRestart},
+	} {
+		t.Run(signalName(tc.sig), func(t *testing.T) {
+			e := newTestEnv(t, "[echo]\nword_delay = \"100ms\"\n[drain]\ntimeout = \"300ms\"\ngrace = \"2s\"\n")
+			g := e.startGateway()
+			s := startStream(t, g.url, 200) // 20 s: cannot finish within the drain
+			s.waitLines(t, 2, 5*time.Second)
+			start := time.Now()
+			g.signal(tc.sig)
+			out := s.waitDone(t, 10*time.Second)
+			if !strings.Contains(out, "event: error") || !strings.Contains(out, `"reason":"`+tc.reason+`"`) {
+				t.Errorf("cut stream lacks the final event with reason %s:\n%s", tc.reason, out)
+			}
+			if strings.Contains(out, "[DONE]") {
+				t.Errorf("stream claims to be done:\n%s", out)
+			}
+			if code := g.wait(10 * time.Second); code != tc.code {
+				t.Errorf("exit code = %d, want %d", code, tc.code)
+			}
+			if el := time.Since(start); el > 2300*time.Millisecond+2*time.Second {
+				t.Errorf("drain took %s, beyond timeout+grace", el)
+			}
+			if !strings.Contains(g.stderr.String(), "session cut") {
+				t.Errorf("log lacks the cut session:\n%s", g.stderr.String())
+			}
+		})
+	}
+}
+
+func TestSecondTermStopsNow(t *testing.T) {
+	e := newTestEnv(t, "[echo]\nword_delay = \"100ms\"\n[drain]\ntimeout = \"60s\"\ngrace = \"5s\"\n")
+	g := e.startGateway()
+	s := startStream(t, g.url, 200)
+	s.waitLines(t, 2, 5*time.Second)
+	g.signal(syscall.SIGTERM)
+	g.waitLog("drain start", 5*time.Second)
+	start := time.Now()
+	g.signal(syscall.SIGINT)
+	code := g.wait(10 * time.Second)
+	elapsed := time.Since(start)
+	out := s.waitDone(t, 5*time.Second)
+	if code != exitOK {
+		t.Errorf("exit code = %d, want 0", code)
+	}
+	if !strings.Contains(out, "event: error") || !strings.Contains(out, reasonShutdown) {
+		t.Errorf("stream cut by stop-now lacks its final event:\n%s", out)
+	}
+	// The promise is "within 1 s"; the bound here is generous for a loaded
+	// machine, the figure itself is in the benchmark.
+	if elapsed > 3*time.Second {
+		t.Errorf("stop-now took %s", elapsed)
+	}
+	if !strings.Contains(g.stderr.String(), "action=stop-now") {
+		t.Errorf("log lacks stop-now:\n%s", g.stderr.String())
+	}
+}
+
+func TestIdleGatewayStopsAtOnce(t *testing.T) {
+	e := newTestEnv(t, "")
+	g := e.startGateway()
+	g.signal(syscall.SIGINT)
+	if code := g.wait(5 * time.Second); code != exitOK {
+		t.Errorf("exit code = %d, want 0", code)
+	}
+}
+
+func TestReloadKeepsOldPolicyOnError(t *testing.T) {
+	e := newTestEnv(t, "[echo]\nword_delay = \"1ms\"\n")
+	g := e.startGateway()
+
+	// A broken policy: logged, the gateway keeps serving on the old one.
+	os.WriteFile(e.policy, []byte("name = \"test\"\n[gateway]\nlisten = 12\n"), 0o600)
+	g.signal(syscall.SIGHUP)
+	g.waitLog("reload failed", 5*time.Second)
+	if !strings.Contains(g.stderr.String(), "hermes.toml:3") || !strings.Contains(g.stderr.String(), "gateway.listen") {
+		t.Errorf("reload error does not name file, line and key:\n%s", g.stderr.String())
+	}
+	if code, _ := httpGet(t, g.url+"/readyz"); code != 200 {
+		t.Errorf("readyz after a failed reload = %d, want 200", code)
+	}
+	s := startStream(t, g.url, 3)
+	if out := s.waitDone(t, 5*time.Second); !strings.Contains(out, "[DONE]") {
+		t.Errorf("stream after failed reload:\n%s", out)
+	}
+
+	// A good one with a slower echo: applied.
+	e.writePolicy("[echo]\nword_delay = \"400ms\"\n")
+	g.signal(syscall.SIGHUP)
+	g.waitLog("reload ok", 5*time.Second)
+	start := time.Now()
+	s = startStream(t, g.url, 3)
+	s.waitDone(t, 10*time.Second)
+	if el := time.Since(start); el < 1*time.Second {
+		t.Errorf("reloaded word_delay not applied: 3 words took %s", el)
+	}
+	if code, _ := httpGet(t, g.url+"/readyz"); code != 200 {
+		t.Errorf("readyz after reload = %d", code)
+	}
+}
+
+func TestBadPolicyExits78(t *testing.T) {
+	e := newTestEnv(t, "[drain]\ntimeout = \"soon\"\n")
+	g := e.spawnGateway()
+	if code := g.wait(10 * time.Second); code != exitConfig {
+		t.Errorf("exit code = %d, want %d", code, exitConfig)
+	}
+	if log := g.stderr.String(); !strings.Contains(log, "drain.timeout") || !strings.Contains(log, "hermes.toml:6") {
+		t.Errorf("error does not name key and line:\n%s", log)
+	}
+}
+
+func TestSecondInstanceRefused(t *testing.T) {
+	e := newTestEnv(t, "")
+	g := e.startGateway()
+	e2 := *e
+	e2.addr = freePort(t)
+	g2 := e2.spawnGateway()
+	if code := g2.wait(10 * time.Second); code != exitConfig {
+		t.Errorf("second instance exit = %d, want %d", code, exitConfig)
+	}
+	if !strings.Contains(g2.stderr.String(), fmt.Sprintf("pid %d", g.pid())) {
+		t.Errorf("refusal does not name the running gateway's pid %d:\n%s", g.pid(), g2.stderr.String())
+	}
+}
+
+func TestStatusEndpointsAndPidFile(t *testing.T) {
+	e := newTestEnv(t, "")
+	g := e.startGateway()
+	if code, body := httpGet(t, g.url+"/healthz"); code != 200 || !strings.Contains(body, "ok") {
+		t.Errorf("healthz = %d %q", code, body)
+	}
+	code, body := httpGet(t, g.url+"/status")
+	var st gatewayStatus
+	if err := json.Unmarshal([]byte(body), &st); err != nil || code != 200 {
+		t.Fatalf("status = %d %q: %v", code, body, err)
+	}
+	if st.PID != g.pid() || st.State != stateServing || st.Policy != e.policy || st.Version == "" {
+		t.Errorf("status = %+v", st)
+	}
+	rec, err := readPidFile(pidFilePath(e.stateDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start, _, err := procInfo(g.pid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	boot, _ := bootID()
+	if rec.PID != g.pid() || rec.StartTime != start || rec.BootID != boot {
+		t.Errorf("pid file %+v, want pid %d start %d boot %s", rec, g.pid(), start, boot)
+	}
+	if ok, _ := rec.alive(); !ok {
+		t.Error("pid file record does not prove the live gateway")
+	}
+}
+
+func TestControlSocket(t *testing.T) {
+	e := newTestEnv(t, "")
+	g := e.startGateway()
+	path := controlPath(e.stateDir)
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("control socket mode %v, want 0600", fi.Mode().Perm())
+	}
+	ans, err := controlRequest(path, "ping", 2*time.Second)
+	if want := fmt.Sprintf("pong %d serving", g.pid()); err != nil || ans != want {
+		t.Errorf("ping = %q, %v; want %q", ans, err, want)
+	}
+	ans, err = controlRequest(path, "status", 2*time.Second)
+	var st gatewayStatus
+	if err != nil || json.Unmarshal([]byte(ans), &st) != nil || st.PID != g.pid() {
+		t.Errorf("status = %q, %v", ans, err)
+	}
+	if _, err := controlRequest(path, "launch-missiles", 2*time.Second); err == nil || !strings.Contains(err.Error(), "unknown command") {
+		t.Errorf("unknown command: %v", err)
+	}
+}
+
+func TestControlSocketRefusesOtherUID(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to connect as another uid")
+	}
+	e := newTestEnv(t, "")
+	e.startGateway()
+	// The socket is 0600 and owned by root; let a nobody-owned copy of the
+	// path be reachable by opening the directory to everyone, then connect
+	// as uid 65534 through a child process.
+	os.Chmod(filepath.Dir(e.dir), 0o755)
+	os.Chmod(e.dir, 0o755)
+	os.Chmod(e.stateDir, 0o755)
+	os.Chmod(controlPath(e.stateDir), 0o777)
+	cmd := execAsNobody(t, "sh", "-c", "echo ping | python3 -c 'import socket,sys;s=socket.socket(socket.AF_UNIX);s.connect(sys.argv[1]);s.sendall(b\"ping\\n\");print(s.recv(200).decode())' "+controlPath(e.stateDir))
+	out, _ := cmd.CombinedOutput()
+	if !strings.Contains(string(out), "refused") || strings.Contains(string(out), "pong") {
+		t.Errorf("a peer of another uid got: %s", out)
+	}
+}
+
+func TestEchoRejectsMalformedRequests(t *testing.T) {
+	e := newTestEnv(t, "")
+	g := e.startGateway()
+	for _, tc := range []struct{ name, body, code string }{
+		{"not json", `{"messages":`, "invalid_json"},
+		{"no messages", `{"model":"m"}`, "missing_messages"},
+		{"no user message", `{"messages":[{"role":"system","content":"hi"}]}`, "missing_user_message"},
+		{"bad content", `{"messages":[{"role":"user","content":5}]}`, "invalid_content"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := http.Post(g.url+"/v1/chat/completions", "application/json", strings.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var body struct {
+				Error struct{ Type, Code, Message string }
+			}
+			json.NewDecoder(resp.Body).Decode(&body)
+			if resp.StatusCode != 400 || body.Error.Code != tc.code || body.Error.Type != "invalid_request_error" {
+				t.Errorf("got %d %+v, want 400 %s", resp.StatusCode, body.Error, tc.code)
+			}
+		})
+	}
+	// Non-streaming answers too.
+	resp, err := http.Post(g.url+"/v1/chat/completions", "application/json",
+		strings.NewReader(`{"messages":[{"role":"user","content":[{"type":"text","text":"hello there"}]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Object  string
+		Choices []struct{ Message struct{ Content string } }
+	}
+	json.NewDecoder(resp.Body).Decode(&out)
+	if out.Object != "chat.completion" || len(out.Choices) != 1 || out.Choices[0].Message.Content != "hello there" {
+		t.Errorf("non-streaming echo = %+v", out)
+	}
+}
+
+// fakeUpstream is an OpenAI-compatible upstream under the test's control:
+// it streams chunks only when the test releases them, records what it was
+// sent and notices when a request is cancelled.
+type fakeUpstream struct {
+	srv       *httptest.Server
+	release   chan struct{}
+	gotAuth   atomic.Value
+	gotPath   atomic.Value
+	cancelled chan struct{}
+}
+
+func newFakeUpstream(t *testing.T) *fakeUpstream {
+	f := &fakeUpstream{release: make(chan struct{}, 16), cancelled: make(chan struct{}, 16)}
+	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.gotAuth.Store(r.Header.Get("Authorization"))
+		f.gotPath.Store(r.URL.Path)
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		for i := 0; i < 3; i++ {
+			fmt.Fprintf(w, "data: {\"chunk\":%d}\n\n", i)
+			w.(http.Flusher).Flush()
+			select {
+			case <-f.release:
+			case <-r.Context().Done():
+				f.cancelled <- struct{}{}
+				return
+			}
+		}
+		fmt.Fprint(w, "data: [DONE]\n\n")
+	}))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func TestProxyStreamsUnbufferedAndAddsKey(t *testing.T) {
+	up := newFakeUpstream(t)
+	const key = "sk-test-SECRET-4242"
+	// Extra keys right after the base policy land in its [gateway] table.
+	e := newTestEnv(t, fmt.Sprintf("upstream = %q\nupstream_key_env = \"TEST_UPSTREAM_KEY\"\n", up.srv.URL+"/v1"))
+	g := e.startGateway("TEST_UPSTREAM_KEY=" + key)
+
+	resp, err := http.Post(g.url+"/v1/chat/completions", "application/json", strings.NewReader(`{"stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	// The first chunk must arrive while the upstream still holds the rest.
+	first := make(chan string, 1)
+	go func() { l, _ := br.ReadString('\n'); first <- l }()
+	select {
+	case l := <-first:
+		if !strings.Contains(l, `"chunk":0`) {
+			t.Errorf("first line %q", l)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("first chunk was buffered: it did not arrive before the upstream finished")
+	}
+	up.release <- struct{}{}
+	up.release <- struct{}{}
+	up.release <- struct{}{}
+	rest, _ := io.ReadAll(br)
+	if !strings.Contains(string(rest), `"chunk":2`) || !strings.Contains(string(rest), "[DONE]") {
+		t.Errorf("rest of stream: %q", rest)
+	}
+	if got := up.gotAuth.Load(); got != "Bearer "+key {
+		t.Errorf("upstream saw Authorization %q", got)
+	}
+	if got := up.gotPath.Load(); got != "/v1/chat/completions" {
+		t.Errorf("upstream path %q, want /v1/chat/completions", got)
+	}
+	g.signal(syscall.SIGTERM)
+	g.wait(10 * time.Second)
+	if strings.Contains(g.stderr.String(), key) {
+		t.Errorf("the API key appears in the log")
+	}
+}
+
+func TestClientDisconnectCancelsUpstream(t *testing.T) {
+	up := newFakeUpstream(t)
+	e := newTestEnv(t, fmt.Sprintf("upstream = %q\n", up.srv.URL))
+	g := e.startGateway()
+	c, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+	br := bufio.NewReader(c)
+	for {
+		l, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(l, "chunk") {
+			break
+		}
+	}
+	c.Close()
+	select {
+	case <-up.cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upstream request was not cancelled when the client went away")
+	}
+	// The session is gone from the count.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		_, body := httpGet(t, g.url+"/status")
+		if strings.Contains(body, `"active_sessions":0`) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Error("the disconnected session is still counted")
+}
+
+func TestSdNotify(t *testing.T) {
+	dir, err := os.MkdirTemp("", "sdn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	msgs := make(chan string, 64)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	e := newTestEnv(t, quickDrain)
+	g := e.startGateway("NOTIFY_SOCKET="+sock, "JOURNAL_STREAM=8:1234")
+	want := func(s string) {
+		t.Helper()
+		deadline := time.After(5 * time.Second)
+		for {
+			select {
+			case m := <-msgs:
+				if strings.Contains(m, s) {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("no sd_notify message with %q", s)
+			}
+		}
+	}
+	want("READY=1")
+	s := startStream(t, g.url, 10)
+	s.waitLines(t, 2, 5*time.Second)
+	g.signal(syscall.SIGTERM)
+	want("STOPPING=1")
+	want("EXTEND_TIMEOUT_USEC=")
+	want("STATUS=draining")
+	g.wait(10 * time.Second)
+	// Under the journal: priority prefixes, no own timestamps.
+	for _, l := range strings.Split(strings.TrimSpace(g.stderr.String()), "\n") {
+		if !strings.HasPrefix(l, "<") {
+			t.Errorf("journal line without priority prefix: %q", l)
+		}
+	}
+}

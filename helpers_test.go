@@ -1,0 +1,352 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// hermesBin is the real hermes binary, built once by TestMain (with -race
+// when the tests run with -race), so every test drives the real thing.
+var hermesBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "hermes-test-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	hermesBin = filepath.Join(dir, "hermes")
+	args := []string{"build", "-o", hermesBin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, ".")...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building hermes:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// freePort returns a loopback address that was free a moment ago.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// syncBuffer is a bytes.Buffer safe for a process writing and a test reading.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// testEnv is a private home for one test's hermes processes: a state dir, a
+// policy file and an environment that points nowhere else.
+type testEnv struct {
+	t        *testing.T
+	dir      string
+	stateDir string
+	policy   string
+	addr     string
+	env      []string
+}
+
+// newTestEnv writes a policy with the given extra TOML (top-level keys and
+// tables) on top of a private listen address and state dir.
+func newTestEnv(t *testing.T, extra string) *testEnv {
+	t.Helper()
+	dir := t.TempDir()
+	e := &testEnv{t: t, dir: dir, stateDir: filepath.Join(dir, "state"), addr: freePort(t)}
+	e.policy = filepath.Join(dir, "hermes.toml")
+	e.writePolicy(extra)
+	e.env = append(filteredEnv(), "HOME="+dir, "XDG_STATE_HOME="+filepath.Join(dir, "xdg-state"),
+		"XDG_CONFIG_HOME="+filepath.Join(dir, "xdg-config"), "HERMES_CONFIG="+e.policy)
+	return e
+}
+
+// filteredEnv is os.Environ without what would leak the test's surroundings
+// (a systemd or launchd context, a policy) into a hermes process.
+func filteredEnv() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		switch strings.SplitN(kv, "=", 2)[0] {
+		case "NOTIFY_SOCKET", "JOURNAL_STREAM", "WATCHDOG_USEC", "WATCHDOG_PID", "HERMES_CONFIG",
+			"HERMES_TEST_FAULT", "INVOCATION_ID", "LISTEN_FDS", "LISTEN_PID":
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+// writePolicy (re)writes the policy file: the test's listen address and
+// state dir, a quick drain, then extra. Tables in extra that repeat [drain]
+// or [gateway] are not allowed (TOML); use the drainPolicy helper's output.
+func (e *testEnv) writePolicy(extra string) {
+	e.t.Helper()
+	base := fmt.Sprintf("name = \"test\"\n[gateway]\nlisten = %q\nstate_dir = %q\n", e.addr, e.stateDir)
+	if err := os.WriteFile(e.policy, []byte(base+extra), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// hermes runs a hermes command to completion and returns its output and
+// exit code.
+func (e *testEnv) hermes(timeout time.Duration, args ...string) (stdout, stderr string, code int) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, hermesBin, args...)
+	cmd.Env = e.env
+	cmd.Dir = e.dir
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		e.t.Fatalf("hermes %s did not finish within %s\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), timeout, out.String(), errb.String())
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		e.t.Fatalf("hermes %s: %v", strings.Join(args, " "), err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// gatewayProc is a running `hermes serve`.
+type gatewayProc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	exited chan struct{}
+	code   int
+	url    string
+}
+
+// startGateway starts `hermes serve` with the env's policy and waits until
+// /readyz answers 200.
+func (e *testEnv) startGateway(extraEnv ...string) *gatewayProc {
+	e.t.Helper()
+	g := e.spawnGateway(extraEnv...)
+	g.waitReady(20 * time.Second)
+	return g
+}
+
+func (e *testEnv) spawnGateway(extraEnv ...string) *gatewayProc {
+	e.t.Helper()
+	cmd := exec.Command(hermesBin, "serve")
+	cmd.Env = append(append([]string{}, e.env...), extraEnv...)
+	cmd.Dir = e.dir
+	g := &gatewayProc{t: e.t, cmd: cmd, stderr: &syncBuffer{}, exited: make(chan struct{}), url: "http://" + e.addr}
+	cmd.Stderr = g.stderr
+	cmd.Stdout = g.stderr
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	go func() {
+		err := cmd.Wait()
+		g.code = 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			g.code = ee.ExitCode()
+			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				g.code = 128 + int(ws.Signal())
+			}
+		}
+		close(g.exited)
+	}()
+	e.t.Cleanup(func() {
+		select {
+		case <-g.exited:
+		default:
+			cmd.Process.Kill()
+			<-g.exited
+		}
+		if e.t.Failed() {
+			e.t.Logf("gateway pid %d log:\n%s", cmd.Process.Pid, g.stderr.String())
+		}
+	})
+	return g
+}
+
+func (g *gatewayProc) pid() int { return g.cmd.Process.Pid }
+
+func (g *gatewayProc) waitReady(timeout time.Duration) {
+	g.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		select {
+		case <-g.exited:
+			g.t.Fatalf("gateway exited with %d before it was ready:\n%s", g.code, g.stderr.String())
+		default:
+		}
+		resp, err := http.Get(g.url + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	g.t.Fatalf("gateway not ready within %s:\n%s", timeout, g.stderr.String())
+}
+
+func (g *gatewayProc) signal(sig syscall.Signal) {
+	g.t.Helper()
+	if err := g.cmd.Process.Signal(sig); err != nil {
+		g.t.Fatalf("signal %v: %v", sig, err)
+	}
+}
+
+// wait waits for the gateway to exit and returns its exit code.
+func (g *gatewayProc) wait(timeout time.Duration) int {
+	g.t.Helper()
+	select {
+	case <-g.exited:
+		return g.code
+	case <-time.After(timeout):
+		g.t.Fatalf("gateway did not exit within %s:\n%s", timeout, g.stderr.String())
+		return -1
+	}
+}
+
+// waitLog waits until the gateway's log contains s.
+func (g *gatewayProc) waitLog(s string, timeout time.Duration) {
+	g.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if strings.Contains(g.stderr.String(), s) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	g.t.Fatalf("gateway log has no %q after %s:\n%s", s, timeout, g.stderr.String())
+}
+
+// stream is a client's SSE stream read line by line in the background.
+type stream struct {
+	resp   *http.Response
+	mu     sync.Mutex
+	lines  []string
+	done   chan struct{}
+	err    error
+	cancel context.CancelFunc
+}
+
+// startStream posts a streaming chat completion echoing n words.
+func startStream(t *testing.T, url string, words int) *stream {
+	t.Helper()
+	var msg []string
+	for i := 0; i < words; i++ {
+		msg = append(msg, fmt.Sprintf("w%d", i))
+	}
+	body := fmt.Sprintf(`{"model":"m","stream":true,"messages":[{"role":"user","content":%q}]}`, strings.Join(msg, " "))
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "POST", url+"/v1/chat/completions", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		cancel()
+		t.Fatalf("starting stream: %v", err)
+	}
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		cancel()
+		t.Fatalf("stream: status %d: %s", resp.StatusCode, b)
+	}
+	s := &stream{resp: resp, done: make(chan struct{}), cancel: cancel}
+	go func() {
+		defer close(s.done)
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			s.mu.Lock()
+			s.lines = append(s.lines, sc.Text())
+			s.mu.Unlock()
+		}
+		s.err = sc.Err()
+		resp.Body.Close()
+	}()
+	t.Cleanup(cancel)
+	return s
+}
+
+func (s *stream) text() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return strings.Join(s.lines, "\n")
+}
+
+// waitDone waits for the stream to end and returns everything it carried.
+func (s *stream) waitDone(t *testing.T, timeout time.Duration) string {
+	t.Helper()
+	select {
+	case <-s.done:
+		return s.text()
+	case <-time.After(timeout):
+		t.Fatalf("stream did not end within %s; so far:\n%s", timeout, s.text())
+		return ""
+	}
+}
+
+// waitLines waits until the stream has carried at least n lines.
+func (s *stream) waitLines(t *testing.T, n int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		s.mu.Lock()
+		got := len(s.lines)
+		s.mu.Unlock()
+		if got >= n {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("stream carried fewer than %d lines within %s:\n%s", n, timeout, s.text())
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
