@@ -161,6 +161,10 @@ func (g *gateway) loop(ready func()) int {
 					g.reload()
 				case syscall.SIGUSR1, syscall.SIGTERM, syscall.SIGINT:
 					name := signalName(sig)
+					if testFaultSet("ignore-stop-signals") {
+						g.log.warn("signal", "signal", name, "action", "ignored (HERMES_TEST_FAULT)")
+						continue
+					}
 					if g.state == stateServing {
 						g.reason, g.exitCode = reasonShutdown, exitOK
 						if sig == syscall.SIGUSR1 {
@@ -676,10 +680,15 @@ func orDefault(s, def string) string {
 // names the fault. It exists for tests only: it is how the test suite makes
 // a gateway whose loop is frozen. Never set HERMES_TEST_FAULT in production.
 func testFault(name string) {
-	if os.Getenv("HERMES_TEST_FAULT") == name {
+	if testFaultSet(name) {
 		freezeLoopForTest()
 	}
 }
+
+// testFaultSet reports whether the test-only fault is enabled. The faults:
+// freeze-after-ready (the loop blocks forever once ready) and
+// ignore-stop-signals (the loop drops TERM, INT and USR1 but answers ping).
+func testFaultSet(name string) bool { return os.Getenv("HERMES_TEST_FAULT") == name }
 
 // freezeLoopForTest is named so that a stack dump says plainly what froze.
 func freezeLoopForTest() {

@@ -46,7 +46,7 @@ func TestMain(m *testing.M) {
 }
 
 // freePort returns a loopback address that was free a moment ago.
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -77,7 +77,7 @@ func (s *syncBuffer) String() string {
 // testEnv is a private home for one test's hermes processes: a state dir, a
 // policy file and an environment that points nowhere else.
 type testEnv struct {
-	t        *testing.T
+	t        testing.TB
 	dir      string
 	stateDir string
 	policy   string
@@ -87,7 +87,7 @@ type testEnv struct {
 
 // newTestEnv writes a policy with the given extra TOML (top-level keys and
 // tables) on top of a private listen address and state dir.
-func newTestEnv(t *testing.T, extra string) *testEnv {
+func newTestEnv(t testing.TB, extra string) *testEnv {
 	t.Helper()
 	dir := t.TempDir()
 	e := &testEnv{t: t, dir: dir, stateDir: filepath.Join(dir, "state"), addr: freePort(t)}
@@ -150,7 +150,7 @@ func (e *testEnv) hermes(timeout time.Duration, args ...string) (stdout, stderr 
 
 // gatewayProc is a running `hermes serve`.
 type gatewayProc struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	stderr *syncBuffer
 	exited chan struct{}

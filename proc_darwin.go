@@ -3,7 +3,10 @@
 package main
 
 import (
+	"errors"
 	"net"
+	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -68,3 +71,89 @@ func peerUID(c *net.UnixConn) (int, error) {
 	}
 	return uid, serr
 }
+
+// procHandle is a proven gateway process. macOS has no pidfd: the start time
+// is compared again right before each signal, and a kqueue EVFILT_PROC
+// NOTE_EXIT filter wakes the moment the process exits.
+type procHandle struct {
+	pid   int
+	start uint64
+	kq    int
+}
+
+var errNotSame = errors.New("the pid now belongs to another process")
+
+func openProc(pid int, start uint64) (*procHandle, error) {
+	kq, err := unix.Kqueue()
+	if err != nil {
+		return nil, err
+	}
+	unix.CloseOnExec(kq)
+	ev := unix.Kevent_t{}
+	unix.SetKevent(&ev, pid, unix.EVFILT_PROC, unix.EV_ADD|unix.EV_ONESHOT)
+	ev.Fflags = unix.NOTE_EXIT
+	if _, err := unix.Kevent(kq, []unix.Kevent_t{ev}, nil, nil); err != nil {
+		unix.Close(kq)
+		return nil, err
+	}
+	// Checked after the filter is registered, so both concern one process.
+	if s, _, err := procInfo(pid); err != nil || s != start {
+		unix.Close(kq)
+		return nil, errNotSame
+	}
+	return &procHandle{pid: pid, start: start, kq: kq}, nil
+}
+
+func (h *procHandle) signal(sig syscall.Signal) error {
+	if s, _, err := procInfo(h.pid); err != nil || s != h.start {
+		return errNotSame
+	}
+	return unix.Kill(h.pid, sig)
+}
+
+func (h *procHandle) state() byte {
+	s, st, err := procInfo(h.pid)
+	if err != nil || s != h.start {
+		return 0
+	}
+	return st
+}
+
+func (h *procHandle) wait(timeout time.Duration, intr int) (exited, interrupted bool, err error) {
+	if intr >= 0 {
+		ev := unix.Kevent_t{}
+		unix.SetKevent(&ev, intr, unix.EVFILT_READ, unix.EV_ADD)
+		if _, err := unix.Kevent(h.kq, []unix.Kevent_t{ev}, nil, nil); err != nil {
+			return false, false, err
+		}
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		left := time.Until(deadline)
+		if left < 0 {
+			left = 0
+		}
+		ts := unix.NsecToTimespec(int64(left))
+		events := make([]unix.Kevent_t, 2)
+		n, err := unix.Kevent(h.kq, nil, events, &ts)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return false, false, err
+		}
+		for _, ev := range events[:n] {
+			if ev.Filter == unix.EVFILT_PROC {
+				return true, false, nil
+			}
+		}
+		if n > 0 {
+			return false, true, nil
+		}
+		if left == 0 {
+			return false, false, nil
+		}
+	}
+}
+
+func (h *procHandle) close() { unix.Close(h.kq) }

@@ -4,11 +4,14 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -75,3 +78,80 @@ func peerUID(c *net.UnixConn) (int, error) {
 	}
 	return uid, serr
 }
+
+// procHandle is a proven gateway process. On Linux it holds a pidfd: once
+// opened and checked, every signal goes to exactly that process even if the
+// pid is reused, and poll on the pidfd wakes the moment it exits.
+type procHandle struct {
+	pid   int
+	start uint64
+	fd    int
+}
+
+var errNotSame = errors.New("the pid now belongs to another process")
+
+// openProc opens the process and proves it is the one recorded: the start
+// time is checked after the pidfd is open, so the check and every later
+// signal concern the same process.
+func openProc(pid int, start uint64) (*procHandle, error) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return nil, err
+	}
+	s, _, err := procInfo(pid)
+	if err != nil || s != start {
+		unix.Close(fd)
+		return nil, errNotSame
+	}
+	unix.CloseOnExec(fd)
+	return &procHandle{pid: pid, start: start, fd: fd}, nil
+}
+
+func (h *procHandle) signal(sig syscall.Signal) error {
+	return unix.PidfdSendSignal(h.fd, sig, nil, 0)
+}
+
+// state returns the process state letter (T stopped, Z zombie), or 0 once
+// it is gone.
+func (h *procHandle) state() byte {
+	s, st, err := procInfo(h.pid)
+	if err != nil || s != h.start {
+		return 0
+	}
+	return st
+}
+
+// wait blocks until the process exits (true), the timeout passes (false),
+// or intr, a file descriptor, becomes readable (interrupted). No sleep loop:
+// poll(2) on the pidfd wakes at the exit itself.
+func (h *procHandle) wait(timeout time.Duration, intr int) (exited, interrupted bool, err error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		ms := int(time.Until(deadline) / time.Millisecond)
+		if ms < 0 {
+			ms = 0
+		}
+		fds := []unix.PollFd{{Fd: int32(h.fd), Events: unix.POLLIN}}
+		if intr >= 0 {
+			fds = append(fds, unix.PollFd{Fd: int32(intr), Events: unix.POLLIN})
+		}
+		n, err := unix.Poll(fds, ms)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return false, false, err
+		}
+		if fds[0].Revents != 0 {
+			return true, false, nil
+		}
+		if len(fds) > 1 && fds[1].Revents != 0 {
+			return false, true, nil
+		}
+		if n == 0 && ms == 0 {
+			return false, false, nil
+		}
+	}
+}
+
+func (h *procHandle) close() { unix.Close(h.fd) }

@@ -5,6 +5,8 @@ package main
 import (
 	"errors"
 	"net"
+	"syscall"
+	"time"
 )
 
 var errPlatform = errors.New("not supported on this platform (hermes runs on Linux and macOS)")
@@ -13,3 +15,15 @@ func procInfo(pid int) (uint64, byte, error) { return 0, 0, errPlatform }
 func procExe(pid int) string                 { return "?" }
 func bootID() (string, error)                { return "", errPlatform }
 func peerUID(c *net.UnixConn) (int, error)   { return -1, errPlatform }
+
+type procHandle struct{ pid int }
+
+var errNotSame = errors.New("the pid now belongs to another process")
+
+func openProc(pid int, start uint64) (*procHandle, error) { return nil, errPlatform }
+func (h *procHandle) signal(sig syscall.Signal) error     { return errPlatform }
+func (h *procHandle) state() byte                         { return 0 }
+func (h *procHandle) wait(timeout time.Duration, intr int) (bool, bool, error) {
+	return false, false, errPlatform
+}
+func (h *procHandle) close() {}

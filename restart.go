@@ -1,0 +1,428 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// hermes restart and hermes stop: find the gateway and prove it, classify
+// it, walk the escalation ladder, then make sure a fresh gateway is up
+// (restart) or that nothing brings it back (stop).
+
+const restartUsage = `Drain the gateway, escalate if it will not go, and bring a fresh one up.
+Works on a gateway that is serving, draining, frozen, stopped, crash-looping
+or not running at all. Exit 0 when a new gateway is ready, 1 when not.
+
+    $ hermes restart
+    $ hermes restart --force        # no drain: TERM, then KILL
+    $ hermes restart --config /etc/hermes/hermes.toml
+`
+
+const stopUsage = `Drain the gateway and stop it for good: under systemd or launchd the
+manager is told too, so it does not bring the gateway back.
+
+    $ hermes stop
+    $ hermes stop --force
+`
+
+// ladderRun is one walk of a ladder against one proven gateway.
+type ladderRun struct {
+	p     *Policy
+	out   io.Writer
+	t0    time.Time
+	intr  *interrupter
+	in    *inspection
+	force bool
+	stop  bool // hermes stop: a planned stop, TERM instead of USR1
+	// progress, for the summary and for an interrupted run
+	rung     int
+	rungs    int
+	lastSent string
+	exited   bool
+}
+
+func (r *ladderRun) say(format string, args ...any) {
+	fmt.Fprintf(r.out, "hermes: [%6s] %s\n", fmtDur(time.Since(r.t0)), fmt.Sprintf(format, args...))
+}
+
+// interrupter turns Ctrl-C (SIGINT) and TERM into a readable pipe, so every
+// wait (poll on a pidfd, kqueue) can wake on it without a sleep loop.
+type interrupter struct {
+	r, w   *os.File
+	ch     chan os.Signal
+	done   chan struct{} // closed when a signal arrived
+	signal os.Signal     // set before done is closed
+}
+
+func newInterrupter() (*interrupter, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	i := &interrupter{r: r, w: w, ch: make(chan os.Signal, 1), done: make(chan struct{})}
+	signal.Notify(i.ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		if s, ok := <-i.ch; ok {
+			i.signal = s
+			close(i.done)
+			w.Write([]byte{1})
+		}
+	}()
+	return i, nil
+}
+
+func (i *interrupter) fd() int { return int(i.r.Fd()) }
+
+func (i *interrupter) close() {
+	signal.Stop(i.ch)
+	i.r.Close()
+	i.w.Close()
+}
+
+// errInterrupted ends a ladder that a person stopped with Ctrl-C.
+var errInterrupted = errors.New("interrupted")
+
+// walk sends each rung's signal and waits for the gateway to exit. It
+// returns nil once the gateway has exited.
+func (r *ladderRun) walk(ladder []Rung) error {
+	in := r.in
+	h := in.proc
+	r.rungs = len(ladder)
+	frozen := in.Verdict == verdictFrozen
+	if in.Verdict == verdictStopped {
+		// Continue it first, then look again: a stopped gateway may be
+		// healthy (drain it) or frozen (skip the rungs that need its loop).
+		h.signal(syscall.SIGCONT)
+		in.classifyLive()
+		r.say("sent CONT to stopped pid %d; it is now %s", in.PID, in.Verdict)
+		frozen = in.Verdict == verdictFrozen
+	}
+	for i, rung := range ladder {
+		r.rung = i + 1
+		name := signalName(rung.Signal)
+		if r.stop && rung.Signal == syscall.SIGUSR1 {
+			rung.Signal, name = syscall.SIGTERM, "TERM" // a planned stop drains the same way, then exits 0
+		}
+		if frozen && drains(rung.Signal) {
+			r.say("rung %d/%d: skip %s: the loop of pid %d is frozen and cannot act on it", r.rung, r.rungs, name, in.PID)
+			continue
+		}
+		if err := h.signal(rung.Signal); err != nil {
+			if errors.Is(err, unix.ESRCH) || h.state() == 0 {
+				r.say("rung %d/%d: pid %d is already gone", r.rung, r.rungs, in.PID)
+				r.exited = true
+				return nil
+			}
+			return fmt.Errorf("sending %s to pid %d: %w", name, in.PID, err)
+		}
+		if rung.Signal != syscall.SIGKILL {
+			h.signal(syscall.SIGCONT) // a stopped process can act on it now
+		}
+		r.lastSent = fmt.Sprintf("%s sent to pid %d at %s", name, in.PID, fmtDur(time.Since(r.t0)))
+		r.record(evRungSent, "signal", name, "rung", r.rung, "target_pid", in.PID, "wait", rung.Wait.String())
+		r.say("rung %d/%d: sent %s to pid %d; waiting up to %s for it to exit", r.rung, r.rungs, name, in.PID, rung.Wait)
+		sent := time.Now()
+		exited, interrupted, err := h.wait(rung.Wait, r.intr.fd())
+		if err != nil {
+			return fmt.Errorf("waiting for pid %d: %w", in.PID, err)
+		}
+		if interrupted {
+			return errInterrupted
+		}
+		if exited {
+			r.exited = true
+			r.record(evExitObserved, "target_pid", in.PID, "after_signal", name, "latency_ms", time.Since(sent).Milliseconds())
+			r.say("pid %d exited %s after %s", in.PID, fmtDur(time.Since(sent)), name)
+			return nil
+		}
+		r.say("pid %d still running %s after %s; escalating", in.PID, rung.Wait, name)
+	}
+	if frozen {
+		return withHint(fmt.Errorf("pid %d is frozen and the ladder has no rung that works without its loop (QUIT or KILL)", in.PID),
+			"add { signal = \"KILL\", wait = \"5s\" } to restart.ladder, or run: hermes restart --force%s", configFlag(r.p))
+	}
+	return fmt.Errorf("pid %d survived the whole ladder", in.PID)
+}
+
+func configFlag(p *Policy) string {
+	if p.Path == "" {
+		return ""
+	}
+	return " --config " + shellQuote(p.Path)
+}
+
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(c rune) bool {
+		return !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("/._-+=:,@", c))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// Event names of the restarter in the lifecycle journal.
+const (
+	evRestartRequested = "restart requested"
+	evStopRequested    = "stop requested"
+	evVerdict          = "verdict"
+	evRungSent         = "rung sent"
+	evExitObserved     = "exit observed"
+	evManagerAction    = "manager action"
+	evNewReady         = "new gateway ready"
+	evRestartFailed    = "restart failed"
+	evStopDone         = "stop done"
+)
+
+// record appends an event of this run to the lifecycle journal.
+func (r *ladderRun) record(event string, kv ...any) {
+	recordEvent(r.p, event, kv...)
+}
+
+// lockRestart takes state_dir/restart.lock so two restarts (or stops) never
+// interleave their signals. It returns at once with an error naming the
+// holder unless wait is set.
+func lockRestart(p *Policy, wait bool) (*os.File, error) {
+	if err := os.MkdirAll(p.Gateway.StateDir, 0o700); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(p.Gateway.StateDir, "restart.lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	if err := flockExclusive(f); err != nil {
+		holder, _ := io.ReadAll(f)
+		who := strings.TrimSpace(string(holder))
+		if who == "" {
+			who = "another hermes"
+		}
+		if !wait {
+			f.Close()
+			return nil, withHint(fmt.Errorf("a restart or stop is already in progress (%s)", who),
+				"wait for it to finish, or run this again with --wait to queue behind it")
+		}
+		fmt.Printf("hermes: waiting for the restart in progress (%s) to finish\n", who)
+		if err := flockWait(f); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	f.Truncate(0)
+	f.WriteAt([]byte(fmt.Sprintf("pid %d (%s)\n", os.Getpid(), strings.Join(os.Args, " "))), 0)
+	return f, nil
+}
+
+func runRestart(args []string) error {
+	fs := newFlagSet("restart", restartUsage)
+	configPath := fs.String("config", "", "policy `FILE` (default: see 'hermes help')")
+	force := fs.Bool("force", false, "walk restart.force (no drain) instead of restart.ladder")
+	wait := fs.Bool("wait", false, "if another restart is in progress, wait for it instead of exiting")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	p, err := loadPolicy(*configPath)
+	if err != nil {
+		return err
+	}
+	return restartOrStop(p, *force, *wait, false)
+}
+
+func runStop(args []string) error {
+	fs := newFlagSet("stop", stopUsage)
+	configPath := fs.String("config", "", "policy `FILE` (default: see 'hermes help')")
+	force := fs.Bool("force", false, "walk restart.force (no drain) instead of restart.ladder")
+	wait := fs.Bool("wait", false, "if another restart is in progress, wait for it instead of exiting")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	p, err := loadPolicy(*configPath)
+	if err != nil {
+		return err
+	}
+	return restartOrStop(p, *force, *wait, true)
+}
+
+func restartOrStop(p *Policy, force, wait, stop bool) error {
+	intr, err := newInterrupter()
+	if err != nil {
+		return err
+	}
+	defer intr.close()
+	lock, err := lockRestart(p, wait)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+
+	r := &ladderRun{p: p, out: os.Stdout, t0: time.Now(), intr: intr, force: force, stop: stop}
+	what := "restart"
+	if stop {
+		what = "stop"
+		r.record(evStopRequested, "by_pid", os.Getpid(), "user", currentUser(), "force", force)
+	} else {
+		r.record(evRestartRequested, "by_pid", os.Getpid(), "user", currentUser(), "force", force)
+	}
+	mgr := detectManager(p)
+	in := inspect(p, mgr)
+	defer in.close()
+	r.in = in
+	r.record(evVerdict, "verdict", in.Verdict, "target_pid", in.PID, "detail", in.Detail, "manager", mgr.Kind)
+	r.say("%s of instance %q (policy %s, manager %s)", what, p.Name, p.policyLabel(), mgr.Kind)
+	r.say("verdict: %s%s", in.Verdict, map[bool]string{true: " — " + in.Detail, false: ""}[in.Detail != ""])
+
+	ladder := p.Restart.Ladder
+	if force {
+		ladder = p.Restart.Force
+	}
+	finishCmd := "hermes " + what + map[bool]string{true: " --force", false: ""}[force] + configFlag(p)
+
+	// A healthy gateway under a manager stops through the manager, which
+	// drains it with the same budget (TimeoutStopSec / ExitTimeOut come
+	// from the policy) and will not bring it back.
+	managedStop := stop && !force && mgr.Kind != mgrNone && (in.Verdict == verdictServing || in.Verdict == verdictDraining || in.Verdict == verdictStarting)
+
+	if in.proc != nil && in.Verdict != verdictZombie && !managedStop {
+		err := r.walk(ladder)
+		if errors.Is(err, errInterrupted) {
+			return r.interrupted(finishCmd)
+		}
+		if err != nil {
+			r.record(evRestartFailed, "error", err.Error())
+			return err
+		}
+	}
+
+	if stop {
+		return r.finishStop(mgr, managedStop, finishCmd)
+	}
+	return r.bringBack(mgr, finishCmd)
+}
+
+// interrupted reports where a Ctrl-C stopped the ladder and what to run.
+func (r *ladderRun) interrupted(finishCmd string) error {
+	state := "still running"
+	if r.in.proc.state() == 0 {
+		state = "has exited"
+	}
+	where := fmt.Sprintf("stopped at rung %d/%d", r.rung, r.rungs)
+	if r.lastSent != "" {
+		where += " (" + r.lastSent + ")"
+	}
+	r.record(evRestartFailed, "error", "interrupted", "rung", r.rung)
+	msg := fmt.Sprintf("interrupted: %s; the gateway pid %d %s", where, r.in.PID, state)
+	if state == "has exited" {
+		msg += " and NO new gateway was started: the gateway is down"
+	} else if r.lastSent != "" {
+		msg += " and may still act on the signal it got"
+	}
+	return withHint(errors.New(msg), "finish the job with: %s", finishCmd)
+}
+
+// bringBack makes sure a fresh gateway is up and ready.
+func (r *ladderRun) bringBack(mgr managerInfo, finishCmd string) error {
+	p := r.p
+	old := r.in.Record
+	ctx, cancel := context.WithTimeout(context.Background(), p.Restart.ReadyTimeout)
+	defer cancel()
+	var childExit <-chan int
+	t0 := time.Now()
+	switch mgr.Kind {
+	case mgrNone:
+		pid, exited, err := startDetached(p)
+		if err != nil {
+			r.record(evRestartFailed, "error", err.Error())
+			return err
+		}
+		childExit = exited
+		r.record(evManagerAction, "action", "start detached", "new_pid", pid)
+		r.say("started hermes serve (pid %d), log %s", pid, gatewayLogPath(p.Gateway.StateDir))
+	default:
+		if err := mgr.start(ctx); err != nil {
+			r.record(evRestartFailed, "error", err.Error())
+			return withHint(err, "look at %s", mgr.logHint(p))
+		}
+		action := map[string]string{mgrSystemd: "systemctl reset-failed + start " + mgr.Unit, mgrLaunchd: "launchctl kickstart " + mgr.Unit}[mgr.Kind]
+		r.record(evManagerAction, "action", action)
+		r.say("asked %s to start it (%s)", mgr.Kind, action)
+	}
+
+	// Wait for a new gateway: another pid or a later start time, answering
+	// ping from its loop and 200 on /readyz.
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if rec, ok := gatewayReady(p, old); ok {
+			r.record(evNewReady, "new_pid", rec.PID, "ready_ms", time.Since(t0).Milliseconds(), "total_ms", time.Since(r.t0).Milliseconds())
+			from := "nothing running"
+			if old != nil && !r.in.Stale {
+				from = fmt.Sprintf("pid %d", old.PID)
+			}
+			r.say("restarted: %s (%s) -> pid %d serving on %s; ready %s after start, %s in all",
+				from, r.in.Verdict, rec.PID, rec.Listen, fmtDur(time.Since(t0)), fmtDur(time.Since(r.t0)))
+			return nil
+		}
+		select {
+		case code, ok := <-childExit:
+			if ok {
+				return r.startFailed(mgr, fmt.Errorf("the new gateway exited with code %d before it was ready", code), finishCmd)
+			}
+			childExit = nil
+		case <-ctx.Done():
+			return r.startFailed(mgr, fmt.Errorf("no new gateway was ready within restart.ready_timeout (%s)", p.Restart.ReadyTimeout), finishCmd)
+		case <-r.intr.done:
+			return withHint(errors.New("interrupted while waiting for the new gateway to become ready; it may still come up"),
+				"check with: hermes status%s", configFlag(p))
+		case <-tick.C:
+		}
+	}
+}
+
+func (r *ladderRun) startFailed(mgr managerInfo, err error, finishCmd string) error {
+	r.record(evRestartFailed, "error", err.Error())
+	tail := mgr.logTail(r.p, 20)
+	if tail != "" {
+		err = fmt.Errorf("%w\nlast lines of its log:\n%s", err, strings.TrimRight(tail, "\n"))
+	}
+	if strings.Contains(tail, "code=78") {
+		return withHint(err, "the policy or token lock refuses to start: fix what the log says, check with 'hermes check-config%s', then run: %s", configFlag(r.p), finishCmd)
+	}
+	return withHint(err, "read %s, fix what it says, then run: %s", mgr.logHint(r.p), finishCmd)
+}
+
+// finishStop makes sure the manager does not bring the gateway back.
+func (r *ladderRun) finishStop(mgr managerInfo, managed bool, finishCmd string) error {
+	if mgr.Kind != mgrNone {
+		budget := r.p.Drain.Budget() + 2*autoWaitMargin
+		ctx, cancel := context.WithTimeout(context.Background(), budget)
+		defer cancel()
+		if managed {
+			r.say("asking %s to stop %s (it drains up to %s)", mgr.Kind, mgr.Unit, r.p.Drain.Budget())
+		}
+		if err := mgr.stop(ctx); err != nil {
+			r.record(evRestartFailed, "error", err.Error())
+			return withHint(err, "run: %s", finishCmd)
+		}
+		r.record(evManagerAction, "action", "stop "+mgr.Unit)
+	}
+	if r.in.proc == nil && !managed {
+		r.say("nothing to stop: %s", r.in.Verdict)
+	} else {
+		r.say("stopped in %s", fmtDur(time.Since(r.t0)))
+	}
+	r.record(evStopDone, "total_ms", time.Since(r.t0).Milliseconds())
+	return nil
+}
+
+// recordEvent is the restarter's line in the lifecycle journal. Until the
+// journal exists it is a no-op.
+var recordEvent = func(p *Policy, event string, kv ...any) {}

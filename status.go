@@ -1,0 +1,270 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+)
+
+// Verdicts: what the gateway is doing, decided before anything is done to it.
+const (
+	verdictServing    = "serving"
+	verdictStarting   = "starting"
+	verdictDraining   = "draining"
+	verdictFrozen     = "frozen"  // alive, but its loop does not answer ping
+	verdictStopped    = "stopped" // SIGSTOPped (state T)
+	verdictZombie     = "zombie"  // exited, not yet reaped
+	verdictCrashLoop  = "crash-looping"
+	verdictNotRunning = "not running"
+)
+
+// Ping: a short timeout, a few tries. A healthy loop answers in
+// microseconds; three silences in a row are a frozen loop, not a busy one.
+const (
+	pingTimeout = 300 * time.Millisecond
+	pingTries   = 3
+)
+
+// inspection is what hermes knows about the gateway before acting.
+type inspection struct {
+	Verdict  string      `json:"verdict"`
+	Detail   string      `json:"detail,omitempty"`
+	PID      int         `json:"pid,omitempty"`
+	Record   *pidRecord  `json:"-"`
+	Stale    bool        `json:"stale_pid_file,omitempty"`
+	Manager  managerInfo `json:"manager"`
+	Gateway  *gatewayStatus
+	proc     *procHandle // open while the gateway is proven alive
+	policy   *Policy
+	inspectT time.Duration
+}
+
+// inspect finds the gateway and proves it before anything touches it: a pid
+// file whose pid now belongs to another process (pid reuse) is reported as
+// stale and the process is never signalled.
+func inspect(p *Policy, mgr managerInfo) *inspection {
+	t0 := time.Now()
+	in := &inspection{Verdict: verdictNotRunning, Manager: mgr, policy: p}
+	defer func() { in.inspectT = time.Since(t0) }()
+	pidPath := pidFilePath(p.Gateway.StateDir)
+	rec, err := readPidFile(pidPath)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		in.Detail = "no pid file"
+	case err != nil:
+		in.Detail = err.Error()
+	default:
+		in.Record = &rec
+		alive, _ := rec.alive()
+		if !alive {
+			in.Stale = true
+			in.Detail = fmt.Sprintf("stale pid file: pid %d is no longer the gateway it recorded", rec.PID)
+			if _, _, err := procInfo(rec.PID); err == nil {
+				in.Detail += fmt.Sprintf(" (it now belongs to %q, which hermes leaves alone)", procExe(rec.PID))
+			}
+			break
+		}
+		h, err := openProc(rec.PID, rec.StartTime)
+		if err != nil {
+			in.Stale = true
+			in.Detail = fmt.Sprintf("stale pid file: pid %d: %v", rec.PID, err)
+			break
+		}
+		in.proc, in.PID = h, rec.PID
+		switch h.state() {
+		case 0:
+			in.Detail = fmt.Sprintf("pid %d exited just now", rec.PID)
+			h.close()
+			in.proc, in.PID = nil, 0
+		case 'Z':
+			in.Verdict, in.Detail = verdictZombie, fmt.Sprintf("pid %d has exited but is not reaped yet", rec.PID)
+		case 'T', 't':
+			in.Verdict, in.Detail = verdictStopped, fmt.Sprintf("pid %d is stopped (SIGSTOP): it cannot act until continued", rec.PID)
+		default:
+			in.classifyLive()
+		}
+	}
+	if in.proc == nil && in.Verdict == verdictNotRunning && mgr.crashLooping() {
+		in.Verdict = verdictCrashLoop
+		in.Detail = strings.TrimSpace(in.Detail + "; " + mgr.problem())
+	}
+	return in
+}
+
+// classifyLive asks the loop itself: a ping answered by the loop proves it
+// runs; silence means it is frozen.
+func (in *inspection) classifyLive() {
+	ctl := controlPath(in.policy.Gateway.StateDir)
+	ans, err := pingGateway(ctl, pingTimeout, pingTries)
+	if err != nil {
+		in.Verdict = verdictFrozen
+		if errors.Is(err, errNoAnswer) {
+			in.Detail = fmt.Sprintf("pid %d is alive but its loop did not answer %d pings (%s each)", in.PID, pingTries, pingTimeout)
+		} else {
+			in.Detail = fmt.Sprintf("pid %d is alive but its control socket does not work: %v", in.PID, err)
+		}
+		return
+	}
+	// "pong <pid> <state>"
+	f := strings.Fields(ans)
+	state := ""
+	if len(f) == 3 {
+		state = f[2]
+	}
+	switch gwState(state) {
+	case stateServing:
+		in.Verdict = verdictServing
+	case stateStarting:
+		in.Verdict = verdictStarting
+	default:
+		in.Verdict = verdictDraining
+	}
+	if st, err := controlRequest(ctl, "status", time.Second); err == nil {
+		var gs gatewayStatus
+		if json.Unmarshal([]byte(st), &gs) == nil {
+			in.Gateway = &gs
+		}
+	}
+}
+
+func (in *inspection) close() {
+	if in.proc != nil {
+		in.proc.close()
+	}
+}
+
+// ready reports whether a gateway other than old (pid and start time) is up:
+// its pid file proves it, its loop answers ping and /readyz says 200.
+func gatewayReady(p *Policy, old *pidRecord) (pidRecord, bool) {
+	rec, err := readPidFile(pidFilePath(p.Gateway.StateDir))
+	if err != nil {
+		return rec, false
+	}
+	if old != nil && rec.PID == old.PID && rec.StartTime == old.StartTime {
+		return rec, false
+	}
+	if ok, _ := rec.alive(); !ok {
+		return rec, false
+	}
+	ans, err := controlRequest(controlPath(p.Gateway.StateDir), "ping", time.Second)
+	if err != nil || !strings.HasSuffix(ans, string(stateServing)) {
+		return rec, false
+	}
+	cl := http.Client{Timeout: time.Second}
+	resp, err := cl.Get("http://" + rec.Listen + "/readyz")
+	if err != nil {
+		return rec, false
+	}
+	resp.Body.Close()
+	return rec, resp.StatusCode == http.StatusOK
+}
+
+const statusUsage = `Show what the gateway is doing: serving, draining, frozen, stopped,
+zombie, crash-looping or not running, with its manager's view.
+Exit 0 when serving, 3 when not running, 1 when running but not serving.
+
+    $ hermes status
+    $ hermes status --json
+`
+
+type statusJSON struct {
+	Verdict        string      `json:"verdict"`
+	Detail         string      `json:"detail,omitempty"`
+	PID            int         `json:"pid,omitempty"`
+	UptimeSeconds  float64     `json:"uptime_seconds,omitempty"`
+	ActiveSessions int         `json:"active_sessions"`
+	Listen         string      `json:"listen,omitempty"`
+	Manager        managerInfo `json:"manager"`
+	Problem        string      `json:"problem,omitempty"`
+	Name           string      `json:"name"`
+	Policy         string      `json:"policy"`
+	StateDir       string      `json:"state_dir"`
+	PidFile        string      `json:"pid_file"`
+	StalePidFile   bool        `json:"stale_pid_file,omitempty"`
+	Version        string      `json:"version"`
+}
+
+func runStatus(args []string) error {
+	fs := newFlagSet("status", statusUsage)
+	configPath := fs.String("config", "", "policy `FILE` (default: see 'hermes help')")
+	asJSON := fs.Bool("json", false, "print JSON for scripts")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	p, err := loadPolicy(*configPath)
+	if err != nil {
+		return err
+	}
+	in := inspect(p, detectManager(p))
+	defer in.close()
+	st := statusJSON{
+		Verdict: in.Verdict, Detail: in.Detail, PID: in.PID, Manager: in.Manager, Problem: in.Manager.problem(),
+		Name: p.Name, Policy: p.policyLabel(), StateDir: p.Gateway.StateDir,
+		PidFile: pidFilePath(p.Gateway.StateDir), StalePidFile: in.Stale, Version: version,
+	}
+	if g := in.Gateway; g != nil {
+		st.UptimeSeconds, st.ActiveSessions, st.Listen = g.UptimeSeconds, g.ActiveSessions, g.Listen
+	}
+	if *asJSON {
+		b, _ := json.MarshalIndent(st, "", "  ")
+		fmt.Println(string(b))
+	} else {
+		fmt.Printf("gateway:  %s", st.Verdict)
+		if st.PID != 0 {
+			fmt.Printf(" (pid %d)", st.PID)
+		}
+		fmt.Println()
+		if st.Detail != "" && st.Verdict != verdictServing {
+			fmt.Printf("detail:   %s\n", st.Detail)
+		}
+		if g := in.Gateway; g != nil {
+			fmt.Printf("uptime:   %s\nsessions: %d active\nlisten:   %s\n", g.Uptime, g.ActiveSessions, g.Listen)
+		}
+		fmt.Printf("manager:  %s\n", in.Manager.describe())
+		if st.Problem != "" {
+			fmt.Printf("problem:  %s\n", st.Problem)
+		}
+		fmt.Printf("policy:   %s (instance %q)\nstate:    %s\n", st.Policy, p.Name, st.StateDir)
+		switch st.Verdict {
+		case verdictFrozen:
+			fmt.Println("hint:     hermes restart (a frozen gateway is recovered without --force)")
+		case verdictStopped:
+			fmt.Printf("hint:     kill -CONT %d, or hermes restart\n", st.PID)
+		case verdictNotRunning, verdictCrashLoop:
+			fmt.Println("hint:     hermes restart")
+		}
+	}
+	switch in.Verdict {
+	case verdictServing:
+		return nil
+	case verdictNotRunning, verdictZombie, verdictCrashLoop:
+		return &exitError{code: exitNotRunning}
+	}
+	return &exitError{code: exitFailure}
+}
+
+func fmtDur(d time.Duration) string {
+	switch {
+	case d < time.Millisecond:
+		return d.Round(time.Microsecond).String()
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	}
+	return d.Round(10 * time.Millisecond).String()
+}
+
+// currentUser names who asked, for the journal.
+func currentUser() string {
+	if u := os.Getenv("SUDO_USER"); u != "" {
+		return u + " (via sudo)"
+	}
+	if u := os.Getenv("USER"); u != "" {
+		return u
+	}
+	return fmt.Sprintf("uid %d", os.Getuid())
+}
