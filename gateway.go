@@ -590,7 +590,7 @@ func runServe(args []string) (err error) {
 		return fmt.Errorf("listening on %s: %w", p.Gateway.Listen, err)
 	}
 	g.ln = ln
-	g.srv = &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second, ErrorLog: nil}
+	g.srv = &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 
 	ctlPath := controlPath(p.Gateway.StateDir)
 	ctl, err := listenControl(ctlPath)

@@ -204,7 +204,15 @@ func (m *managerInfo) start(ctx context.Context) error {
 	case mgrSystemd:
 		// A failed or start-limit-hit unit refuses to start until reset.
 		m.systemctl(ctx, "reset-failed", m.Unit)
-		_, err := m.systemctl(ctx, "start", "--no-block", m.Unit)
+		m.refresh()
+		verb := "start"
+		if m.SubState == "auto-restart" {
+			// systemd keeps a start job queued until the RestartSec timer
+			// fires ("should be manually restarted, not started",
+			// service_start in service.c): restart skips the wait.
+			verb = "restart"
+		}
+		_, err := m.systemctl(ctx, verb, "--no-block", m.Unit)
 		return err
 	case mgrLaunchd:
 		if !m.Loaded {
