@@ -198,8 +198,9 @@ func (m *managerInfo) describe() string {
 	return "none (hermes starts the gateway itself)"
 }
 
-// start makes the manager start a fresh gateway. The old one has exited.
-func (m *managerInfo) start(ctx context.Context) error {
+// start makes the manager start a fresh gateway (the old one has exited)
+// and returns what it did, for the progress line and the journal.
+func (m *managerInfo) start(ctx context.Context) (string, error) {
 	switch m.Kind {
 	case mgrSystemd:
 		// A failed or start-limit-hit unit refuses to start until reset.
@@ -213,20 +214,22 @@ func (m *managerInfo) start(ctx context.Context) error {
 			verb = "restart"
 		}
 		_, err := m.systemctl(ctx, verb, "--no-block", m.Unit)
-		return err
+		return m.command("reset-failed", m.Unit) + " && " + m.command(verb, m.Unit), err
 	case mgrLaunchd:
+		action := ""
 		if !m.Loaded {
 			if out, err := exec.CommandContext(ctx, "launchctl", "bootstrap", m.launchdDomain(), m.Plist).CombinedOutput(); err != nil {
-				return fmt.Errorf("launchctl bootstrap %s %s: %v: %s", m.launchdDomain(), m.Plist, err, strings.TrimSpace(string(out)))
+				return "", fmt.Errorf("launchctl bootstrap %s %s: %v: %s", m.launchdDomain(), m.Plist, err, strings.TrimSpace(string(out)))
 			}
 			m.Loaded = true
+			action = m.command("bootstrap", m.launchdDomain(), m.Plist) + " && "
 		}
 		if out, err := exec.CommandContext(ctx, "launchctl", "kickstart", m.launchdDomain()+"/"+m.Unit).CombinedOutput(); err != nil {
-			return fmt.Errorf("launchctl kickstart %s/%s: %v: %s", m.launchdDomain(), m.Unit, err, strings.TrimSpace(string(out)))
+			return "", fmt.Errorf("launchctl kickstart %s/%s: %v: %s", m.launchdDomain(), m.Unit, err, strings.TrimSpace(string(out)))
 		}
-		return nil
+		return action + m.command("kickstart", m.launchdDomain()+"/"+m.Unit), nil
 	}
-	return fmt.Errorf("no service manager")
+	return "", fmt.Errorf("no service manager")
 }
 
 // stop makes the manager stop the gateway for good (it will not bring it

@@ -347,13 +347,13 @@ func (r *ladderRun) bringBack(mgr managerInfo, finishCmd string) error {
 		r.record(evManagerAction, "action", "start detached", "new_pid", pid)
 		r.say("started hermes serve (pid %d), log %s", pid, gatewayLogPath(p.Gateway.StateDir))
 	default:
-		if err := mgr.start(ctx); err != nil {
+		action, err := mgr.start(ctx)
+		if err != nil {
 			r.record(evRestartFailed, "error", err.Error())
 			return withHint(err, "look at %s", mgr.logHint(p))
 		}
-		action := map[string]string{mgrSystemd: "systemctl reset-failed + start " + mgr.Unit, mgrLaunchd: "launchctl kickstart " + mgr.Unit}[mgr.Kind]
 		r.record(evManagerAction, "action", action)
-		r.say("asked %s to start it (%s)", mgr.Kind, action)
+		r.say("asked %s to start it: %s", mgr.Kind, action)
 	}
 
 	// Wait for a new gateway: another pid or a later start time, answering
