@@ -1,7 +1,14 @@
 package main
 
 import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"sort"
 	"syscall"
 	"testing"
@@ -107,4 +114,70 @@ func (e *testEnv) stopForBench(b *testing.B) {
 			h.close()
 		}
 	}
+}
+
+// BenchmarkStreamProxy streams one 100-chunk SSE answer per op from a
+// fakeUpstream, directly and through a real `hermes serve`, in one run: the
+// ratio is hermes's streaming overhead. The gateway's resident memory after
+// the run is reported too.
+func BenchmarkStreamProxy(b *testing.B) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		fl := w.(http.Flusher)
+		chunk := []byte(`data: {"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"word "}}]}` + "\n\n")
+		for i := 0; i < 100; i++ {
+			w.Write(chunk)
+			fl.Flush()
+		}
+		io.WriteString(w, "data: [DONE]\n\n")
+	}))
+	defer up.Close()
+	e := newTestEnv(b, fmt.Sprintf("upstream = %q\n", up.URL))
+	g := e.startGateway()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	body := `{"stream":true,"messages":[{"role":"user","content":"hi"}]}`
+	stream := func(b *testing.B, base string) {
+		resp, err := client.Post(base+"/v1/chat/completions", "application/json", strings.NewReader(body))
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, _ := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || n < 100*80 {
+			b.Fatalf("status %d, %d bytes", resp.StatusCode, n)
+		}
+	}
+	for _, tc := range []struct{ name, base string }{{"direct", up.URL}, {"hermes", g.url}} {
+		b.Run(tc.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				stream(b, tc.base)
+			}
+		})
+		b.Run(tc.name+"-parallel", func(b *testing.B) {
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					stream(b, tc.base)
+				}
+			})
+		})
+	}
+	if rss := vmRSS(g.pid()); rss > 0 {
+		b.Logf("gateway VmRSS after the run: %d KiB", rss)
+	}
+}
+
+// vmRSS reads a process's resident set size in KiB (Linux), or 0.
+func vmRSS(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			return n
+		}
+	}
+	return 0
 }

@@ -476,6 +476,11 @@ func (g *gateway) proxy(w *responseRecorder, r *http.Request, p *Policy) {
 	if r.URL.RawQuery != "" {
 		target += "?" + r.URL.RawQuery
 	}
+	// The transport may still be reading the request body (its final EOF
+	// check) when the upstream's answer starts; without full duplex the
+	// HTTP/1 server closes that body at our first write and the transport
+	// then drops the upstream connection mid-stream.
+	http.NewResponseController(w).EnableFullDuplex()
 	req, err := http.NewRequestWithContext(r.Context(), r.Method, target, r.Body)
 	if err != nil {
 		writeAPIError(w, http.StatusBadGateway, "server_error", "bad_upstream", "cannot build the upstream request")
@@ -516,13 +521,16 @@ func (g *gateway) proxy(w *responseRecorder, r *http.Request, p *Policy) {
 		n, err := resp.Body.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
-				return
+				return // the client went away
 			}
 			if rc.Flush() != nil {
 				return
 			}
 		}
 		if err != nil {
+			if err != io.EOF && r.Context().Err() == nil {
+				g.log.warn("upstream stream broken", "error", err, "path", r.URL.Path)
+			}
 			return
 		}
 	}

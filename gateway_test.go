@@ -502,3 +502,35 @@ func TestSdNotify(t *testing.T) {
 		}
 	}
 }
+
+// TestProxyManyStreamsComplete is the regression test for streams cut short
+// when the upstream answers while the transport still checks the request
+// body's end: every one of many streams must arrive whole.
+func TestProxyManyStreamsComplete(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := 0; i < 100; i++ {
+			fmt.Fprintf(w, "data: {\"n\":%d}\n\n", i)
+			w.(http.Flusher).Flush()
+		}
+		io.WriteString(w, "data: [DONE]\n\n")
+	}))
+	defer up.Close()
+	e := newTestEnv(t, fmt.Sprintf("upstream = %q\n", up.URL))
+	g := e.startGateway()
+	for i := 0; i < 500; i++ {
+		resp, err := http.Post(g.url+"/v1/chat/completions", "application/json", strings.NewReader(`{"stream":true,"messages":[]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.HasSuffix(string(b), "data: [DONE]\n\n") {
+			t.Fatalf("stream %d arrived cut short (%d bytes)", i, len(b))
+		}
+	}
+	if strings.Contains(g.stderr.String(), "upstream stream broken") {
+		t.Errorf("gateway logged broken upstream streams:\n%s", g.stderr.String())
+	}
+}
