@@ -20,6 +20,19 @@ import (
 //
 // A peer of another uid is refused unless it is root.
 
+// peerUID returns the uid of the process at the other end of a unix socket.
+func peerUID(c *net.UnixConn) (int, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	uid, serr := -1, error(nil)
+	if err := raw.Control(func(fd uintptr) { uid, serr = socketPeerUID(int(fd)) }); err != nil {
+		return -1, err
+	}
+	return uid, serr
+}
+
 func controlPath(stateDir string) string { return filepath.Join(stateDir, "control.sock") }
 
 func listenControl(path string) (*net.UnixListener, error) {

@@ -4,7 +4,6 @@ package main
 
 import (
 	"errors"
-	"net"
 	"syscall"
 	"time"
 
@@ -52,24 +51,14 @@ func bootID() (string, error) {
 	return unix.Sysctl("kern.bootsessionuuid")
 }
 
-func peerUID(c *net.UnixConn) (int, error) {
-	raw, err := c.SyscallConn()
+// socketPeerUID returns the uid of the process at the other end of the
+// unix socket fd (see peerUID).
+func socketPeerUID(fd int) (int, error) {
+	cred, err := unix.GetsockoptXucred(fd, unix.SOL_LOCAL, unix.LOCAL_PEERCRED)
 	if err != nil {
 		return -1, err
 	}
-	uid := -1
-	var serr error
-	err = raw.Control(func(fd uintptr) {
-		var cred *unix.Xucred
-		cred, serr = unix.GetsockoptXucred(int(fd), unix.SOL_LOCAL, unix.LOCAL_PEERCRED)
-		if serr == nil {
-			uid = int(cred.Uid)
-		}
-	})
-	if err != nil {
-		return -1, err
-	}
-	return uid, serr
+	return int(cred.Uid), nil
 }
 
 // procHandle is a proven gateway process. macOS has no pidfd: the start time

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -58,25 +57,14 @@ func bootID() (string, error) {
 	return strings.TrimSpace(string(b)), nil
 }
 
-// peerUID returns the uid of the process at the other end of a unix socket.
-func peerUID(c *net.UnixConn) (int, error) {
-	raw, err := c.SyscallConn()
+// socketPeerUID returns the uid of the process at the other end of the
+// unix socket fd (see peerUID).
+func socketPeerUID(fd int) (int, error) {
+	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
 	if err != nil {
 		return -1, err
 	}
-	uid := -1
-	var serr error
-	err = raw.Control(func(fd uintptr) {
-		var cred *unix.Ucred
-		cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-		if serr == nil {
-			uid = int(cred.Uid)
-		}
-	})
-	if err != nil {
-		return -1, err
-	}
-	return uid, serr
+	return int(cred.Uid), nil
 }
 
 // procHandle is a proven gateway process. On Linux it holds a pidfd: once

@@ -4,7 +4,6 @@ package main
 
 import (
 	"errors"
-	"net"
 	"syscall"
 	"time"
 )
@@ -14,7 +13,7 @@ var errPlatform = errors.New("not supported on this platform (hermes runs on Lin
 func procInfo(pid int) (uint64, byte, error) { return 0, 0, errPlatform }
 func procExe(pid int) string                 { return "?" }
 func bootID() (string, error)                { return "", errPlatform }
-func peerUID(c *net.UnixConn) (int, error)   { return -1, errPlatform }
+func socketPeerUID(fd int) (int, error)      { return -1, errPlatform }
 
 type procHandle struct{ pid int }
 

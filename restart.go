@@ -222,26 +222,15 @@ func lockRestart(p *Policy, wait bool) (*os.File, error) {
 	return f, nil
 }
 
-func runRestart(args []string) error {
-	fs := newFlagSet("restart", restartUsage)
-	configPath := fs.String("config", "", "policy `FILE` (default: see 'hermes help')")
-	force := fs.Bool("force", false, "walk restart.force (no drain) instead of restart.ladder")
-	wait := fs.Bool("wait", false, "if another restart is in progress, wait for it instead of exiting")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	p, err := loadPolicy(*configPath)
-	if err != nil {
-		return err
-	}
-	return restartOrStop(p, *force, *wait, false)
-}
+func runRestart(args []string) error { return runLadderCommand("restart", restartUsage, args, false) }
+func runStop(args []string) error    { return runLadderCommand("stop", stopUsage, args, true) }
 
-func runStop(args []string) error {
-	fs := newFlagSet("stop", stopUsage)
+// runLadderCommand is restart and stop: the same flags, the same walk.
+func runLadderCommand(name, usage string, args []string, stop bool) error {
+	fs := newFlagSet(name, usage)
 	configPath := fs.String("config", "", "policy `FILE` (default: see 'hermes help')")
 	force := fs.Bool("force", false, "walk restart.force (no drain) instead of restart.ladder")
-	wait := fs.Bool("wait", false, "if another restart is in progress, wait for it instead of exiting")
+	wait := fs.Bool("wait", false, "if another restart or stop is in progress, wait for it instead of exiting")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -249,7 +238,7 @@ func runStop(args []string) error {
 	if err != nil {
 		return err
 	}
-	return restartOrStop(p, *force, *wait, true)
+	return restartOrStop(p, *force, *wait, stop)
 }
 
 func restartOrStop(p *Policy, force, wait, stop bool) error {
