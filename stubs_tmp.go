@@ -4,9 +4,7 @@ import "errors"
 
 var errNotBuilt = errors.New("this command is not built yet")
 
-func runRestart(args []string) error       { return errNotBuilt }
-func runStop(args []string) error          { return errNotBuilt }
-func runStatus(args []string) error        { return errNotBuilt }
-func runInstallUnit(args []string) error   { return errNotBuilt }
-func runUninstallUnit(args []string) error { return errNotBuilt }
-func runEvents(args []string) error        { return errNotBuilt }
+func runRestart(args []string) error { return errNotBuilt }
+func runStop(args []string) error    { return errNotBuilt }
+func runStatus(args []string) error  { return errNotBuilt }
+func runEvents(args []string) error  { return errNotBuilt }
