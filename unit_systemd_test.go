@@ -272,6 +272,37 @@ restart_sec = "1s"
 		}
 	})
 
+	t.Run("runs as --run-as with its StateDirectory", func(t *testing.T) {
+		// A second instance as nobody: systemd creates /var/lib/hermes/<name>
+		// for it and names it in $STATE_DIRECTORY, the gateway's default.
+		if err := os.Chmod(h.state, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		const name2 = "sdnobody"
+		addr2 := freePort(t)
+		policy2 := filepath.Join(h.state, "nobody.toml")
+		if err := os.WriteFile(policy2, []byte(fmt.Sprintf("name = %q\n[gateway]\nlisten = %q\n", name2, addr2)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := h.exec(bin, "install-unit", "--system", "--run-as", "nobody", "--config", policy2, "--enable")
+		if err != nil {
+			t.Fatalf("install-unit --run-as nobody: %v\n%s", err, out)
+		}
+		if got := h.show(unitName(name2), "ActiveState"); got != "active" {
+			t.Fatalf("ActiveState=%s", got)
+		}
+		if code, _ := httpGet(t, "http://"+addr2+"/readyz"); code != 200 {
+			t.Errorf("/readyz: %d", code)
+		}
+		owner, _ := h.exec("stat", "-c", "%U", "/var/lib/hermes/"+name2+"/gateway.pid")
+		if strings.TrimSpace(owner) != "nobody" {
+			t.Errorf("the pid file in /var/lib/hermes/%s is owned by %q, want nobody", name2, owner)
+		}
+		if out, err := h.exec(bin, "uninstall-unit", "--system", "--name", name2); err != nil {
+			t.Errorf("uninstall-unit --name: %v\n%s", err, out)
+		}
+	})
+
 	t.Run("uninstall-unit", func(t *testing.T) {
 		if err := os.WriteFile(policy, []byte(goodPolicy), 0o644); err != nil {
 			t.Fatal(err)
