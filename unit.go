@@ -659,11 +659,15 @@ func enableHint(manager string, system bool, name, path string) string {
 	if manager == managerLaunchd {
 		return fmt.Sprintf("start it with: launchctl bootstrap %s %s", launchdDomain(system), path)
 	}
-	flag := ""
-	if !system {
-		flag = "--user "
+	return fmt.Sprintf("start it with: systemctl %sdaemon-reload && systemctl %senable --now %s", userFlag(system), userFlag(system), unitName(name))
+}
+
+// userFlag is systemctl's and journalctl's "--user " for a user unit.
+func userFlag(system bool) string {
+	if system {
+		return ""
 	}
-	return fmt.Sprintf("start it with: systemctl %sdaemon-reload && systemctl %senable --now %s", flag, flag, unitName(name))
+	return "--user "
 }
 
 func systemdEnable(system bool, name string, changed bool) error {
@@ -675,11 +679,11 @@ func systemdEnable(system bool, name string, changed bool) error {
 	active.Stdout, active.Stderr = nil, nil
 	wasActive := active.Run() == nil
 	if err := systemctl(system, "enable", "--now", unit).Run(); err != nil {
-		return withHint(fmt.Errorf("systemctl enable --now %s: %w", unit, err), "see why with: journalctl %s-u %s", map[bool]string{false: "--user ", true: ""}[system], unit)
+		return withHint(fmt.Errorf("systemctl enable --now %s: %w", unit, err), "see why with: journalctl %s-u %s", userFlag(system), unit)
 	}
 	if wasActive && changed {
 		fmt.Printf("the running gateway still runs under the old unit: apply it with 'hermes restart' (or systemctl %srestart %s)\n",
-			map[bool]string{false: "--user ", true: ""}[system], unit)
+			userFlag(system), unit)
 	}
 	if !system {
 		if u, err := user.Current(); err == nil {
