@@ -158,6 +158,11 @@ func (p *Policy) resolve() {
 }
 
 func defaultStateDir(name string) string {
+	// A system unit from install-unit has StateDirectory=hermes/<name>:
+	// systemd created the dir for the unit's User= and names it here.
+	if d := os.Getenv("STATE_DIRECTORY"); filepath.IsAbs(d) && !strings.Contains(d, ":") {
+		return d
+	}
 	if os.Geteuid() == 0 && runtime.GOOS != "darwin" {
 		return filepath.Join("/var/lib/hermes", name)
 	}
