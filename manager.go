@@ -18,11 +18,9 @@ import (
 // managed gateway through its manager, so the manager's state stays true
 // and the restarter never depends on the dying gateway's cgroup.
 
-const (
-	mgrNone    = "none"
-	mgrSystemd = "systemd"
-	mgrLaunchd = "launchd"
-)
+// managerNone: nobody manages the gateway; hermes starts it itself.
+// (managerSystemd and managerLaunchd are in unit.go.)
+const managerNone = "none"
 
 type managerInfo struct {
 	Kind  string `json:"kind"`            // none, systemd, launchd
@@ -40,9 +38,6 @@ type managerInfo struct {
 	LastRun string `json:"last_exit,omitempty"`
 }
 
-func systemdUnitName(p *Policy) string { return "hermes-" + p.Name + ".service" }
-func launchdLabel(p *Policy) string    { return "dev.hermes." + p.Name }
-
 // detectManager finds who manages this instance: a loaded systemd unit
 // hermes-<name>.service (system scope first when root, else user), a
 // launchd job dev.hermes.<name>, or nobody.
@@ -50,27 +45,27 @@ func detectManager(p *Policy) managerInfo {
 	switch runtime.GOOS {
 	case "linux":
 		if _, err := os.Stat("/run/systemd/system"); err != nil {
-			return managerInfo{Kind: mgrNone} // systemd is not PID 1 here
+			return managerInfo{Kind: managerNone} // systemd is not PID 1 here
 		}
 		scopes := []string{"user", "system"}
 		if os.Geteuid() == 0 {
 			scopes = []string{"system", "user"}
 		}
 		for _, scope := range scopes {
-			m := managerInfo{Kind: mgrSystemd, Unit: systemdUnitName(p), Scope: scope}
+			m := managerInfo{Kind: managerSystemd, Unit: unitName(p.Name), Scope: scope}
 			if m.refresh() && m.loaded() {
 				return m
 			}
 		}
 	case "darwin":
 		for _, scope := range []string{"user", "system"} {
-			m := managerInfo{Kind: mgrLaunchd, Unit: launchdLabel(p), Scope: scope}
+			m := managerInfo{Kind: managerLaunchd, Unit: launchdLabel(p.Name), Scope: scope}
 			if m.refresh() {
 				return m
 			}
 		}
 	}
-	return managerInfo{Kind: mgrNone}
+	return managerInfo{Kind: managerNone}
 }
 
 // systemctl runs systemctl in the manager's scope.
@@ -87,12 +82,12 @@ func (m *managerInfo) systemctl(ctx context.Context, args ...string) (string, er
 
 func (m *managerInfo) command(args ...string) string {
 	switch m.Kind {
-	case mgrSystemd:
+	case managerSystemd:
 		if m.Scope == "user" {
 			return "systemctl --user " + strings.Join(args, " ")
 		}
 		return "systemctl " + strings.Join(args, " ")
-	case mgrLaunchd:
+	case managerLaunchd:
 		return "launchctl " + strings.Join(args, " ")
 	}
 	return ""
@@ -110,7 +105,7 @@ func (m *managerInfo) refresh() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	switch m.Kind {
-	case mgrSystemd:
+	case managerSystemd:
 		out, err := m.systemctl(ctx, "show", "--property=LoadState,ActiveState,SubState,Result,MainPID,NRestarts", m.Unit)
 		if err != nil {
 			return false
@@ -125,7 +120,7 @@ func (m *managerInfo) refresh() bool {
 		m.MainPID, _ = strconv.Atoi(props["MainPID"])
 		m.NRestarts, _ = strconv.Atoi(props["NRestarts"])
 		return props["LoadState"] == "loaded"
-	case mgrLaunchd:
+	case managerLaunchd:
 		m.Plist = launchdPlistPath(m.Scope, m.Unit)
 		out, err := exec.CommandContext(ctx, "launchctl", "print", m.launchdDomain()+"/"+m.Unit).CombinedOutput()
 		m.Loaded = err == nil
@@ -154,22 +149,19 @@ func (m *managerInfo) refresh() bool {
 func (m *managerInfo) loaded() bool { return m.ActiveState != "" }
 
 func launchdPlistPath(scope, label string) string {
-	if scope == "system" {
-		return filepath.Join("/Library/LaunchDaemons", label+".plist")
-	}
-	home, _ := os.UserHomeDir()
-	return filepath.Join(home, "Library", "LaunchAgents", label+".plist")
+	dir, _ := unitDir(managerLaunchd, scope == "system")
+	return filepath.Join(dir, label+".plist")
 }
 
 // crashLooping reports whether the manager sees a crash loop (or gave up).
 func (m *managerInfo) crashLooping() bool {
-	return m.Kind == mgrSystemd && (m.ActiveState == "failed" || m.SubState == "auto-restart" || m.Result == "start-limit-hit")
+	return m.Kind == managerSystemd && (m.ActiveState == "failed" || m.SubState == "auto-restart" || m.Result == "start-limit-hit")
 }
 
 // problem describes a state a person must act on, with the command that
 // fixes it; "" when there is none.
 func (m *managerInfo) problem() string {
-	if m.Kind != mgrSystemd {
+	if m.Kind != managerSystemd {
 		return ""
 	}
 	switch {
@@ -187,9 +179,9 @@ func (m *managerInfo) problem() string {
 
 func (m *managerInfo) describe() string {
 	switch m.Kind {
-	case mgrSystemd:
+	case managerSystemd:
 		return fmt.Sprintf("systemd %s unit %s: %s/%s", m.Scope, m.Unit, m.ActiveState, m.SubState)
-	case mgrLaunchd:
+	case managerLaunchd:
 		if !m.Loaded {
 			return fmt.Sprintf("launchd %s job %s: not loaded (plist %s)", m.Scope, m.Unit, m.Plist)
 		}
@@ -202,7 +194,7 @@ func (m *managerInfo) describe() string {
 // and returns what it did, for the progress line and the journal.
 func (m *managerInfo) start(ctx context.Context) (string, error) {
 	switch m.Kind {
-	case mgrSystemd:
+	case managerSystemd:
 		// A failed or start-limit-hit unit refuses to start until reset.
 		m.systemctl(ctx, "reset-failed", m.Unit)
 		m.refresh()
@@ -215,7 +207,7 @@ func (m *managerInfo) start(ctx context.Context) (string, error) {
 		}
 		_, err := m.systemctl(ctx, verb, "--no-block", m.Unit)
 		return m.command("reset-failed", m.Unit) + " && " + m.command(verb, m.Unit), err
-	case mgrLaunchd:
+	case managerLaunchd:
 		action := ""
 		if !m.Loaded {
 			if out, err := exec.CommandContext(ctx, "launchctl", "bootstrap", m.launchdDomain(), m.Plist).CombinedOutput(); err != nil {
@@ -236,10 +228,10 @@ func (m *managerInfo) start(ctx context.Context) (string, error) {
 // back): systemctl stop, or launchctl bootout.
 func (m *managerInfo) stop(ctx context.Context) error {
 	switch m.Kind {
-	case mgrSystemd:
+	case managerSystemd:
 		_, err := m.systemctl(ctx, "stop", m.Unit)
 		return err
-	case mgrLaunchd:
+	case managerLaunchd:
 		if !m.Loaded {
 			return nil
 		}
@@ -254,7 +246,7 @@ func (m *managerInfo) stop(ctx context.Context) error {
 
 // logTail returns the last lines of the gateway's log, wherever it goes.
 func (m *managerInfo) logTail(p *Policy, n int) string {
-	if m.Kind == mgrSystemd {
+	if m.Kind == managerSystemd {
 		args := []string{"-u", m.Unit, "-n", strconv.Itoa(n), "--no-pager", "-o", "short-precise"}
 		if m.Scope == "user" {
 			args = append([]string{"--user"}, args...)
@@ -268,7 +260,7 @@ func (m *managerInfo) logTail(p *Policy, n int) string {
 }
 
 func (m *managerInfo) logHint(p *Policy) string {
-	if m.Kind == mgrSystemd {
+	if m.Kind == managerSystemd {
 		return m.command("status", m.Unit) + " and journalctl " + map[bool]string{true: "--user ", false: ""}[m.Scope == "user"] + "-u " + m.Unit
 	}
 	return "less " + gatewayLogPath(p.Gateway.StateDir)

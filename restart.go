@@ -278,7 +278,7 @@ func restartOrStop(p *Policy, force, wait, stop bool) error {
 	// A healthy gateway under a manager stops through the manager, which
 	// drains it with the same budget (TimeoutStopSec / ExitTimeOut come
 	// from the policy) and will not bring it back.
-	managedStop := stop && !force && mgr.Kind != mgrNone && (in.Verdict == verdictServing || in.Verdict == verdictDraining || in.Verdict == verdictStarting)
+	managedStop := stop && !force && mgr.Kind != managerNone && (in.Verdict == verdictServing || in.Verdict == verdictDraining || in.Verdict == verdictStarting)
 
 	if in.proc != nil && in.Verdict != verdictZombie && !managedStop {
 		err := r.walk(ladder)
@@ -326,7 +326,7 @@ func (r *ladderRun) bringBack(mgr managerInfo, finishCmd string) error {
 	var childExit <-chan int
 	t0 := time.Now()
 	switch mgr.Kind {
-	case mgrNone:
+	case managerNone:
 		pid, exited, err := startDetached(p)
 		if err != nil {
 			r.record(evRestartFailed, "error", err.Error())
@@ -390,7 +390,7 @@ func (r *ladderRun) startFailed(mgr managerInfo, err error, finishCmd string) er
 
 // finishStop makes sure the manager does not bring the gateway back.
 func (r *ladderRun) finishStop(mgr managerInfo, managed bool, finishCmd string) error {
-	if mgr.Kind != mgrNone {
+	if mgr.Kind != managerNone {
 		budget := r.p.Drain.Budget() + 2*autoWaitMargin
 		ctx, cancel := context.WithTimeout(context.Background(), budget)
 		defer cancel()

@@ -186,6 +186,8 @@ type statusJSON struct {
 	StateDir       string      `json:"state_dir"`
 	PidFile        string      `json:"pid_file"`
 	StalePidFile   bool        `json:"stale_pid_file,omitempty"`
+	UnitFile       string      `json:"unit_file,omitempty"`
+	UnitDiffers    bool        `json:"unit_differs_from_policy,omitempty"`
 	Version        string      `json:"version"`
 }
 
@@ -210,6 +212,19 @@ func runStatus(args []string) error {
 	if g := in.Gateway; g != nil {
 		st.UptimeSeconds, st.ActiveSessions, st.Listen = g.UptimeSeconds, g.ActiveSessions, g.Listen
 	}
+	unitNote := ""
+	if path, differs, err := installedUnitDrift(p); path != "" {
+		st.UnitFile, st.UnitDiffers = path, differs
+		switch {
+		case err != nil:
+			unitNote = fmt.Sprintf("%s: %v", path, err)
+		case differs:
+			unitNote = fmt.Sprintf("%s no longer matches the policy; rewrite it with: hermes install-unit%s%s",
+				path, map[bool]string{true: " --system", false: ""}[strings.HasPrefix(path, "/etc/") || strings.HasPrefix(path, "/Library/")], configFlag(p))
+		default:
+			unitNote = path + " (matches the policy)"
+		}
+	}
 	if *asJSON {
 		b, _ := json.MarshalIndent(st, "", "  ")
 		fmt.Println(string(b))
@@ -226,6 +241,9 @@ func runStatus(args []string) error {
 			fmt.Printf("uptime:   %s\nsessions: %d active\nlisten:   %s\n", g.Uptime, g.ActiveSessions, g.Listen)
 		}
 		fmt.Printf("manager:  %s\n", in.Manager.describe())
+		if unitNote != "" {
+			fmt.Printf("unit:     %s\n", unitNote)
+		}
 		if st.Problem != "" {
 			fmt.Printf("problem:  %s\n", st.Problem)
 		}

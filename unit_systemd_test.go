@@ -139,12 +139,8 @@ func copyFile(t *testing.T, src, dst string, perm os.FileMode) {
 // removes it. The binary and the policy sit in awkward paths (spaces,
 // quotes, a backslash, $ and %), so the unit's escaping is proven on
 // systemd itself.
-//
-// Still to add once `hermes restart` exists (issue 4):
-//   - "restart inside systemd": with a stream in flight, `hermes restart`
-//     run inside the harness brings a new MainPID (NRestarts or a new
-//     InvocationID), the stream still ends with data: [DONE], and the unit
-//     stays active.
+// `hermes restart` run inside brings a new MainPID while a stream in flight
+// finishes, and recovers a frozen gateway through systemd.
 func TestUnitSystemdHarness(t *testing.T) {
 	h := startHarness(t)
 	const name = "sdtest"
@@ -220,6 +216,58 @@ restart_sec = "1s"
 		}
 		if code, _ := httpGet(t, url+"/readyz"); code != 200 {
 			t.Errorf("/readyz after the restart: %d", code)
+		}
+	})
+
+	t.Run("hermes restart while a stream is in flight", func(t *testing.T) {
+		pid := h.show(unit, "MainPID")
+		s := startStream(t, url, 40) // 40 words at 50ms: 2s, inside drain.timeout
+		s.waitLines(t, 4, 10*time.Second)
+		out, err := h.exec(bin, "restart", "--config", policy)
+		if err != nil {
+			t.Fatalf("hermes restart: %v\n%s", err, out)
+		}
+		body := s.waitDone(t, 15*time.Second)
+		if !strings.Contains(body, "data: [DONE]") || strings.Contains(body, "event: error") {
+			t.Errorf("the stream did not finish across the restart:\n%s", body)
+		}
+		newPid := h.show(unit, "MainPID")
+		if newPid == pid || newPid == "0" || h.show(unit, "ActiveState") != "active" {
+			t.Errorf("MainPID %s -> %s, %s: no new gateway", pid, newPid, h.show(unit, "ActiveState"))
+		}
+		for _, want := range []string{"manager systemd", "verdict: serving", "sent USR1", "restarted: pid " + pid} {
+			if !strings.Contains(out, want) {
+				t.Errorf("restart output lacks %q:\n%s", want, out)
+			}
+		}
+		st, _ := h.exec(bin, "status", "--config", policy)
+		if !strings.Contains(st, "serving (pid "+newPid+")") || !strings.Contains(st, "matches the policy") {
+			t.Errorf("status after restart:\n%s", st)
+		}
+	})
+
+	t.Run("hermes restart of a frozen gateway", func(t *testing.T) {
+		h.exec("systemctl", "set-environment", "HERMES_TEST_FAULT=freeze-after-ready")
+		if out, err := h.exec("systemctl", "restart", unit); err != nil {
+			t.Fatalf("systemctl restart: %v\n%s", err, out)
+		}
+		h.exec("systemctl", "unset-environment", "HERMES_TEST_FAULT")
+		pid := h.show(unit, "MainPID")
+		t0 := time.Now()
+		out, err := h.exec(bin, "restart", "--config", policy)
+		took := time.Since(t0)
+		if err != nil {
+			t.Fatalf("hermes restart: %v\n%s", err, out)
+		}
+		t.Logf("frozen gateway under systemd back and ready in %s", took.Round(time.Millisecond))
+		if !strings.Contains(out, "verdict: frozen") || !strings.Contains(out, "sent KILL") {
+			t.Errorf("restart output:\n%s", out)
+		}
+		if newPid := h.show(unit, "MainPID"); newPid == pid || h.show(unit, "ActiveState") != "active" {
+			t.Errorf("no new gateway: MainPID %s -> %s", pid, newPid)
+		}
+		if code, _ := httpGet(t, url+"/readyz"); code != 200 {
+			t.Errorf("/readyz after recovering a frozen gateway: %d", code)
 		}
 	})
 
