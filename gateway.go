@@ -100,7 +100,8 @@ type gateway struct {
 	sessions map[string]*session
 	reason   string
 	exitCode int
-	cutDone  bool // sessions were told to finish now
+	failure  string // why the loop ended with exitFailure
+	cutDone  bool   // sessions were told to finish now
 }
 
 func newGateway(p *Policy, flagPath string, pipe *selfPipe, log *logger) *gateway {
@@ -150,6 +151,12 @@ func (g *gateway) loop(ready func()) int {
 	g.beat()
 	ready()
 	testFault("freeze-after-ready")
+	if os.Getenv("HERMES_TEST_FAULT") == "exit-after-ready" {
+		// For tests only: a gateway that fails right after start, like a
+		// crash, so the crash-loop guard has something to guard against.
+		g.exitCode, g.failure = exitFailure, "test fault exit-after-ready"
+		return g.exitCode
+	}
 
 	for {
 		select {
@@ -206,7 +213,7 @@ func (g *gateway) loop(ready func()) int {
 				ev.reply <- g.state
 			case fatalEvent:
 				g.log.errorf("serve failed", "error", ev.err)
-				g.exitCode = exitFailure
+				g.exitCode, g.failure = exitFailure, ev.err.Error()
 				return g.exitCode
 			}
 			g.publish()
@@ -562,10 +569,13 @@ func runServe(args []string) (err error) {
 		log.errorf("exit", "code", exitConfig, "reason", "policy error", "error", err)
 		return &exitError{code: exitConfig, err: err}
 	}
+	// From here on every lifecycle log line is a journal line too.
+	log.sink = openJournal(p).logSink
 	for _, w := range p.Warnings {
 		log.warn("policy warning", "warning", w)
 	}
 	if err := os.MkdirAll(p.Gateway.StateDir, 0o700); err != nil {
+		log.errorf("exit", "code", exitFailure, "reason", "cannot create the state dir", "error", err)
 		return fmt.Errorf("creating state dir: %w", err)
 	}
 
@@ -576,13 +586,73 @@ func runServe(args []string) (err error) {
 	}
 	defer inst.Close()
 
+	// One token, one gateway: a conflict exits 78 before this gateway counts
+	// as a start, and nothing (systemd, launchd, hermes restart) loops on 78.
+	token, err := readLockToken(p)
+	if err != nil {
+		log.errorf("exit", "code", exitConfig, "reason", "policy error", "error", err)
+		return &exitError{code: exitConfig, err: err}
+	}
+	if token != "" {
+		warnReadable(log, p)
+	}
+	tokLock, err := acquireTokenLock(p, token, log)
+	if err != nil {
+		log.errorf("exit", "code", codeOf(err), "reason", "lock conflict")
+		return err
+	}
+	if tokLock != nil {
+		defer tokLock.Close()
+	}
+
+	// Every start and exit goes into the ledger the crash-loop guard and
+	// `hermes status` read. The exit is logged and recorded once, here.
+	pid := os.Getpid()
+	exitReason := ""
+	ledger, lerr := recordStart(p.Gateway.StateDir, pid, time.Now())
+	if lerr != nil {
+		log.warn("start ledger", "error", lerr)
+	}
+	var exited atomic.Bool // the watchdog may log the exit instead
+	logExit := func(code int, reason string, err error) {
+		if !exited.CompareAndSwap(false, true) {
+			return
+		}
+		kv := []any{"code", code, "reason", reason}
+		if err != nil {
+			kv = append(kv, "error", err)
+		}
+		if code == exitOK || code == exitRestart {
+			log.info("exit", kv...)
+		} else {
+			log.errorf("exit", kv...)
+		}
+		recordExit(p.Gateway.StateDir, pid, code, reason)
+	}
+	defer func() {
+		code := codeOf(err)
+		if exitReason == "" {
+			exitReason = "failure"
+		}
+		logExit(code, exitReason, err)
+	}()
+
+	if code, stop := crashLoopDelay(ledger, p, pipe, newNotifier(), log); stop {
+		exitReason = "stopped during crash-loop delay"
+		if code == exitOK {
+			return nil
+		}
+		exitReason = "restart requested during crash-loop delay"
+		return &exitError{code: code}
+	}
+
 	g := newGateway(p, *configPath, pipe, log)
 	log.info("start", "version", version, "name", p.Name, "policy", p.policyLabel(), "listen", p.Gateway.Listen,
 		"upstream", upstreamLabel(p), "state_dir", p.Gateway.StateDir)
 
 	ln, err := net.Listen("tcp", p.Gateway.Listen)
 	if err != nil {
-		log.errorf("exit", "code", exitFailure, "reason", "cannot listen", "error", err)
+		exitReason = "cannot listen"
 		return fmt.Errorf("listening on %s: %w", p.Gateway.Listen, err)
 	}
 	g.ln = ln
@@ -592,6 +662,7 @@ func runServe(args []string) (err error) {
 	ctl, err := listenControl(ctlPath)
 	if err != nil {
 		ln.Close()
+		exitReason = "cannot listen on the control socket"
 		return err
 	}
 	self, err := selfRecord()
@@ -605,6 +676,7 @@ func runServe(args []string) (err error) {
 	if err := writePidFile(pidPath, self); err != nil {
 		ln.Close()
 		ctl.Close()
+		exitReason = "cannot write the pid file"
 		return err
 	}
 	defer removeOwnPidFile(pidPath, self)
@@ -615,6 +687,10 @@ func runServe(args []string) (err error) {
 		}
 	}()
 	go g.serveControl(ctl)
+	g.startWatchdog(p.Watchdog, func(code int, reason string) {
+		removeOwnPidFile(pidPath, self)
+		logExit(code, reason, nil)
+	})
 
 	code := g.loop(func() {
 		g.notify.send("READY=1", "STATUS=serving", fmt.Sprintf("MAINPID=%d", g.pid))
@@ -629,12 +705,29 @@ func runServe(args []string) (err error) {
 		g.srv.Close()
 	}
 	cancel()
-	reason := map[int]string{exitOK: "planned stop", exitRestart: "planned restart", exitFailure: "failure"}[code]
-	log.info("exit", "code", code, "reason", reason)
+	exitReason = map[int]string{exitOK: "planned stop", exitRestart: "planned restart", exitFailure: "failure"}[code]
+	if code == exitFailure && g.failure != "" {
+		exitReason = g.failure
+	}
 	if code == exitOK {
 		return nil
 	}
 	return &exitError{code: code}
+}
+
+// codeOf is the exit code err will end the process with (see exitCode).
+func codeOf(err error) int {
+	var ee *exitError
+	var ce *configError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.As(err, &ce):
+		return exitConfig
+	}
+	return exitFailure
 }
 
 func upstreamLabel(p *Policy) string {

@@ -9,4 +9,3 @@ func runStop(args []string) error          { return errNotBuilt }
 func runStatus(args []string) error        { return errNotBuilt }
 func runInstallUnit(args []string) error   { return errNotBuilt }
 func runUninstallUnit(args []string) error { return errNotBuilt }
-func runEvents(args []string) error        { return errNotBuilt }
