@@ -579,47 +579,19 @@ func runServe(args []string) (err error) {
 		return fmt.Errorf("creating state dir: %w", err)
 	}
 
-	inst, err := lockInstance(p.Gateway.StateDir)
-	if err != nil {
-		log.errorf("exit", "code", exitConfig, "reason", "instance already running", "error", err)
-		return &exitError{code: exitConfig, err: err}
-	}
-	defer inst.Close()
-
-	// One token, one gateway: a conflict exits 78 before this gateway counts
-	// as a start, and nothing (systemd, launchd, hermes restart) loops on 78.
-	token, err := readLockToken(p)
-	if err != nil {
-		log.errorf("exit", "code", exitConfig, "reason", "policy error", "error", err)
-		return &exitError{code: exitConfig, err: err}
-	}
-	if token != "" {
-		warnReadable(log, p)
-	}
-	tokLock, err := acquireTokenLock(p, token, log)
-	if err != nil {
-		log.errorf("exit", "code", codeOf(err), "reason", "lock conflict")
-		return err
-	}
-	if tokLock != nil {
-		defer tokLock.Close()
-	}
-
-	// Every start and exit goes into the ledger the crash-loop guard and
-	// `hermes status` read. The exit is logged and recorded once, here.
+	// From here on the exit is logged (and so journaled) and recorded in the
+	// start ledger once, by the defer below or by the watchdog: `hermes
+	// status` shows the recent exits and why, lock conflicts included.
 	pid := os.Getpid()
 	exitReason := ""
-	ledger, lerr := recordStart(p.Gateway.StateDir, pid, time.Now())
-	if lerr != nil {
-		log.warn("start ledger", "error", lerr)
-	}
-	var exited atomic.Bool // the watchdog may log the exit instead
+	var exited atomic.Bool
 	logExit := func(code int, reason string, err error) {
 		if !exited.CompareAndSwap(false, true) {
 			return
 		}
 		kv := []any{"code", code, "reason", reason}
-		if err != nil {
+		var ee *exitError
+		if err != nil && !(errors.As(err, &ee) && ee.err == nil) {
 			kv = append(kv, "error", err)
 		}
 		if code == exitOK || code == exitRestart {
@@ -630,12 +602,43 @@ func runServe(args []string) (err error) {
 		recordExit(p.Gateway.StateDir, pid, code, reason)
 	}
 	defer func() {
-		code := codeOf(err)
 		if exitReason == "" {
 			exitReason = "failure"
 		}
-		logExit(code, exitReason, err)
+		logExit(codeOf(err), exitReason, err)
 	}()
+
+	inst, err := lockInstance(p.Gateway.StateDir)
+	if err != nil {
+		exitReason = "instance already running"
+		return &exitError{code: exitConfig, err: err}
+	}
+	defer inst.Close()
+
+	// One token, one gateway: a conflict exits 78 before this gateway counts
+	// as a start, and nothing (systemd, launchd, hermes restart) loops on 78.
+	token, err := readLockToken(p)
+	if err != nil {
+		exitReason = "policy error"
+		return &exitError{code: exitConfig, err: err}
+	}
+	if token != "" {
+		warnReadable(log, p)
+	}
+	tokLock, err := acquireTokenLock(p, token, log)
+	if err != nil {
+		exitReason = "lock conflict"
+		return err
+	}
+	if tokLock != nil {
+		defer tokLock.Close()
+	}
+
+	// Every start goes into the ledger the crash-loop guard reads.
+	ledger, lerr := recordStart(p.Gateway.StateDir, pid, time.Now())
+	if lerr != nil {
+		log.warn("start ledger", "error", lerr)
+	}
 
 	if code, stop := crashLoopDelay(ledger, p, pipe, newNotifier(), log); stop {
 		exitReason = "stopped during crash-loop delay"

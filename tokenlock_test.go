@@ -49,8 +49,12 @@ func TestTokenLockSecondGatewayExits78(t *testing.T) {
 	if !hasEvent(evs, evLockConflict, "holder_pid", strconv.Itoa(g1.pid())) {
 		t.Errorf("second gateway's journal lacks a lock conflict naming pid %d: %+v", g1.pid(), evs)
 	}
-	if l, _ := readStartLedger(second.stateDir); len(l.Starts) != 0 {
+	l, _ := readStartLedger(second.stateDir)
+	if len(l.Starts) != 0 {
 		t.Errorf("a lock conflict counted as a start: %+v", l.Starts)
+	}
+	if len(l.Exits) != 1 || l.Exits[0].Code != exitConfig || l.Exits[0].Reason != "lock conflict" {
+		t.Errorf("ledger exits = %+v, want one: 78, lock conflict", l.Exits)
 	}
 
 	// The kernel drops the lock with its holder: no stale lock after kill -9.
