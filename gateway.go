@@ -771,6 +771,9 @@ func orDefault(s, def string) string {
 // testFault blocks the calling goroutine forever when HERMES_TEST_FAULT
 // names the fault. It exists for tests only: it is how the test suite makes
 // a gateway whose loop is frozen. Never set HERMES_TEST_FAULT in production.
+// The faults: freeze-after-ready (the loop blocks forever right after
+// READY) and exit-after-ready (the gateway exits 1 right after READY, like
+// a crash; see loop).
 func testFault(name string) {
 	if os.Getenv("HERMES_TEST_FAULT") == name {
 		freezeLoopForTest()
