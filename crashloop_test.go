@@ -2,6 +2,9 @@ package main
 
 import (
 	"fmt"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -64,8 +67,11 @@ func TestCrashLoopTermDuringDelay(t *testing.T) {
 	if _, stderr, code := e.hermes(20*time.Second, "serve"); code != exitFailure {
 		t.Fatalf("first start: exit %d\n%s", code, stderr)
 	}
-	g := e.spawnGateway()
+	sock, msgs := fakeNotifySocket(t)
+	g := e.spawnGateway("NOTIFY_SOCKET=" + sock)
 	g.waitLog("crash loop delay", 10*time.Second)
+	// systemd hears why the start takes long, and waits for it.
+	wantNotify(t, msgs, "STATUS=crash loop: delaying start by 30s", "EXTEND_TIMEOUT_USEC=35000000")
 	start := time.Now()
 	g.signal(syscall.SIGTERM)
 	if code := g.wait(3 * time.Second); code != exitOK {
@@ -120,5 +126,54 @@ func TestCrashLoopLedger(t *testing.T) {
 	}
 	if l, _ = readStartLedger(dir); len(l.Starts) != ledgerKeep {
 		t.Errorf("ledger holds %d starts, want %d", len(l.Starts), ledgerKeep)
+	}
+}
+
+// fakeNotifySocket is a datagram socket standing in for systemd's
+// NOTIFY_SOCKET; it returns the socket path and the messages received.
+func fakeNotifySocket(t *testing.T) (string, <-chan string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "sdn") // short: a socket path has ~100 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	msgs := make(chan string, 64)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	return sock, msgs
+}
+
+// wantNotify waits for a message that contains every one of want.
+func wantNotify(t *testing.T, msgs <-chan string, want ...string) {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case m := <-msgs:
+			ok := true
+			for _, w := range want {
+				ok = ok && strings.Contains(m, w)
+			}
+			if ok {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no sd_notify message with %q", want)
+		}
 	}
 }

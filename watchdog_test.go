@@ -58,7 +58,8 @@ func TestWatchdogHealsFrozenLoop(t *testing.T) {
 // about signal_timeout: the recovery path `hermes restart` relies on.
 func TestWatchdogTermToFrozenGateway(t *testing.T) {
 	e := newTestEnv(t, "[watchdog]\ntimeout = \"60s\"\nsignal_timeout = \"500ms\"\n")
-	g := e.startGateway(frozen)
+	sock, msgs := fakeNotifySocket(t)
+	g := e.startGateway(frozen, "NOTIFY_SOCKET="+sock)
 	time.Sleep(1200 * time.Millisecond) // idle and frozen, but no signal: no exit
 	select {
 	case <-g.exited:
@@ -71,6 +72,7 @@ func TestWatchdogTermToFrozenGateway(t *testing.T) {
 		t.Fatalf("TERM to a frozen gateway: exit %d, want %d\n%s", code, exitWatchdog, g.stderr.String())
 	}
 	took := time.Since(start)
+	wantNotify(t, msgs, "STATUS=watchdog: loop stuck in main.freezeLoopForTest")
 	t.Logf("TERM to a frozen gateway: exit 70 after %s (signal_timeout 500ms)", took.Round(time.Millisecond))
 	if took < 400*time.Millisecond {
 		t.Errorf("exited %s after TERM, before signal_timeout", took)
