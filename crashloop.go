@@ -114,8 +114,8 @@ func updateLedger(stateDir string, change func(*startLedger)) (startLedger, erro
 		return startLedger{}, err
 	}
 	defer lk.Close()
-	if err := flockWait(lk); err != nil {
-		return startLedger{}, err
+	if err := flockWithin(lk, journalLockWait); err != nil {
+		return startLedger{}, fmt.Errorf("locking the start ledger: %w", err)
 	}
 	l, err := readStartLedger(stateDir)
 	if err != nil {

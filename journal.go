@@ -209,14 +209,16 @@ func (j *journal) append(line []byte) error {
 		return err
 	}
 	defer lk.Close() // closing the last fd releases the flock
-	if err := flockWait(lk); err != nil {
-		return err
-	}
+	// A holder that never lets go (a hermes restart stopped with Ctrl-Z in
+	// the middle of an append) must not freeze the gateway's loop, nor the
+	// watchdog that would heal it: after a short wait, append without the
+	// lock (one O_APPEND write is still whole) and leave rotation for later.
+	locked := flockWithin(lk, journalLockWait) == nil
 	f, err := os.OpenFile(j.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return err
 	}
-	if st, err := f.Stat(); err == nil && st.Size() > 0 && st.Size()+int64(len(line)) > j.maxBytes {
+	if st, err := f.Stat(); err == nil && locked && st.Size() > 0 && st.Size()+int64(len(line)) > j.maxBytes {
 		f.Close()
 		if err := os.Rename(j.path, j.path+".1"); err != nil {
 			return err
@@ -230,4 +232,19 @@ func (j *journal) append(line []byte) error {
 		err = cerr
 	}
 	return err
+}
+
+// journalLockWait bounds the wait for the journal's and the ledger's flock.
+const journalLockWait = 500 * time.Millisecond
+
+// flockWithin takes an exclusive flock on f, waiting at most d.
+func flockWithin(f *os.File, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		err := flockExclusive(f)
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }

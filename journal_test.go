@@ -211,3 +211,26 @@ func BenchmarkJournalAppend(b *testing.B) {
 		j.record(evSignal, fields)
 	}
 }
+
+// A journal lock that is never released (its holder stopped with Ctrl-Z)
+// delays an append by a bounded moment, never forever.
+func TestJournalStuckLockHolder(t *testing.T) {
+	j, dir := testJournal(t, 4096)
+	j.record("first", nil)
+	lk, err := os.OpenFile(journalPath(dir)+".lock", os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lk.Close()
+	if err := flockExclusive(lk); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	j.record("second", nil)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("append waited %s on a stuck lock", d)
+	}
+	if lines := journalLines(t, dir); len(lines) != 2 || lines[1]["event"] != "second" {
+		t.Errorf("lines = %v, want first and second", lines)
+	}
+}
