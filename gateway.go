@@ -691,6 +691,7 @@ func runServe(args []string) (err error) {
 	}()
 	go g.serveControl(ctl)
 	g.startWatchdog(p.Watchdog, func(code int, reason string) {
+		ctl.Close() // unlinks the socket: status must not find a dead one
 		removeOwnPidFile(pidPath, self)
 		logExit(code, reason, nil)
 	})

@@ -38,8 +38,10 @@ func TestWatchdogHealsFrozenLoop(t *testing.T) {
 			t.Errorf("log lacks %q:\n%s", want, log)
 		}
 	}
-	if _, err := os.Stat(pidFilePath(e.stateDir)); !os.IsNotExist(err) {
-		t.Errorf("the watchdog left its pid file behind: %v", err)
+	for _, path := range []string{pidFilePath(e.stateDir), controlPath(e.stateDir)} {
+		if _, err := os.Stat(path); !os.IsNotExist(err) {
+			t.Errorf("the watchdog left %s behind: %v", path, err)
+		}
 	}
 	l, err := readStartLedger(e.stateDir)
 	if err != nil {
