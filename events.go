@@ -17,8 +17,8 @@ import (
 
 const eventsUsage = `Print the lifecycle timeline of the gateway: every start, signal, drain,
 exit, watchdog, lock conflict, crash-loop delay and restart, with the time
-from cause to effect (signal to exit, exit to the next ready, restart
-requested to done).
+from cause to effect (signal to exit, exit to the next ready, rung sent to
+exit observed, restart requested to done).
 
     $ hermes events
     $ hermes events --since 1h
@@ -149,6 +149,7 @@ func (ev journalEvent) str(k string) string {
 //
 //	signal (TERM, INT, USR1) or watchdog fired  →  exit of the same pid
 //	exit                                        →  ready of the next gateway
+//	rung sent                                   →  exit observed (same restarter)
 //	restart requested / stop requested          →  restart done / stop done (same pid)
 func spans(evs []journalEvent) {
 	type cause struct {
@@ -157,6 +158,7 @@ func spans(evs []journalEvent) {
 	}
 	byPID := map[int]cause{}
 	requests := map[int]cause{}
+	rungs := map[int]cause{} // the restarter's last rung, by its pid
 	var lastExit *journalEvent
 	for i := range evs {
 		ev := &evs[i]
@@ -184,6 +186,13 @@ func spans(evs []journalEvent) {
 				ev.elapsed = since(ev.Time, lastExit.Time) + fmt.Sprintf(" after exit of %d", lastExit.PID)
 			}
 			lastExit = nil
+		case evRungSent:
+			rungs[ev.PID] = cause{ev.Time, "rung " + ev.str("signal")}
+		case evExitObserved:
+			if c, ok := rungs[ev.PID]; ok {
+				ev.elapsed = since(ev.Time, c.at) + " after " + c.what
+				delete(rungs, ev.PID)
+			}
 		case evRestartRequested, evStopRequested:
 			requests[ev.PID] = cause{ev.Time, ev.Event}
 		case evRestartDone, evStopDone:
