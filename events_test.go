@@ -42,7 +42,7 @@ func TestEventsGolden(t *testing.T) {
 	if got := b.String(); got != string(want) {
 		t.Errorf("timeline differs from %s (go test -run EventsGolden -update):\ngot:\n%s\nwant:\n%s", golden, got, want)
 	}
-	for _, want := range []string{"3.36s after signal USR1", "202ms after exit of 4100", "10.1s after exit of 4200", "3.65s after restart requested", "3.01s after signal TERM"} {
+	for _, want := range []string{"3.36s after signal USR1", "202ms after exit of 4100", "10.1s after exit of 4200", "3.36s after rung USR1", "3.65s after restart requested", "3.01s after signal TERM"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("timeline lacks %q", want)
 		}
