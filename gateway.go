@@ -624,6 +624,9 @@ func runServe(args []string) (err error) {
 	}
 	if token != "" {
 		warnReadable(log, p)
+	} else if p.Lock.TokenEnv != "" || p.Lock.TokenFile != "" {
+		log.warn("token lock off", "reason", "lock.token_env and lock.token_file give no token",
+			"token_env", p.Lock.TokenEnv, "token_file", p.Lock.TokenFile)
 	}
 	tokLock, err := acquireTokenLock(p, token, log)
 	if err != nil {
@@ -690,7 +693,7 @@ func runServe(args []string) (err error) {
 		}
 	}()
 	go g.serveControl(ctl)
-	g.startWatchdog(p.Watchdog, func(code int, reason string) {
+	g.startWatchdog(func(code int, reason string) {
 		ctl.Close() // unlinks the socket: status must not find a dead one
 		removeOwnPidFile(pidPath, self)
 		logExit(code, reason, nil)

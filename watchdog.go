@@ -25,26 +25,19 @@ const stackKeep = 5
 // without the frozen loop's deferred clean-up.
 type watchdogExit func(code int, reason string)
 
-// startWatchdog starts the watchdog unless both checks are disabled. It
-// stops when the loop returns (g.done).
-func (g *gateway) startWatchdog(w WatchdogPolicy, exit watchdogExit) {
-	if w.Timeout <= 0 && w.SignalTimeout <= 0 {
-		return
-	}
-	every := 250 * time.Millisecond
-	for _, d := range []time.Duration{w.Timeout, w.SignalTimeout} {
-		if d > 0 && d/4 < every {
-			every = d / 4
-		}
-	}
+// startWatchdog starts the watchdog. It reads watchdog.* from the running
+// policy at each check, so a reload (HUP) changes or disables it; it stops
+// when the loop returns (g.done).
+func (g *gateway) startWatchdog(exit watchdogExit) {
 	go func() {
-		t := time.NewTicker(every)
+		t := time.NewTimer(watchdogEvery(g.policy.Load().Watchdog))
 		defer t.Stop()
 		for {
 			select {
 			case <-g.done:
 				return
 			case now := <-t.C:
+				w := g.policy.Load().Watchdog
 				if reason := g.watchdogCheck(w, now); reason != "" {
 					select {
 					case <-g.done: // the loop returned meanwhile: not frozen
@@ -53,9 +46,22 @@ func (g *gateway) startWatchdog(w WatchdogPolicy, exit watchdogExit) {
 					}
 					g.watchdogFire(reason, exit)
 				}
+				t.Reset(watchdogEvery(w))
 			}
 		}
 	}()
+}
+
+// watchdogEvery is how often the watchdog checks: every 250ms, or a quarter
+// of the shorter timeout when that is shorter.
+func watchdogEvery(w WatchdogPolicy) time.Duration {
+	every := 250 * time.Millisecond
+	for _, d := range []time.Duration{w.Timeout, w.SignalTimeout} {
+		if d > 0 && d/4 < every {
+			every = d / 4
+		}
+	}
+	return every
 }
 
 // watchdogCheck returns why the loop counts as frozen at now, or "".
