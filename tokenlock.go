@@ -122,6 +122,7 @@ func acquireTokenLock(p *Policy, token string, log *logger) (*os.File, error) {
 	if err := f.Truncate(0); err == nil {
 		f.WriteAt(append(rec, '\n'), 0)
 	}
+	log.info("token lock", "scope", p.Lock.Scope, "lock", path)
 	return f, nil
 }
 

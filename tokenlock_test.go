@@ -23,6 +23,7 @@ func TestTokenLockSecondGatewayExits78(t *testing.T) {
 	first := newTestEnv(t, tokenPolicy(lockDir))
 	first.env = append(first.env, "HERMES_TEST_BOT_TOKEN="+testToken)
 	g1 := first.startGateway()
+	g1.waitLog("token lock scope=telegram-bot lock="+lockDir, 5*time.Second)
 
 	second := newTestEnv(t, tokenPolicy(lockDir))
 	second.env = append(second.env, "HERMES_TEST_BOT_TOKEN="+testToken)
