@@ -86,6 +86,21 @@ func (l startLedger) CrashLoop(cl CrashLoopPolicy, now time.Time) (bool, time.Du
 	return true, backoff(cl, n-cl.Starts-1)
 }
 
+// DelayingUntil reports whether the latest start is still waiting out its
+// crash-loop delay at now, and until when (for `hermes status`).
+func (l startLedger) DelayingUntil(cl CrashLoopPolicy, now time.Time) (time.Time, bool) {
+	if len(l.Starts) == 0 {
+		return time.Time{}, false
+	}
+	last := l.Starts[len(l.Starts)-1]
+	if _, exited := l.LastExit(last.PID); exited {
+		return time.Time{}, false
+	}
+	loop, delay := l.CrashLoop(cl, last.Time)
+	until := last.Time.Add(delay)
+	return until, loop && until.After(now)
+}
+
 // backoff is min(max_delay, base_delay * 2^k).
 func backoff(cl CrashLoopPolicy, k int) time.Duration {
 	d := cl.BaseDelay

@@ -73,6 +73,11 @@ func TestCrashLoopTermDuringDelay(t *testing.T) {
 	// systemd hears why the start takes long, and waits for it.
 	wantNotify(t, msgs, "STATUS=crash loop: delaying start by 30s", "EXTEND_TIMEOUT_USEC=35000000")
 	start := time.Now()
+	l, _ := readStartLedger(e.stateDir)
+	if until, ok := l.DelayingUntil(CrashLoopPolicy{Starts: 1, Window: time.Minute, BaseDelay: 30 * time.Second, MaxDelay: time.Minute}, time.Now()); !ok ||
+		until.Sub(l.Starts[1].Time) != 30*time.Second {
+		t.Errorf("DelayingUntil = %s, %v; want 30s after the 2nd start", until, ok)
+	}
 	g.signal(syscall.SIGTERM)
 	if code := g.wait(3 * time.Second); code != exitOK {
 		t.Errorf("TERM during the delay: exit %d, want 0", code)
