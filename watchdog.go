@@ -28,17 +28,31 @@ type watchdogExit func(code int, reason string)
 // startWatchdog starts the watchdog. It reads watchdog.* from the running
 // policy at each check, so a reload (HUP) changes or disables it; it stops
 // when the loop returns (g.done).
+//
+// When the watchdog itself has not run for far longer than its period, the
+// whole process was stopped (SIGSTOP, then SIGCONT), the machine slept, or
+// the wall clock jumped: the loop's silence says nothing then, so the
+// clocks restart from that moment and the loop gets its full timeout to
+// tick again. A stopped gateway resumed with a TERM pending drains.
 func (g *gateway) startWatchdog(exit watchdogExit) {
 	go func() {
-		t := time.NewTimer(watchdogEvery(g.policy.Load().Watchdog))
+		every := watchdogEvery(g.policy.Load().Watchdog)
+		t := time.NewTimer(every)
 		defer t.Stop()
+		last := time.Now().UnixNano()
+		var resumed int64
 		for {
 			select {
 			case <-g.done:
 				return
 			case now := <-t.C:
+				n := now.UnixNano()
+				if n-last > int64(every+time.Second) || n < last {
+					resumed = n
+				}
+				last = n
 				w := g.policy.Load().Watchdog
-				if reason := g.watchdogCheck(w, now); reason != "" {
+				if reason := g.watchdogCheck(w, n, resumed); reason != "" {
 					select {
 					case <-g.done: // the loop returned meanwhile: not frozen
 						return
@@ -46,7 +60,8 @@ func (g *gateway) startWatchdog(exit watchdogExit) {
 					}
 					g.watchdogFire(reason, exit)
 				}
-				t.Reset(watchdogEvery(w))
+				every = watchdogEvery(w)
+				t.Reset(every)
 			}
 		}
 	}()
@@ -64,15 +79,22 @@ func watchdogEvery(w WatchdogPolicy) time.Duration {
 	return every
 }
 
-// watchdogCheck returns why the loop counts as frozen at now, or "".
-func (g *gateway) watchdogCheck(w WatchdogPolicy, now time.Time) string {
+// watchdogCheck returns why the loop counts as frozen at now (unix
+// nanoseconds, like the heartbeat), or "". Nothing counts from before
+// resumed.
+func (g *gateway) watchdogCheck(w WatchdogPolicy, now, resumed int64) string {
 	if w.Timeout > 0 {
-		if silent := now.Sub(time.Unix(0, g.heartbeat.Load())); silent > w.Timeout {
+		silent := time.Duration(now - max(g.heartbeat.Load(), resumed))
+		if silent > w.Timeout {
 			return fmt.Sprintf("the gateway loop has not ticked for %s (watchdog.timeout %s)", silent.Round(time.Millisecond), w.Timeout)
 		}
 	}
 	if w.SignalTimeout > 0 {
-		if unread := g.pipe.unreadFor(now); unread > w.SignalTimeout {
+		unread := g.pipe.unreadFor(time.Unix(0, now))
+		if resumed > 0 {
+			unread = min(unread, time.Duration(now-resumed))
+		}
+		if unread > w.SignalTimeout {
 			return fmt.Sprintf("a stop or restart signal has waited unread for %s (watchdog.signal_timeout %s)", unread.Round(time.Millisecond), w.SignalTimeout)
 		}
 	}

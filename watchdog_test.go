@@ -121,3 +121,67 @@ func TestWatchdogPrunesStackFiles(t *testing.T) {
 		t.Errorf("pruning removed another file: %v", err)
 	}
 }
+
+// A gateway stopped (SIGSTOP) for longer than watchdog.timeout is not
+// frozen: resumed, it serves on, and a TERM that waited through the stop
+// drains it normally instead of tripping the watchdog. (After SIGCONT the
+// loop's tick and the watchdog race; TestWatchdogCheck pins the rule that
+// decides that race.)
+func TestWatchdogToleratesSIGSTOP(t *testing.T) {
+	e := newTestEnv(t, quickDrain+"[watchdog]\ntimeout = \"2s\"\nsignal_timeout = \"500ms\"\n")
+	g := e.startGateway()
+	g.signal(syscall.SIGSTOP)
+	time.Sleep(3 * time.Second)
+	g.signal(syscall.SIGCONT)
+	time.Sleep(1500 * time.Millisecond)
+	if code, body := httpGet(t, g.url+"/readyz"); code != 200 {
+		t.Fatalf("after SIGCONT: readyz %d %s\n%s", code, body, g.stderr.String())
+	}
+	g.signal(syscall.SIGSTOP)
+	g.signal(syscall.SIGTERM)
+	time.Sleep(1500 * time.Millisecond)
+	g.signal(syscall.SIGCONT)
+	if code := g.wait(10 * time.Second); code != exitOK {
+		t.Errorf("TERM pending through a stop: exit %d, want 0 (a drain)\n%s", code, g.stderr.String())
+	}
+	if strings.Contains(g.stderr.String(), "watchdog fired") {
+		t.Errorf("the watchdog fired on a stopped gateway:\n%s", g.stderr.String())
+	}
+}
+
+func TestWatchdogCheck(t *testing.T) {
+	now := time.Now()
+	n := now.UnixNano()
+	w := WatchdogPolicy{Timeout: 2 * time.Second, SignalTimeout: 500 * time.Millisecond}
+	for _, tc := range []struct {
+		name         string
+		beat, unread time.Duration // ago
+		resumed      time.Duration // ago; 0 means never stopped
+		policy       WatchdogPolicy
+		want         string
+	}{
+		{"ticking, nothing unread", 300 * time.Millisecond, 0, 0, w, ""},
+		{"silent loop", 3 * time.Second, 0, 0, w, "has not ticked for 3s"},
+		{"silent loop, timeout disabled", 3 * time.Second, 0, 0, WatchdogPolicy{SignalTimeout: time.Second}, ""},
+		{"signal unread", 300 * time.Millisecond, 800 * time.Millisecond, 0, w, "waited unread for 800ms"},
+		{"signal unread, check disabled", 300 * time.Millisecond, 800 * time.Millisecond, 0, WatchdogPolicy{Timeout: time.Minute}, ""},
+		{"resumed from a stop just now", 30 * time.Second, 30 * time.Second, 100 * time.Millisecond, w, ""},
+		{"resumed, then silent again", 30 * time.Second, 0, 2500 * time.Millisecond, w, "has not ticked for 2.5s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := &gateway{pipe: &selfPipe{}}
+			g.heartbeat.Store(n - int64(tc.beat))
+			if tc.unread > 0 {
+				g.pipe.since.Store(n - int64(tc.unread))
+			}
+			var resumed int64
+			if tc.resumed > 0 {
+				resumed = n - int64(tc.resumed)
+			}
+			got := g.watchdogCheck(tc.policy, n, resumed)
+			if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
