@@ -100,7 +100,8 @@ type gateway struct {
 	sessions map[string]*session
 	reason   string
 	exitCode int
-	cutDone  bool // sessions were told to finish now
+	failure  string // why the loop ended with exitFailure
+	cutDone  bool   // sessions were told to finish now
 }
 
 func newGateway(p *Policy, flagPath string, pipe *selfPipe, log *logger) *gateway {
@@ -150,6 +151,12 @@ func (g *gateway) loop(ready func()) int {
 	g.beat()
 	ready()
 	testFault("freeze-after-ready")
+	if os.Getenv("HERMES_TEST_FAULT") == "exit-after-ready" {
+		// For tests only: a gateway that fails right after start, like a
+		// crash, so the crash-loop guard has something to guard against.
+		g.exitCode, g.failure = exitFailure, "test fault exit-after-ready"
+		return g.exitCode
+	}
 
 	for {
 		select {
@@ -210,7 +217,7 @@ func (g *gateway) loop(ready func()) int {
 				ev.reply <- g.state
 			case fatalEvent:
 				g.log.errorf("serve failed", "error", ev.err)
-				g.exitCode = exitFailure
+				g.exitCode, g.failure = exitFailure, ev.err.Error()
 				return g.exitCode
 			}
 			g.publish()
@@ -574,19 +581,88 @@ func runServe(args []string) (err error) {
 		log.errorf("exit", "code", exitConfig, "reason", "policy error", "error", err)
 		return &exitError{code: exitConfig, err: err}
 	}
+	// From here on every lifecycle log line is a journal line too.
+	log.sink = openJournal(p).logSink
 	for _, w := range p.Warnings {
 		log.warn("policy warning", "warning", w)
 	}
 	if err := os.MkdirAll(p.Gateway.StateDir, 0o700); err != nil {
+		log.errorf("exit", "code", exitFailure, "reason", "cannot create the state dir", "error", err)
 		return fmt.Errorf("creating state dir: %w", err)
 	}
 
+	// From here on the exit is logged (and so journaled) and recorded in the
+	// start ledger once, by the defer below or by the watchdog: `hermes
+	// status` shows the recent exits and why, lock conflicts included.
+	pid := os.Getpid()
+	exitReason := ""
+	var exited atomic.Bool
+	logExit := func(code int, reason string, err error) {
+		if !exited.CompareAndSwap(false, true) {
+			return
+		}
+		kv := []any{"code", code, "reason", reason}
+		var ee *exitError
+		if err != nil && !(errors.As(err, &ee) && ee.err == nil) {
+			kv = append(kv, "error", err)
+		}
+		if code == exitOK || code == exitRestart {
+			log.info("exit", kv...)
+		} else {
+			log.errorf("exit", kv...)
+		}
+		recordExit(p.Gateway.StateDir, pid, code, reason)
+	}
+	defer func() {
+		if exitReason == "" {
+			exitReason = "failure"
+		}
+		logExit(codeOf(err), exitReason, err)
+	}()
+
 	inst, err := lockInstance(p.Gateway.StateDir)
 	if err != nil {
-		log.errorf("exit", "code", exitConfig, "reason", "instance already running", "error", err)
+		exitReason = "instance already running"
 		return &exitError{code: exitConfig, err: err}
 	}
 	defer inst.Close()
+
+	// One token, one gateway: a conflict exits 78 before this gateway counts
+	// as a start, and nothing (systemd, launchd, hermes restart) loops on 78.
+	token, err := readLockToken(p)
+	if err != nil {
+		exitReason = "policy error"
+		return &exitError{code: exitConfig, err: err}
+	}
+	if token != "" {
+		warnReadable(log, p)
+	} else if p.Lock.TokenEnv != "" || p.Lock.TokenFile != "" {
+		log.warn("token lock off", "reason", "lock.token_env and lock.token_file give no token",
+			"token_env", p.Lock.TokenEnv, "token_file", p.Lock.TokenFile)
+	}
+	tokLock, err := acquireTokenLock(p, token, log)
+	if err != nil {
+		exitReason = "lock conflict"
+		return err
+	}
+	if tokLock != nil {
+		defer tokLock.Close()
+	}
+
+	// Every start goes into the ledger the crash-loop guard reads.
+	ledger, lerr := recordStart(p.Gateway.StateDir, pid, time.Now())
+	if lerr != nil {
+		log.warn("start ledger", "error", lerr)
+	}
+
+	if code, stop := crashLoopDelay(ledger, p, pipe, newNotifier(), log); stop {
+		exitReason = "stopped during crash-loop delay"
+		if code == exitOK {
+			return nil
+		}
+		exitReason = "restart requested during crash-loop delay"
+		return &exitError{code: code}
+	}
 
 	g := newGateway(p, *configPath, pipe, log)
 	log.info("start", "version", version, "name", p.Name, "policy", p.policyLabel(), "listen", p.Gateway.Listen,
@@ -594,7 +670,7 @@ func runServe(args []string) (err error) {
 
 	ln, err := net.Listen("tcp", p.Gateway.Listen)
 	if err != nil {
-		log.errorf("exit", "code", exitFailure, "reason", "cannot listen", "error", err)
+		exitReason = "cannot listen"
 		return fmt.Errorf("listening on %s: %w", p.Gateway.Listen, err)
 	}
 	g.ln = ln
@@ -604,6 +680,7 @@ func runServe(args []string) (err error) {
 	ctl, err := listenControl(ctlPath)
 	if err != nil {
 		ln.Close()
+		exitReason = "cannot listen on the control socket"
 		return err
 	}
 	self, err := selfRecord()
@@ -617,6 +694,7 @@ func runServe(args []string) (err error) {
 	if err := writePidFile(pidPath, self); err != nil {
 		ln.Close()
 		ctl.Close()
+		exitReason = "cannot write the pid file"
 		return err
 	}
 	defer removeOwnPidFile(pidPath, self)
@@ -627,6 +705,11 @@ func runServe(args []string) (err error) {
 		}
 	}()
 	go g.serveControl(ctl)
+	g.startWatchdog(func(code int, reason string) {
+		ctl.Close() // unlinks the socket: status must not find a dead one
+		removeOwnPidFile(pidPath, self)
+		logExit(code, reason, nil)
+	})
 
 	code := g.loop(func() {
 		g.notify.send("READY=1", "STATUS=serving", fmt.Sprintf("MAINPID=%d", g.pid))
@@ -641,12 +724,29 @@ func runServe(args []string) (err error) {
 		g.srv.Close()
 	}
 	cancel()
-	reason := map[int]string{exitOK: "planned stop", exitRestart: "planned restart", exitFailure: "failure"}[code]
-	log.info("exit", "code", code, "reason", reason)
+	exitReason = map[int]string{exitOK: "planned stop", exitRestart: "planned restart", exitFailure: "failure"}[code]
+	if code == exitFailure && g.failure != "" {
+		exitReason = g.failure
+	}
 	if code == exitOK {
 		return nil
 	}
 	return &exitError{code: code}
+}
+
+// codeOf is the exit code err will end the process with (see exitCode).
+func codeOf(err error) int {
+	var ee *exitError
+	var ce *configError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.As(err, &ce):
+		return exitConfig
+	}
+	return exitFailure
 }
 
 func upstreamLabel(p *Policy) string {
@@ -687,6 +787,9 @@ func orDefault(s, def string) string {
 // testFault blocks the calling goroutine forever when HERMES_TEST_FAULT
 // names the fault. It exists for tests only: it is how the test suite makes
 // a gateway whose loop is frozen. Never set HERMES_TEST_FAULT in production.
+// The faults: freeze-after-ready (the loop blocks forever right after
+// READY) and exit-after-ready (the gateway exits 1 right after READY, like
+// a crash; see loop).
 func testFault(name string) {
 	if testFaultSet(name) {
 		freezeLoopForTest()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -30,6 +31,9 @@ type selfPipe struct {
 	// nanoseconds), or 0. The watchdog reads it: a TERM that nobody reads
 	// means a frozen loop.
 	since atomic.Int64
+
+	wakeOnce sync.Once
+	wake     chan struct{}
 }
 
 // handledSignals are the signals hermes serve owns. signal.Notify is never
@@ -83,7 +87,14 @@ func (p *selfPipe) signalSide() {
 
 // wakeups feeds the loop: one value each time the pipe has bytes to read.
 // It owns no state; the loop calls take to learn which signals arrived.
+// Every call returns the same channel (one reader of the pipe): the
+// crash-loop delay waits on it before the loop does.
 func (p *selfPipe) wakeups() <-chan struct{} {
+	p.wakeOnce.Do(func() { p.wake = p.startWakeups() })
+	return p.wake
+}
+
+func (p *selfPipe) startWakeups() chan struct{} {
 	ch := make(chan struct{}, 1)
 	go func() {
 		buf := make([]byte, 64)

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// The crash-loop guard. Every gateway start and exit is recorded in
+// <state_dir>/starts.json. More than crash_loop.starts starts within
+// crash_loop.window is a crash loop: the gateway delays its own start by
+// base_delay * 2^k (k = starts over the limit - 1), capped at max_delay.
+// systemd has StartLimitBurst; launchd and bare runs have nothing, and this
+// is their protection.
+//
+// A start that follows a planned stop or restart (the previous gateway
+// exited 0 or 75) is not counted: a person running `hermes restart` five
+// times is not a crash loop.
+
+// ledgerKeep bounds the ledger: the newest starts and exits kept.
+const ledgerKeep = 50
+
+type ledgerStart struct {
+	Time    time.Time `json:"time"`
+	PID     int       `json:"pid"`
+	Planned bool      `json:"planned,omitempty"` // follows a planned stop or restart: not counted
+}
+
+type ledgerExit struct {
+	Time   time.Time `json:"time"`
+	PID    int       `json:"pid"`
+	Code   int       `json:"code"`
+	Reason string    `json:"reason"`
+}
+
+// startLedger is the content of starts.json, oldest first. `hermes status`
+// reads it with readStartLedger.
+type startLedger struct {
+	Starts []ledgerStart `json:"starts"`
+	Exits  []ledgerExit  `json:"exits"`
+}
+
+func ledgerPath(stateDir string) string { return filepath.Join(stateDir, "starts.json") }
+
+// readStartLedger returns the recorded starts and exits of the instance
+// whose state dir is given. No file is an empty ledger, not an error.
+func readStartLedger(stateDir string) (startLedger, error) {
+	var l startLedger
+	b, err := os.ReadFile(ledgerPath(stateDir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return l, nil
+	}
+	if err != nil {
+		return l, err
+	}
+	if err := json.Unmarshal(b, &l); err != nil {
+		return startLedger{}, fmt.Errorf("start ledger %s is damaged: %w", ledgerPath(stateDir), err)
+	}
+	return l, nil
+}
+
+// counted returns the starts within the window that count towards a crash
+// loop.
+func (l startLedger) counted(cl CrashLoopPolicy, now time.Time) int {
+	n := 0
+	for _, s := range l.Starts {
+		if !s.Planned && now.Sub(s.Time) <= cl.Window && !s.Time.After(now) {
+			n++
+		}
+	}
+	return n
+}
+
+// CrashLoop reports whether the ledger shows a crash loop at now, and the
+// delay the latest start waits (or waited) because of it.
+func (l startLedger) CrashLoop(cl CrashLoopPolicy, now time.Time) (bool, time.Duration) {
+	n := l.counted(cl, now)
+	if n <= cl.Starts {
+		return false, 0
+	}
+	return true, backoff(cl, n-cl.Starts-1)
+}
+
+// DelayingUntil reports whether the latest start is still waiting out its
+// crash-loop delay at now, and until when (for `hermes status`).
+func (l startLedger) DelayingUntil(cl CrashLoopPolicy, now time.Time) (time.Time, bool) {
+	if len(l.Starts) == 0 {
+		return time.Time{}, false
+	}
+	last := l.Starts[len(l.Starts)-1]
+	if _, exited := l.LastExit(last.PID); exited {
+		return time.Time{}, false
+	}
+	loop, delay := l.CrashLoop(cl, last.Time)
+	until := last.Time.Add(delay)
+	return until, loop && until.After(now)
+}
+
+// backoff is min(max_delay, base_delay * 2^k).
+func backoff(cl CrashLoopPolicy, k int) time.Duration {
+	d := cl.BaseDelay
+	for i := 0; i < k && d < cl.MaxDelay; i++ {
+		d *= 2
+	}
+	return min(d, cl.MaxDelay)
+}
+
+// LastExit returns the exit recorded for pid, if any.
+func (l startLedger) LastExit(pid int) (ledgerExit, bool) {
+	for i := len(l.Exits) - 1; i >= 0; i-- {
+		if l.Exits[i].PID == pid {
+			return l.Exits[i], true
+		}
+	}
+	return ledgerExit{}, false
+}
+
+// updateLedger reads, changes and writes the ledger under a flock, so a
+// start and the exit of the previous gateway never lose each other's
+// record. The write is atomic (temp file + rename).
+func updateLedger(stateDir string, change func(*startLedger)) (startLedger, error) {
+	lk, err := os.OpenFile(ledgerPath(stateDir)+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return startLedger{}, err
+	}
+	defer lk.Close()
+	if err := flockWithin(lk, journalLockWait); err != nil {
+		return startLedger{}, fmt.Errorf("locking the start ledger: %w", err)
+	}
+	l, err := readStartLedger(stateDir)
+	if err != nil {
+		l = startLedger{} // a damaged ledger is started afresh
+	}
+	change(&l)
+	if len(l.Starts) > ledgerKeep {
+		l.Starts = l.Starts[len(l.Starts)-ledgerKeep:]
+	}
+	if len(l.Exits) > ledgerKeep {
+		l.Exits = l.Exits[len(l.Exits)-ledgerKeep:]
+	}
+	b, _ := json.MarshalIndent(l, "", "  ")
+	if err := writeFileAtomic(ledgerPath(stateDir), append(b, '\n'), 0o600); err != nil {
+		return l, fmt.Errorf("writing start ledger: %w", err)
+	}
+	return l, nil
+}
+
+// recordStart adds this start. It is planned when the previous gateway's
+// recorded exit was a planned stop or restart.
+func recordStart(stateDir string, pid int, now time.Time) (startLedger, error) {
+	return updateLedger(stateDir, func(l *startLedger) {
+		planned := false
+		if n := len(l.Starts); n > 0 {
+			if ex, ok := l.LastExit(l.Starts[n-1].PID); ok {
+				planned = ex.Code == exitOK || ex.Code == exitRestart
+			}
+		}
+		l.Starts = append(l.Starts, ledgerStart{Time: now.UTC(), PID: pid, Planned: planned})
+	})
+}
+
+// recordExit adds this process's exit, just before it exits.
+func recordExit(stateDir string, pid, code int, reason string) {
+	updateLedger(stateDir, func(l *startLedger) {
+		l.Exits = append(l.Exits, ledgerExit{Time: time.Now().UTC(), PID: pid, Code: code, Reason: reason})
+	})
+}
+
+// crashLoopDelay waits out the backoff the ledger calls for, before the
+// gateway listens. Signals still work while it waits: TERM or INT ends the
+// wait with a planned stop (nil, stop=true), USR1 with a planned restart.
+// The wait is on the self-pipe's wake-ups, never a blind sleep.
+func crashLoopDelay(l startLedger, p *Policy, pipe *selfPipe, n *notifier, log *logger) (code int, stop bool) {
+	loop, delay := l.CrashLoop(p.CrashLoop, time.Now())
+	if !loop {
+		return 0, false
+	}
+	starts := l.counted(p.CrashLoop, time.Now())
+	log.warn(evCrashLoopDelay, "delay", delay, "starts", starts, "window", p.CrashLoop.Window, "limit", p.CrashLoop.Starts)
+	status := fmt.Sprintf("crash loop: delaying start by %s", delay)
+	n.send("STATUS="+status, "EXTEND_TIMEOUT_USEC="+usec(delay+autoWaitMargin))
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
+	wake := pipe.wakeups()
+	for {
+		select {
+		case <-timer.C:
+			return 0, false
+		case <-wake:
+			for _, sig := range pipe.take() {
+				switch sig {
+				case syscall.SIGTERM, syscall.SIGINT:
+					log.info(evSignal, "signal", signalName(sig), "action", "stop", "state", "crash-loop delay")
+					return exitOK, true
+				case syscall.SIGUSR1:
+					log.info(evSignal, "signal", signalName(sig), "action", "restart", "state", "crash-loop delay")
+					return exitRestart, true
+				default:
+					log.info(evSignal, "signal", signalName(sig), "action", "none", "state", "crash-loop delay")
+				}
+			}
+		}
+	}
+}

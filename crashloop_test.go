@@ -1,0 +1,184 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const crashing = "HERMES_TEST_FAULT=exit-after-ready"
+
+// TestCrashLoopBacksOff starts a gateway that fails right after it is ready
+// four times: more than 2 starts in 1m is a crash loop, so the 3rd start
+// waits 1s and the 4th 2s, and the ledger shows every exit and why.
+func TestCrashLoopBacksOff(t *testing.T) {
+	e := newTestEnv(t, "[crash_loop]\nstarts = 2\nwindow = \"1m\"\nbase_delay = \"1s\"\nmax_delay = \"10s\"\n")
+	e.env = append(e.env, crashing)
+	wantDelay := []time.Duration{0, 0, time.Second, 2 * time.Second}
+	for i, want := range wantDelay {
+		start := time.Now()
+		_, stderr, code := e.hermes(20*time.Second, "serve")
+		took := time.Since(start)
+		if code != exitFailure {
+			t.Fatalf("start %d: exit %d, want %d\n%s", i+1, code, exitFailure, stderr)
+		}
+		delays := strings.Count(stderr, "crash loop delay")
+		switch {
+		case want == 0 && delays != 0:
+			t.Errorf("start %d delayed, want no delay:\n%s", i+1, stderr)
+		case want > 0 && (delays != 1 || !strings.Contains(stderr, fmt.Sprintf("delay=%s ", want))):
+			t.Errorf("start %d: want one log line 'crash loop delay delay=%s':\n%s", i+1, want, stderr)
+		}
+		if took < want || took > want+5*time.Second {
+			t.Errorf("start %d took %s, want about %s", i+1, took, want)
+		}
+	}
+	l, err := readStartLedger(e.stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Starts) != 4 || len(l.Exits) != 4 {
+		t.Fatalf("ledger: %d starts, %d exits, want 4 and 4: %+v", len(l.Starts), len(l.Exits), l)
+	}
+	for i, ex := range l.Exits {
+		if ex.Code != exitFailure || ex.Reason != "test fault exit-after-ready" || ex.PID != l.Starts[i].PID {
+			t.Errorf("exit %d = %+v, want code 1, the fault as reason, pid %d", i+1, ex, l.Starts[i].PID)
+		}
+	}
+	p, _ := loadPolicy(e.policy)
+	if loop, delay := l.CrashLoop(p.CrashLoop, time.Now()); !loop || delay != 2*time.Second {
+		t.Errorf("CrashLoop = %v, %s; want true, 2s", loop, delay)
+	}
+	evs, _, _ := readJournal(e.stateDir)
+	if !hasEvent(evs, evCrashLoopDelay, "delay", "2s") {
+		t.Errorf("journal lacks the 2s crash-loop delay")
+	}
+}
+
+// A gateway waiting out a crash-loop delay still obeys TERM, at once.
+func TestCrashLoopTermDuringDelay(t *testing.T) {
+	e := newTestEnv(t, "[crash_loop]\nstarts = 1\nwindow = \"1m\"\nbase_delay = \"30s\"\nmax_delay = \"1m\"\n")
+	e.env = append(e.env, crashing)
+	if _, stderr, code := e.hermes(20*time.Second, "serve"); code != exitFailure {
+		t.Fatalf("first start: exit %d\n%s", code, stderr)
+	}
+	sock, msgs := fakeNotifySocket(t)
+	g := e.spawnGateway("NOTIFY_SOCKET=" + sock)
+	g.waitLog("crash loop delay", 10*time.Second)
+	// systemd hears why the start takes long, and waits for it.
+	wantNotify(t, msgs, "STATUS=crash loop: delaying start by 30s", "EXTEND_TIMEOUT_USEC=35000000")
+	start := time.Now()
+	l, _ := readStartLedger(e.stateDir)
+	if until, ok := l.DelayingUntil(CrashLoopPolicy{Starts: 1, Window: time.Minute, BaseDelay: 30 * time.Second, MaxDelay: time.Minute}, time.Now()); !ok ||
+		until.Sub(l.Starts[1].Time) != 30*time.Second {
+		t.Errorf("DelayingUntil = %s, %v; want 30s after the 2nd start", until, ok)
+	}
+	g.signal(syscall.SIGTERM)
+	if code := g.wait(3 * time.Second); code != exitOK {
+		t.Errorf("TERM during the delay: exit %d, want 0", code)
+	}
+	t.Logf("TERM during a crash-loop delay: exit after %s", time.Since(start).Round(time.Millisecond))
+	if !strings.Contains(g.stderr.String(), `reason="stopped during crash-loop delay"`) {
+		t.Errorf("log lacks the exit reason:\n%s", g.stderr.String())
+	}
+	if strings.Contains(g.stderr.String(), " ready ") {
+		t.Errorf("the gateway got ready during its delay:\n%s", g.stderr.String())
+	}
+}
+
+func TestCrashLoopLedger(t *testing.T) {
+	cl := CrashLoopPolicy{Starts: 2, Window: time.Minute, BaseDelay: time.Second, MaxDelay: 5 * time.Second}
+	dir := t.TempDir()
+	now := time.Now()
+	// Three starts, each after a crash: a loop.
+	for pid := 100; pid < 103; pid++ {
+		if _, err := recordStart(dir, pid, now); err != nil {
+			t.Fatal(err)
+		}
+		recordExit(dir, pid, exitFailure, "crash")
+	}
+	l, _ := readStartLedger(dir)
+	if loop, d := l.CrashLoop(cl, now); !loop || d != time.Second {
+		t.Errorf("after 3 crashes: %v %s, want true 1s", loop, d)
+	}
+	// Starts after planned stops and restarts do not count.
+	dir = t.TempDir()
+	for pid := 100; pid < 110; pid++ {
+		recordStart(dir, pid, now)
+		recordExit(dir, pid, []int{exitOK, exitRestart}[pid%2], "planned")
+	}
+	l, _ = readStartLedger(dir)
+	if loop, _ := l.CrashLoop(cl, now); loop {
+		t.Errorf("10 planned restarts counted as a crash loop: %+v", l.Starts)
+	}
+	// Starts outside the window do not count.
+	if loop, _ := l.CrashLoop(cl, now.Add(2*time.Minute)); loop {
+		t.Errorf("old starts counted")
+	}
+	for k, want := range []time.Duration{1, 2, 4, 5, 5, 5} {
+		if got := backoff(cl, k); got != want*time.Second {
+			t.Errorf("backoff(k=%d) = %s, want %s", k, got, want*time.Second)
+		}
+	}
+	// Bounded.
+	for pid := 0; pid < 2*ledgerKeep; pid++ {
+		recordStart(dir, pid, now)
+	}
+	if l, _ = readStartLedger(dir); len(l.Starts) != ledgerKeep {
+		t.Errorf("ledger holds %d starts, want %d", len(l.Starts), ledgerKeep)
+	}
+}
+
+// fakeNotifySocket is a datagram socket standing in for systemd's
+// NOTIFY_SOCKET; it returns the socket path and the messages received.
+func fakeNotifySocket(t *testing.T) (string, <-chan string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "sdn") // short: a socket path has ~100 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	msgs := make(chan string, 64)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	return sock, msgs
+}
+
+// wantNotify waits for a message that contains every one of want.
+func wantNotify(t *testing.T, msgs <-chan string, want ...string) {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case m := <-msgs:
+			ok := true
+			for _, w := range want {
+				ok = ok && strings.Contains(m, w)
+			}
+			if ok {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no sd_notify message with %q", want)
+		}
+	}
+}

@@ -1,0 +1,258 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+const eventsUsage = `Print the lifecycle timeline of the gateway: every start, signal, drain,
+exit, watchdog, lock conflict, crash-loop delay and restart, with the time
+from cause to effect (signal to exit, exit to the next ready, rung sent to
+exit observed, restart requested to done).
+
+    $ hermes events
+    $ hermes events --since 1h
+    $ hermes events --json | jq 'select(.event == "exit")'
+`
+
+// journalEvent is one parsed journal line.
+type journalEvent struct {
+	Time     time.Time
+	PID      int
+	Instance string
+	Event    string
+	Fields   map[string]any
+	raw      []byte
+
+	elapsed string // cause → effect, filled by spans
+}
+
+func runEvents(args []string) error {
+	fs := newFlagSet("events", eventsUsage)
+	configPath := fs.String("config", "", "policy `FILE` (default: see 'hermes help')")
+	since := fs.Duration("since", 0, "only events of the last `DURATION` (e.g. 30m, 2h); 0 means all")
+	asJSON := fs.Bool("json", false, "print the journal lines as JSON, one per line")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	p, err := loadPolicy(*configPath)
+	if err != nil {
+		return err
+	}
+	evs, skipped, err := readJournal(p.Gateway.StateDir)
+	if err != nil {
+		return err
+	}
+	if len(evs) == 0 && skipped == 0 {
+		fmt.Fprintf(os.Stderr, "hermes: no lifecycle events yet in %s\n", journalPath(p.Gateway.StateDir))
+		return nil
+	}
+	spans(evs)
+	if *since > 0 {
+		cut := time.Now().Add(-*since)
+		i := sort.Search(len(evs), func(i int) bool { return !evs[i].Time.Before(cut) })
+		evs = evs[i:]
+	}
+	if *asJSON {
+		w := bufio.NewWriter(os.Stdout)
+		for _, ev := range evs {
+			w.Write(ev.raw)
+			w.WriteByte('\n')
+		}
+		return w.Flush()
+	}
+	renderEvents(os.Stdout, evs, time.Local)
+	if skipped > 0 {
+		fmt.Fprintf(os.Stderr, "hermes: %d damaged journal lines skipped\n", skipped)
+	}
+	return nil
+}
+
+// readJournal reads events.jsonl.1 then events.jsonl, in time order.
+// Damaged lines (a crash mid-write, a full disk) are counted and skipped.
+func readJournal(stateDir string) (evs []journalEvent, skipped int, err error) {
+	for _, path := range []string{journalPath(stateDir) + ".1", journalPath(stateDir)} {
+		b, err := os.ReadFile(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, 0, fmt.Errorf("reading journal: %w", err)
+		}
+		for _, line := range bytes.Split(b, []byte("\n")) {
+			if len(bytes.TrimSpace(line)) == 0 {
+				continue
+			}
+			ev, ok := parseJournalLine(line)
+			if !ok {
+				skipped++
+				continue
+			}
+			evs = append(evs, ev)
+		}
+	}
+	// Several processes append; their clocks are one clock, but a line may
+	// land a moment after a later-stamped one. Order by time, stably.
+	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Time.Before(evs[j].Time) })
+	return evs, skipped, nil
+}
+
+func parseJournalLine(line []byte) (journalEvent, bool) {
+	var m map[string]any
+	d := json.NewDecoder(bytes.NewReader(line))
+	d.UseNumber()
+	if err := d.Decode(&m); err != nil {
+		return journalEvent{}, false
+	}
+	ev := journalEvent{Fields: map[string]any{}, raw: append([]byte(nil), line...)}
+	ts, _ := m["time"].(string)
+	t, err := time.Parse(time.RFC3339Nano, ts)
+	if err != nil {
+		return journalEvent{}, false
+	}
+	ev.Time = t
+	if n, ok := m["pid"].(json.Number); ok {
+		pid, _ := n.Int64()
+		ev.PID = int(pid)
+	}
+	ev.Instance, _ = m["instance"].(string)
+	ev.Event, _ = m["event"].(string)
+	if ev.Event == "" {
+		return journalEvent{}, false
+	}
+	for k, v := range m {
+		if !reserved[k] {
+			ev.Fields[k] = v
+		}
+	}
+	return ev, true
+}
+
+func (ev journalEvent) str(k string) string {
+	if v, ok := ev.Fields[k]; ok {
+		return fmt.Sprint(v)
+	}
+	return ""
+}
+
+// spans notes on each effect the time since its cause:
+//
+//	signal (TERM, INT, USR1) or watchdog fired  →  exit of the same pid
+//	exit                                        →  ready of the next gateway
+//	rung sent                                   →  exit observed (same restarter)
+//	restart requested / stop requested          →  restart done / stop done (same pid)
+func spans(evs []journalEvent) {
+	type cause struct {
+		at   time.Time
+		what string
+	}
+	byPID := map[int]cause{}
+	requests := map[int]cause{}
+	rungs := map[int]cause{} // the restarter's last rung, by its pid
+	var lastExit *journalEvent
+	for i := range evs {
+		ev := &evs[i]
+		switch ev.Event {
+		case evSignal:
+			sig := ev.str("signal")
+			if sig == "HUP" || ev.str("action") == "none" {
+				break
+			}
+			if _, ok := byPID[ev.PID]; !ok {
+				byPID[ev.PID] = cause{ev.Time, "signal " + sig}
+			}
+		case evWatchdog:
+			if _, ok := byPID[ev.PID]; !ok {
+				byPID[ev.PID] = cause{ev.Time, "watchdog fired"}
+			}
+		case evExit:
+			if c, ok := byPID[ev.PID]; ok {
+				ev.elapsed = since(ev.Time, c.at) + " after " + c.what
+				delete(byPID, ev.PID)
+			}
+			lastExit = ev
+		case evReady:
+			if lastExit != nil && lastExit.PID != ev.PID {
+				ev.elapsed = since(ev.Time, lastExit.Time) + fmt.Sprintf(" after exit of %d", lastExit.PID)
+			}
+			lastExit = nil
+		case evRungSent:
+			rungs[ev.PID] = cause{ev.Time, "rung " + ev.str("signal")}
+		case evExitObserved:
+			if c, ok := rungs[ev.PID]; ok {
+				ev.elapsed = since(ev.Time, c.at) + " after " + c.what
+				delete(rungs, ev.PID)
+			}
+		case evRestartRequested, evStopRequested:
+			requests[ev.PID] = cause{ev.Time, ev.Event}
+		case evRestartDone, evStopDone:
+			if c, ok := requests[ev.PID]; ok {
+				ev.elapsed = since(ev.Time, c.at) + " after " + c.what
+				delete(requests, ev.PID)
+			}
+		}
+	}
+}
+
+func since(t, cause time.Time) string {
+	d := t.Sub(cause)
+	switch {
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	case d < time.Minute:
+		return d.Round(10 * time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
+}
+
+// renderEvents prints the timeline table in loc.
+func renderEvents(w io.Writer, evs []journalEvent, loc *time.Location) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tPID\tEVENT\tELAPSED\tDETAIL")
+	for _, ev := range evs {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", ev.Time.In(loc).Format("2006-01-02 15:04:05.000"), ev.PID, ev.Event, ev.elapsed, ev.detail())
+	}
+	tw.Flush()
+}
+
+// detailOrder puts the fields a reader looks for first; the rest follow
+// in key order.
+var detailOrder = []string{"signal", "action", "code", "reason", "level", "verdict", "target", "delay", "stuck_in", "error"}
+
+func (ev journalEvent) detail() string {
+	rank := map[string]int{}
+	for i, k := range detailOrder {
+		rank[k] = i - len(detailOrder)
+	}
+	keys := make([]string, 0, len(ev.Fields))
+	for k := range ev.Fields {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		ri, rj := rank[keys[i]], rank[keys[j]]
+		if ri != rj {
+			return ri < rj
+		}
+		return keys[i] < keys[j]
+	})
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		v := ev.Fields[k]
+		if m, ok := v.(map[string]any); ok {
+			b, _ := json.Marshal(m)
+			v = string(b)
+		}
+		parts = append(parts, k+"="+logValue(fmt.Sprint(v)))
+	}
+	return strings.Join(parts, " ")
+}

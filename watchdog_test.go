@@ -1,0 +1,187 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const frozen = "HERMES_TEST_FAULT=freeze-after-ready"
+
+func TestWatchdogHealsFrozenLoop(t *testing.T) {
+	e := newTestEnv(t, "[watchdog]\ntimeout = \"2s\"\nsignal_timeout = \"0s\"\n")
+	g := e.startGateway(frozen)
+	start := time.Now()
+	if code := g.wait(15 * time.Second); code != exitWatchdog {
+		t.Fatalf("frozen gateway: exit %d, want %d\n%s", code, exitWatchdog, g.stderr.String())
+	}
+	took := time.Since(start)
+	if took < time.Second {
+		t.Errorf("the watchdog fired after %s, before watchdog.timeout", took)
+	}
+	t.Logf("frozen loop healed: exit 70 %s after ready (watchdog.timeout 2s)", took.Round(time.Millisecond))
+	files, _ := filepath.Glob(filepath.Join(e.stateDir, fmt.Sprintf("watchdog-*-%d.stack", g.pid())))
+	if len(files) != 1 {
+		t.Fatalf("stack files: %v, want one", files)
+	}
+	b, _ := os.ReadFile(files[0])
+	if !strings.Contains(string(b), "loop stuck in: main.freezeLoopForTest") || !strings.Contains(string(b), "main.(*gateway).loop") {
+		t.Errorf("stack file does not name the frozen function:\n%.2000s", b)
+	}
+	log := g.stderr.String()
+	for _, want := range []string{"watchdog fired", "stuck_in=main.freezeLoopForTest", "stack_file=" + files[0], "exit level=error code=70"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+	for _, path := range []string{pidFilePath(e.stateDir), controlPath(e.stateDir)} {
+		if _, err := os.Stat(path); !os.IsNotExist(err) {
+			t.Errorf("the watchdog left %s behind: %v", path, err)
+		}
+	}
+	l, err := readStartLedger(e.stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ex, ok := l.LastExit(g.pid()); !ok || ex.Code != exitWatchdog || !strings.Contains(ex.Reason, "freezeLoopForTest") {
+		t.Errorf("ledger exit of pid %d = %+v, want code 70 naming the frozen function", g.pid(), ex)
+	}
+	evs, _, _ := readJournal(e.stateDir)
+	if !hasEvent(evs, evWatchdog, "stuck_in", "main.freezeLoopForTest") || !hasEvent(evs, evExit, "code", "70") {
+		t.Errorf("journal lacks watchdog fired / exit 70: %+v", evs)
+	}
+}
+
+// A TERM that the frozen loop never reads ends the gateway by itself within
+// about signal_timeout: the recovery path `hermes restart` relies on.
+func TestWatchdogTermToFrozenGateway(t *testing.T) {
+	e := newTestEnv(t, "[watchdog]\ntimeout = \"60s\"\nsignal_timeout = \"500ms\"\n")
+	sock, msgs := fakeNotifySocket(t)
+	g := e.startGateway(frozen, "NOTIFY_SOCKET="+sock)
+	time.Sleep(1200 * time.Millisecond) // idle and frozen, but no signal: no exit
+	select {
+	case <-g.exited:
+		t.Fatalf("the watchdog fired with no signal waiting: exit %d\n%s", g.code, g.stderr.String())
+	default:
+	}
+	start := time.Now()
+	g.signal(syscall.SIGTERM)
+	if code := g.wait(5 * time.Second); code != exitWatchdog {
+		t.Fatalf("TERM to a frozen gateway: exit %d, want %d\n%s", code, exitWatchdog, g.stderr.String())
+	}
+	took := time.Since(start)
+	wantNotify(t, msgs, "STATUS=watchdog: loop stuck in main.freezeLoopForTest")
+	t.Logf("TERM to a frozen gateway: exit 70 after %s (signal_timeout 500ms)", took.Round(time.Millisecond))
+	if took < 400*time.Millisecond {
+		t.Errorf("exited %s after TERM, before signal_timeout", took)
+	}
+	if !strings.Contains(g.stderr.String(), "waited unread") {
+		t.Errorf("log does not say the signal waited unread:\n%s", g.stderr.String())
+	}
+}
+
+func TestWatchdogDisabled(t *testing.T) {
+	e := newTestEnv(t, "[watchdog]\ntimeout = \"0s\"\nsignal_timeout = \"0s\"\n")
+	g := e.startGateway(frozen)
+	g.signal(syscall.SIGTERM)
+	time.Sleep(1500 * time.Millisecond)
+	select {
+	case <-g.exited:
+		t.Fatalf("a disabled watchdog fired: exit %d\n%s", g.code, g.stderr.String())
+	default:
+	}
+}
+
+func TestWatchdogPrunesStackFiles(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	for i := 0; i < 8; i++ {
+		p := filepath.Join(dir, fmt.Sprintf("watchdog-%d-1.stack", i))
+		os.WriteFile(p, nil, 0o600)
+		os.Chtimes(p, now, now.Add(time.Duration(i)*time.Second))
+	}
+	os.WriteFile(filepath.Join(dir, "events.jsonl"), nil, 0o600)
+	pruneStackFiles(dir, 5)
+	got, _ := filepath.Glob(filepath.Join(dir, "watchdog-*.stack"))
+	if len(got) != 5 {
+		t.Fatalf("kept %v, want 5", got)
+	}
+	for _, p := range got {
+		var i int
+		fmt.Sscanf(filepath.Base(p), "watchdog-%d-", &i)
+		if i < 3 {
+			t.Errorf("kept an old stack file %s", p)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "events.jsonl")); err != nil {
+		t.Errorf("pruning removed another file: %v", err)
+	}
+}
+
+// A gateway stopped (SIGSTOP) for longer than watchdog.timeout is not
+// frozen: resumed, it serves on, and a TERM that waited through the stop
+// drains it normally instead of tripping the watchdog. (After SIGCONT the
+// loop's tick and the watchdog race; TestWatchdogCheck pins the rule that
+// decides that race.)
+func TestWatchdogToleratesSIGSTOP(t *testing.T) {
+	e := newTestEnv(t, quickDrain+"[watchdog]\ntimeout = \"2s\"\nsignal_timeout = \"500ms\"\n")
+	g := e.startGateway()
+	g.signal(syscall.SIGSTOP)
+	time.Sleep(3 * time.Second)
+	g.signal(syscall.SIGCONT)
+	time.Sleep(1500 * time.Millisecond)
+	if code, body := httpGet(t, g.url+"/readyz"); code != 200 {
+		t.Fatalf("after SIGCONT: readyz %d %s\n%s", code, body, g.stderr.String())
+	}
+	g.signal(syscall.SIGSTOP)
+	g.signal(syscall.SIGTERM)
+	time.Sleep(1500 * time.Millisecond)
+	g.signal(syscall.SIGCONT)
+	if code := g.wait(10 * time.Second); code != exitOK {
+		t.Errorf("TERM pending through a stop: exit %d, want 0 (a drain)\n%s", code, g.stderr.String())
+	}
+	if strings.Contains(g.stderr.String(), "watchdog fired") {
+		t.Errorf("the watchdog fired on a stopped gateway:\n%s", g.stderr.String())
+	}
+}
+
+func TestWatchdogCheck(t *testing.T) {
+	now := time.Now()
+	n := now.UnixNano()
+	w := WatchdogPolicy{Timeout: 2 * time.Second, SignalTimeout: 500 * time.Millisecond}
+	for _, tc := range []struct {
+		name         string
+		beat, unread time.Duration // ago
+		resumed      time.Duration // ago; 0 means never stopped
+		policy       WatchdogPolicy
+		want         string
+	}{
+		{"ticking, nothing unread", 300 * time.Millisecond, 0, 0, w, ""},
+		{"silent loop", 3 * time.Second, 0, 0, w, "has not ticked for 3s"},
+		{"silent loop, timeout disabled", 3 * time.Second, 0, 0, WatchdogPolicy{SignalTimeout: time.Second}, ""},
+		{"signal unread", 300 * time.Millisecond, 800 * time.Millisecond, 0, w, "waited unread for 800ms"},
+		{"signal unread, check disabled", 300 * time.Millisecond, 800 * time.Millisecond, 0, WatchdogPolicy{Timeout: time.Minute}, ""},
+		{"resumed from a stop just now", 30 * time.Second, 30 * time.Second, 100 * time.Millisecond, w, ""},
+		{"resumed, then silent again", 30 * time.Second, 0, 2500 * time.Millisecond, w, "has not ticked for 2.5s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := &gateway{pipe: &selfPipe{}}
+			g.heartbeat.Store(n - int64(tc.beat))
+			if tc.unread > 0 {
+				g.pipe.since.Store(n - int64(tc.unread))
+			}
+			var resumed int64
+			if tc.resumed > 0 {
+				resumed = n - int64(tc.resumed)
+			}
+			got := g.watchdogCheck(tc.policy, n, resumed)
+			if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
