@@ -66,13 +66,15 @@ const controlWait = 10 * time.Second
 func (g *gateway) handleControl(c *net.UnixConn) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(controlWait + time.Second))
+	// The request is read before any answer, a refusal included: a client
+	// still writing would otherwise meet a closed socket, not the reason.
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return
+	}
 	uid, err := peerUID(c)
 	if err != nil || (uid != os.Getuid() && uid != 0) {
 		fmt.Fprintf(c, "error refused: peer uid %d is not the gateway's uid %d or root\n", uid, os.Getuid())
-		return
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
 		return
 	}
 	switch strings.TrimSpace(line) {

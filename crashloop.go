@@ -65,11 +65,18 @@ func readStartLedger(stateDir string) (startLedger, error) {
 }
 
 // counted returns the starts within the window that count towards a crash
-// loop.
+// loop: the unplanned ones since the latest planned start. A planned stop
+// or restart (exit 0 or 75, a person or the manager acting) ends a crash
+// loop: the gateway after it starts at once, and only crashes after it
+// count again.
 func (l startLedger) counted(cl CrashLoopPolicy, now time.Time) int {
 	n := 0
-	for _, s := range l.Starts {
-		if !s.Planned && now.Sub(s.Time) <= cl.Window && !s.Time.After(now) {
+	for i := len(l.Starts) - 1; i >= 0; i-- {
+		s := l.Starts[i]
+		if s.Planned {
+			break
+		}
+		if now.Sub(s.Time) <= cl.Window && !s.Time.After(now) {
 			n++
 		}
 	}

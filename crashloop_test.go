@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -181,4 +182,43 @@ func wantNotify(t *testing.T, msgs <-chan string, want ...string) {
 			t.Fatalf("no sd_notify message with %q", want)
 		}
 	}
+}
+
+// TestRestartEndsCrashLoopDelay: a gateway waiting out a long crash-loop
+// delay is seen by status as crash-looping (with its pid and the recent
+// exits), and `hermes restart` ends the wait with its ladder and brings a
+// ready gateway up at once, instead of starting a second one beside it.
+func TestRestartEndsCrashLoopDelay(t *testing.T) {
+	e := newTestEnv(t, "[crash_loop]\nstarts = 2\nwindow = \"1m\"\nbase_delay = \"1m\"\nmax_delay = \"5m\"\n"+restartPolicy)
+	crashEnv := append(append([]string{}, e.env...), crashing)
+	for i := 0; i < 2; i++ {
+		cmd := exec.Command(hermesBin, "serve")
+		cmd.Env, cmd.Dir = crashEnv, e.dir
+		if err := cmd.Run(); err == nil {
+			t.Fatal("the crashing gateway exited 0")
+		}
+	}
+	g := e.spawnGateway() // the third start: delayed by a minute
+	g.waitLog("crash loop delay", 10*time.Second)
+
+	out, _, code := e.hermes(20*time.Second, "status")
+	if code != exitFailure || !strings.Contains(out, "crash-looping (pid "+fmt.Sprint(g.pid())) ||
+		!strings.Contains(out, "crash-loop delay until") || !strings.Contains(out, "test fault exit-after-ready") {
+		t.Errorf("status during a crash-loop delay = %d:\n%s", code, out)
+	}
+	start := time.Now()
+	out, errOut, code := e.hermes(60*time.Second, "restart")
+	if code != 0 {
+		t.Fatalf("restart = %d:\n%s%s", code, out, errOut)
+	}
+	if gc := g.wait(5 * time.Second); gc != exitRestart {
+		t.Errorf("the delayed gateway exit = %d, want %d", gc, exitRestart)
+	}
+	if took := time.Since(start); took > 20*time.Second {
+		t.Errorf("restart took %s: it waited out the crash-loop delay", took)
+	}
+	if !strings.Contains(out, "verdict: crash-looping") || !strings.Contains(out, "sent USR1") {
+		t.Errorf("restart output:\n%s", out)
+	}
+	e.gatewayFromPidFile()
 }

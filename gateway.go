@@ -655,6 +655,22 @@ func runServe(args []string) (err error) {
 		log.warn("start ledger", "error", lerr)
 	}
 
+	// The pid file goes up before any crash-loop delay, so `hermes status`
+	// and `hermes restart` see a live gateway waiting out its backoff (and
+	// can end the wait with a signal) rather than "not running". It is
+	// written again with the listen address once the gateway listens.
+	self, err := selfRecord()
+	if err != nil {
+		return err
+	}
+	self.Name, self.Policy = p.Name, p.Path
+	pidPath := pidFilePath(p.Gateway.StateDir)
+	if err := writePidFile(pidPath, self); err != nil {
+		exitReason = "cannot write the pid file"
+		return err
+	}
+	defer removeOwnPidFile(pidPath, self)
+
 	if code, stop := crashLoopDelay(ledger, p, pipe, newNotifier(), log); stop {
 		exitReason = "stopped during crash-loop delay"
 		if code == exitOK {
@@ -683,21 +699,13 @@ func runServe(args []string) (err error) {
 		exitReason = "cannot listen on the control socket"
 		return err
 	}
-	self, err := selfRecord()
-	if err != nil {
-		ln.Close()
-		ctl.Close()
-		return err
-	}
-	self.Name, self.Policy, self.Listen, self.Control = p.Name, p.Path, ln.Addr().String(), ctlPath
-	pidPath := pidFilePath(p.Gateway.StateDir)
+	self.Listen, self.Control = ln.Addr().String(), ctlPath
 	if err := writePidFile(pidPath, self); err != nil {
 		ln.Close()
 		ctl.Close()
 		exitReason = "cannot write the pid file"
 		return err
 	}
-	defer removeOwnPidFile(pidPath, self)
 
 	go func() {
 		if err := g.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -37,13 +37,14 @@ manager is told too, so it does not bring the gateway back.
 
 // ladderRun is one walk of a ladder against one proven gateway.
 type ladderRun struct {
-	p     *Policy
-	out   io.Writer
-	t0    time.Time
-	intr  *interrupter
-	in    *inspection
-	force bool
-	stop  bool // hermes stop: a planned stop, TERM instead of USR1
+	p       *Policy
+	out     io.Writer
+	t0      time.Time
+	intr    *interrupter
+	in      *inspection
+	force   bool
+	stop    bool // hermes stop: a planned stop, TERM instead of USR1
+	journal *journal
 	// progress, for the summary and for an interrupted run
 	rung     int
 	rungs    int
@@ -129,7 +130,7 @@ func (r *ladderRun) walk(ladder []Rung) error {
 			h.signal(syscall.SIGCONT) // a stopped process can act on it now
 		}
 		r.lastSent = fmt.Sprintf("%s sent to pid %d at %s", name, in.PID, fmtDur(time.Since(r.t0)))
-		r.record(evRungSent, "signal", name, "rung", r.rung, "target_pid", in.PID, "wait", rung.Wait.String())
+		r.record(evRungSent, "signal", name, "rung", r.rung, "target", in.PID, "wait", rung.Wait.String())
 		r.say("rung %d/%d: sent %s to pid %d; waiting up to %s for it to exit", r.rung, r.rungs, name, in.PID, rung.Wait)
 		sent := time.Now()
 		exited, interrupted, err := h.wait(rung.Wait, r.intr.fd())
@@ -141,7 +142,12 @@ func (r *ladderRun) walk(ladder []Rung) error {
 		}
 		if exited {
 			r.exited = true
-			r.record(evExitObserved, "target_pid", in.PID, "after_signal", name, "latency_ms", time.Since(sent).Milliseconds())
+			r.record(evExitObserved, "target", in.PID, "after_signal", name, "latency_ms", time.Since(sent).Milliseconds())
+			if rung.Signal == syscall.SIGKILL {
+				// A killed gateway cannot record its own exit: do it for it,
+				// so status shows why it went and the crash-loop guard sees it.
+				recordExit(r.p.Gateway.StateDir, in.PID, 128+int(syscall.SIGKILL), fmt.Sprintf("killed by hermes %s (%s)", r.what(), in.Verdict))
+			}
 			r.say("pid %d exited %s after %s", in.PID, fmtDur(time.Since(sent)), name)
 			return nil
 		}
@@ -170,22 +176,28 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-// Event names of the restarter in the lifecycle journal.
-const (
-	evRestartRequested = "restart requested"
-	evStopRequested    = "stop requested"
-	evVerdict          = "verdict"
-	evRungSent         = "rung sent"
-	evExitObserved     = "exit observed"
-	evManagerAction    = "manager action"
-	evNewReady         = "new gateway ready"
-	evRestartFailed    = "restart failed"
-	evStopDone         = "stop done"
-)
+func (r *ladderRun) what() string {
+	if r.stop {
+		return "stop"
+	}
+	return "restart"
+}
+
+// doneEvent is the event that closes this run in the journal.
+func (r *ladderRun) doneEvent() string {
+	if r.stop {
+		return evStopDone
+	}
+	return evRestartDone
+}
 
 // record appends an event of this run to the lifecycle journal.
 func (r *ladderRun) record(event string, kv ...any) {
-	recordEvent(r.p, event, kv...)
+	fields := make(map[string]any, len(kv)/2)
+	for i := 0; i+1 < len(kv); i += 2 {
+		fields[fmt.Sprint(kv[i])] = kv[i+1]
+	}
+	r.journal.record(event, fields)
 }
 
 // lockRestart takes state_dir/restart.lock so two restarts (or stops) never
@@ -253,7 +265,7 @@ func restartOrStop(p *Policy, force, wait, stop bool) error {
 	}
 	defer lock.Close()
 
-	r := &ladderRun{p: p, out: os.Stdout, t0: time.Now(), intr: intr, force: force, stop: stop}
+	r := &ladderRun{p: p, out: os.Stdout, t0: time.Now(), intr: intr, force: force, stop: stop, journal: openJournal(p)}
 	what := "restart"
 	if stop {
 		what = "stop"
@@ -265,7 +277,7 @@ func restartOrStop(p *Policy, force, wait, stop bool) error {
 	in := inspect(p, mgr)
 	defer in.close()
 	r.in = in
-	r.record(evVerdict, "verdict", in.Verdict, "target_pid", in.PID, "detail", in.Detail, "manager", mgr.Kind)
+	r.record(evVerdict, "verdict", in.Verdict, "target", in.PID, "detail", in.Detail, "manager", mgr.Kind)
 	r.say("%s of instance %q (policy %s, manager %s)", what, p.Name, p.policyLabel(), mgr.Kind)
 	r.say("verdict: %s%s", in.Verdict, map[bool]string{true: " — " + in.Detail, false: ""}[in.Detail != ""])
 
@@ -286,7 +298,7 @@ func restartOrStop(p *Policy, force, wait, stop bool) error {
 			return r.interrupted(finishCmd)
 		}
 		if err != nil {
-			r.record(evRestartFailed, "error", err.Error())
+			r.record(r.doneEvent(), "ok", false, "error", err.Error())
 			return err
 		}
 	}
@@ -307,7 +319,7 @@ func (r *ladderRun) interrupted(finishCmd string) error {
 	if r.lastSent != "" {
 		where += " (" + r.lastSent + ")"
 	}
-	r.record(evRestartFailed, "error", "interrupted", "rung", r.rung)
+	r.record(r.doneEvent(), "ok", false, "error", "interrupted", "rung", r.rung)
 	msg := fmt.Sprintf("interrupted: %s; the gateway pid %d %s", where, r.in.PID, state)
 	if state == "has exited" {
 		msg += " and NO new gateway was started: the gateway is down"
@@ -329,19 +341,19 @@ func (r *ladderRun) bringBack(mgr managerInfo, finishCmd string) error {
 	case managerNone:
 		pid, exited, err := startDetached(p)
 		if err != nil {
-			r.record(evRestartFailed, "error", err.Error())
+			r.record(evRestartDone, "ok", false, "error", err.Error())
 			return err
 		}
 		childExit = exited
-		r.record(evManagerAction, "action", "start detached", "new_pid", pid)
+		r.record(evManagerAction, "manager", managerNone, "action", "start detached", "new_pid", pid)
 		r.say("started hermes serve (pid %d), log %s", pid, gatewayLogPath(p.Gateway.StateDir))
 	default:
 		action, err := mgr.start(ctx)
 		if err != nil {
-			r.record(evRestartFailed, "error", err.Error())
+			r.record(evRestartDone, "ok", false, "error", err.Error())
 			return withHint(err, "look at %s", mgr.logHint(p))
 		}
-		r.record(evManagerAction, "action", action)
+		r.record(evManagerAction, "manager", mgr.Kind, "action", action)
 		r.say("asked %s to start it: %s", mgr.Kind, action)
 	}
 
@@ -351,7 +363,7 @@ func (r *ladderRun) bringBack(mgr managerInfo, finishCmd string) error {
 	defer tick.Stop()
 	for {
 		if rec, ok := gatewayReady(p, old); ok {
-			r.record(evNewReady, "new_pid", rec.PID, "ready_ms", time.Since(t0).Milliseconds(), "total_ms", time.Since(r.t0).Milliseconds())
+			r.record(evRestartDone, "ok", true, "new_pid", rec.PID, "ready_ms", time.Since(t0).Milliseconds(), "total_ms", time.Since(r.t0).Milliseconds())
 			from := "nothing running"
 			if old != nil && !r.in.Stale {
 				from = fmt.Sprintf("pid %d", old.PID)
@@ -377,7 +389,7 @@ func (r *ladderRun) bringBack(mgr managerInfo, finishCmd string) error {
 }
 
 func (r *ladderRun) startFailed(mgr managerInfo, err error, finishCmd string) error {
-	r.record(evRestartFailed, "error", err.Error())
+	r.record(evRestartDone, "ok", false, "error", err.Error())
 	tail := mgr.logTail(r.p, 20)
 	if tail != "" {
 		err = fmt.Errorf("%w\nlast lines of its log:\n%s", err, strings.TrimRight(tail, "\n"))
@@ -398,20 +410,16 @@ func (r *ladderRun) finishStop(mgr managerInfo, managed bool, finishCmd string) 
 			r.say("asking %s to stop %s (it drains up to %s)", mgr.Kind, mgr.Unit, r.p.Drain.Budget())
 		}
 		if err := mgr.stop(ctx); err != nil {
-			r.record(evRestartFailed, "error", err.Error())
+			r.record(r.doneEvent(), "ok", false, "error", err.Error())
 			return withHint(err, "run: %s", finishCmd)
 		}
-		r.record(evManagerAction, "action", "stop "+mgr.Unit)
+		r.record(evManagerAction, "manager", mgr.Kind, "action", "stop "+mgr.Unit)
 	}
 	if r.in.proc == nil && !managed {
 		r.say("nothing to stop: %s", r.in.Verdict)
 	} else {
 		r.say("stopped in %s", fmtDur(time.Since(r.t0)))
 	}
-	r.record(evStopDone, "total_ms", time.Since(r.t0).Milliseconds())
+	r.record(evStopDone, "ok", true, "total_ms", time.Since(r.t0).Milliseconds())
 	return nil
 }
-
-// recordEvent is the restarter's line in the lifecycle journal. Until the
-// journal exists it is a no-op.
-var recordEvent = func(p *Policy, event string, kv ...any) {}

@@ -100,6 +100,14 @@ func inspect(p *Policy, mgr managerInfo) *inspection {
 // runs; silence means it is frozen.
 func (in *inspection) classifyLive() {
 	ctl := controlPath(in.policy.Gateway.StateDir)
+	if until, ok := in.delaying(); ok {
+		// Waiting out a crash-loop delay before it listens: signals work
+		// (the self-pipe is up), ping does not yet.
+		in.Verdict = verdictCrashLoop
+		in.Detail = fmt.Sprintf("pid %d is waiting out a crash-loop delay until %s (%s from now) before it listens",
+			in.PID, until.Local().Format("15:04:05"), fmtDur(time.Until(until)))
+		return
+	}
 	ans, err := pingGateway(ctl, pingTimeout, pingTries)
 	if err != nil {
 		in.Verdict = verdictFrozen
@@ -130,6 +138,16 @@ func (in *inspection) classifyLive() {
 			in.Gateway = &gs
 		}
 	}
+}
+
+// delaying reports whether the inspected gateway is the latest start in
+// the ledger and is still waiting out its crash-loop delay.
+func (in *inspection) delaying() (time.Time, bool) {
+	l, err := readStartLedger(in.policy.Gateway.StateDir)
+	if err != nil || len(l.Starts) == 0 || l.Starts[len(l.Starts)-1].PID != in.PID {
+		return time.Time{}, false
+	}
+	return l.DelayingUntil(in.policy.CrashLoop, time.Now())
 }
 
 func (in *inspection) close() {
@@ -173,22 +191,25 @@ Exit 0 when serving, 3 when not running, 1 when running but not serving.
 `
 
 type statusJSON struct {
-	Verdict        string      `json:"verdict"`
-	Detail         string      `json:"detail,omitempty"`
-	PID            int         `json:"pid,omitempty"`
-	UptimeSeconds  float64     `json:"uptime_seconds,omitempty"`
-	ActiveSessions int         `json:"active_sessions"`
-	Listen         string      `json:"listen,omitempty"`
-	Manager        managerInfo `json:"manager"`
-	Problem        string      `json:"problem,omitempty"`
-	Name           string      `json:"name"`
-	Policy         string      `json:"policy"`
-	StateDir       string      `json:"state_dir"`
-	PidFile        string      `json:"pid_file"`
-	StalePidFile   bool        `json:"stale_pid_file,omitempty"`
-	UnitFile       string      `json:"unit_file,omitempty"`
-	UnitDiffers    bool        `json:"unit_differs_from_policy,omitempty"`
-	Version        string      `json:"version"`
+	Verdict        string       `json:"verdict"`
+	Detail         string       `json:"detail,omitempty"`
+	PID            int          `json:"pid,omitempty"`
+	UptimeSeconds  float64      `json:"uptime_seconds,omitempty"`
+	ActiveSessions int          `json:"active_sessions"`
+	Listen         string       `json:"listen,omitempty"`
+	Manager        managerInfo  `json:"manager"`
+	Problem        string       `json:"problem,omitempty"`
+	Name           string       `json:"name"`
+	Policy         string       `json:"policy"`
+	StateDir       string       `json:"state_dir"`
+	PidFile        string       `json:"pid_file"`
+	StalePidFile   bool         `json:"stale_pid_file,omitempty"`
+	CrashLoop      bool         `json:"crash_loop"`
+	CrashLoopDelay string       `json:"crash_loop_delay,omitempty"`
+	RecentExits    []ledgerExit `json:"recent_exits,omitempty"`
+	UnitFile       string       `json:"unit_file,omitempty"`
+	UnitDiffers    bool         `json:"unit_differs_from_policy,omitempty"`
+	Version        string       `json:"version"`
 }
 
 func runStatus(args []string) error {
@@ -211,6 +232,12 @@ func runStatus(args []string) error {
 	}
 	if g := in.Gateway; g != nil {
 		st.UptimeSeconds, st.ActiveSessions, st.Listen = g.UptimeSeconds, g.ActiveSessions, g.Listen
+	}
+	if l, err := readStartLedger(p.Gateway.StateDir); err == nil {
+		if loop, delay := l.CrashLoop(p.CrashLoop, time.Now()); loop {
+			st.CrashLoop, st.CrashLoopDelay = true, delay.String()
+		}
+		st.RecentExits = l.Exits[max(0, len(l.Exits)-5):]
 	}
 	unitNote := ""
 	if path, differs, err := installedUnitDrift(p); path != "" {
@@ -247,6 +274,16 @@ func runStatus(args []string) error {
 		if st.Problem != "" {
 			fmt.Printf("problem:  %s\n", st.Problem)
 		}
+		if st.CrashLoop {
+			fmt.Printf("crash loop: more than %d starts in %s; the next start waits %s\n", p.CrashLoop.Starts, p.CrashLoop.Window, st.CrashLoopDelay)
+		}
+		if len(st.RecentExits) > 0 {
+			fmt.Println("recent exits:")
+			for i := len(st.RecentExits) - 1; i >= 0; i-- {
+				x := st.RecentExits[i]
+				fmt.Printf("          %s  pid %-7d code %-3d %s\n", x.Time.Local().Format("2006-01-02 15:04:05"), x.PID, x.Code, x.Reason)
+			}
+		}
 		fmt.Printf("policy:   %s (instance %q)\nstate:    %s\n", st.Policy, p.Name, st.StateDir)
 		switch st.Verdict {
 		case verdictFrozen:
@@ -260,8 +297,12 @@ func runStatus(args []string) error {
 	switch in.Verdict {
 	case verdictServing:
 		return nil
-	case verdictNotRunning, verdictZombie, verdictCrashLoop:
+	case verdictNotRunning, verdictZombie:
 		return &exitError{code: exitNotRunning}
+	case verdictCrashLoop:
+		if in.PID == 0 {
+			return &exitError{code: exitNotRunning}
+		}
 	}
 	return &exitError{code: exitFailure}
 }
