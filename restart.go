@@ -195,7 +195,9 @@ func (r *ladderRun) doneEvent() string {
 func (r *ladderRun) record(event string, kv ...any) {
 	fields := make(map[string]any, len(kv)/2)
 	for i := 0; i+1 < len(kv); i += 2 {
-		fields[fmt.Sprint(kv[i])] = kv[i+1]
+		if v := kv[i+1]; v != "" && v != 0 {
+			fields[fmt.Sprint(kv[i])] = v
+		}
 	}
 	r.journal.record(event, fields)
 }
