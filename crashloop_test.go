@@ -2,10 +2,7 @@ package main
 
 import (
 	"fmt"
-	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -132,55 +129,6 @@ func TestCrashLoopLedger(t *testing.T) {
 	}
 	if l, _ = readStartLedger(dir); len(l.Starts) != ledgerKeep {
 		t.Errorf("ledger holds %d starts, want %d", len(l.Starts), ledgerKeep)
-	}
-}
-
-// fakeNotifySocket is a datagram socket standing in for systemd's
-// NOTIFY_SOCKET; it returns the socket path and the messages received.
-func fakeNotifySocket(t *testing.T) (string, <-chan string) {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "sdn") // short: a socket path has ~100 bytes
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "notify.sock")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	msgs := make(chan string, 64)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := conn.Read(buf)
-			if err != nil {
-				return
-			}
-			msgs <- string(buf[:n])
-		}
-	}()
-	return sock, msgs
-}
-
-// wantNotify waits for a message that contains every one of want.
-func wantNotify(t *testing.T, msgs <-chan string, want ...string) {
-	t.Helper()
-	deadline := time.After(5 * time.Second)
-	for {
-		select {
-		case m := <-msgs:
-			ok := true
-			for _, w := range want {
-				ok = ok && strings.Contains(m, w)
-			}
-			if ok {
-				return
-			}
-		case <-deadline:
-			t.Fatalf("no sd_notify message with %q", want)
-		}
 	}
 }
 

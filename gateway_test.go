@@ -449,51 +449,16 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 }
 
 func TestSdNotify(t *testing.T) {
-	dir, err := os.MkdirTemp("", "sdn")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	sock := filepath.Join(dir, "notify.sock")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	msgs := make(chan string, 64)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := conn.Read(buf)
-			if err != nil {
-				return
-			}
-			msgs <- string(buf[:n])
-		}
-	}()
+	sock, msgs := fakeNotifySocket(t)
 	e := newTestEnv(t, quickDrain)
 	g := e.startGateway("NOTIFY_SOCKET="+sock, "JOURNAL_STREAM=8:1234")
-	want := func(s string) {
-		t.Helper()
-		deadline := time.After(5 * time.Second)
-		for {
-			select {
-			case m := <-msgs:
-				if strings.Contains(m, s) {
-					return
-				}
-			case <-deadline:
-				t.Fatalf("no sd_notify message with %q", s)
-			}
-		}
-	}
-	want("READY=1")
+	wantNotify(t, msgs, "READY=1")
 	s := startStream(t, g.url, 10)
 	s.waitLines(t, 2, 5*time.Second)
 	g.signal(syscall.SIGTERM)
-	want("STOPPING=1")
-	want("EXTEND_TIMEOUT_USEC=")
-	want("STATUS=draining")
+	wantNotify(t, msgs, "STOPPING=1")
+	wantNotify(t, msgs, "EXTEND_TIMEOUT_USEC=")
+	wantNotify(t, msgs, "STATUS=draining")
 	g.wait(10 * time.Second)
 	// Under the journal: priority prefixes, no own timestamps.
 	for _, l := range strings.Split(strings.TrimSpace(g.stderr.String()), "\n") {

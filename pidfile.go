@@ -112,3 +112,15 @@ func (rec pidRecord) alive() (bool, byte) {
 	}
 	return true, state
 }
+
+var errNotSame = errors.New("the pid now belongs to another process")
+
+// state returns the state letter of a proven process (T stopped, Z zombie),
+// or 0 once it is gone or the pid names another process.
+func (h *procHandle) state() byte {
+	s, st, err := procInfo(h.pid)
+	if err != nil || s != h.start {
+		return 0
+	}
+	return st
+}

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"errors"
 	"syscall"
 	"time"
 
@@ -70,8 +69,6 @@ type procHandle struct {
 	kq    int
 }
 
-var errNotSame = errors.New("the pid now belongs to another process")
-
 func openProc(pid int, start uint64) (*procHandle, error) {
 	kq, err := unix.Kqueue()
 	if err != nil {
@@ -98,14 +95,6 @@ func (h *procHandle) signal(sig syscall.Signal) error {
 		return errNotSame
 	}
 	return unix.Kill(h.pid, sig)
-}
-
-func (h *procHandle) state() byte {
-	s, st, err := procInfo(h.pid)
-	if err != nil || s != h.start {
-		return 0
-	}
-	return st
 }
 
 func (h *procHandle) wait(timeout time.Duration, intr int) (exited, interrupted bool, err error) {

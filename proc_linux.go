@@ -4,7 +4,6 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -76,8 +75,6 @@ type procHandle struct {
 	fd    int
 }
 
-var errNotSame = errors.New("the pid now belongs to another process")
-
 // openProc opens the process and proves it is the one recorded: the start
 // time is checked after the pidfd is open, so the check and every later
 // signal concern the same process.
@@ -97,16 +94,6 @@ func openProc(pid int, start uint64) (*procHandle, error) {
 
 func (h *procHandle) signal(sig syscall.Signal) error {
 	return unix.PidfdSendSignal(h.fd, sig, nil, 0)
-}
-
-// state returns the process state letter (T stopped, Z zombie), or 0 once
-// it is gone.
-func (h *procHandle) state() byte {
-	s, st, err := procInfo(h.pid)
-	if err != nil || s != h.start {
-		return 0
-	}
-	return st
 }
 
 // wait blocks until the process exits (true), the timeout passes (false),

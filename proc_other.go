@@ -15,13 +15,13 @@ func procExe(pid int) string                 { return "?" }
 func bootID() (string, error)                { return "", errPlatform }
 func socketPeerUID(fd int) (int, error)      { return -1, errPlatform }
 
-type procHandle struct{ pid int }
-
-var errNotSame = errors.New("the pid now belongs to another process")
+type procHandle struct {
+	pid   int
+	start uint64
+}
 
 func openProc(pid int, start uint64) (*procHandle, error) { return nil, errPlatform }
 func (h *procHandle) signal(sig syscall.Signal) error     { return errPlatform }
-func (h *procHandle) state() byte                         { return 0 }
 func (h *procHandle) wait(timeout time.Duration, intr int) (bool, bool, error) {
 	return false, false, errPlatform
 }

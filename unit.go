@@ -425,6 +425,15 @@ func addUnitFlags(fs interface {
 	}
 }
 
+// target is the manager and scope the flags name.
+func (f unitFlags) target() (manager string, system bool, err error) {
+	if manager, err = f.manager(); err != nil {
+		return "", false, err
+	}
+	system, err = f.scopeSystem()
+	return manager, system, err
+}
+
 func (f unitFlags) manager() (string, error) {
 	switch {
 	case *f.systemd && *f.launchd:
@@ -474,11 +483,7 @@ func runInstallUnit(args []string) error {
 	if err := parseFlags(flags, args); err != nil {
 		return err
 	}
-	manager, err := f.manager()
-	if err != nil {
-		return err
-	}
-	system, err := f.scopeSystem()
+	manager, system, err := f.target()
 	if err != nil {
 		return err
 	}
@@ -743,11 +748,7 @@ func runUninstallUnit(args []string) error {
 	if err := parseFlags(flags, args); err != nil {
 		return err
 	}
-	manager, err := f.manager()
-	if err != nil {
-		return err
-	}
-	system, err := f.scopeSystem()
+	manager, system, err := f.target()
 	if err != nil {
 		return err
 	}
