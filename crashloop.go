@@ -19,8 +19,10 @@ import (
 // is their protection.
 //
 // A start that follows a planned stop or restart (the previous gateway
-// exited 0 or 75) is not counted: a person running `hermes restart` five
-// times is not a crash loop.
+// exited 0 or 75), or that `hermes restart` asked for, is planned and ends
+// a crash loop: a person running `hermes restart` five times, even on a
+// frozen gateway the ladder had to kill, is not a crash loop, and the
+// gateway they asked for starts at once.
 
 // ledgerKeep bounds the ledger: the newest starts and exits kept.
 const ledgerKeep = 50
@@ -43,6 +45,18 @@ type ledgerExit struct {
 type startLedger struct {
 	Starts []ledgerStart `json:"starts"`
 	Exits  []ledgerExit  `json:"exits"`
+	// RestartAsked is when `hermes restart` last asked for a fresh gateway;
+	// the next start within restartAskedFor is planned, and consumes it.
+	RestartAsked time.Time `json:"restart_asked,omitzero"`
+}
+
+// restartAskedFor bounds how long a restart's request marks the next start
+// as planned (a manager may take RestartSec, the new gateway its start).
+const restartAskedFor = 5 * time.Minute
+
+// markRestartAsked records that a person asked for a fresh gateway now.
+func markRestartAsked(stateDir string) {
+	updateLedger(stateDir, func(l *startLedger) { l.RestartAsked = time.Now().UTC() })
 }
 
 func ledgerPath(stateDir string) string { return filepath.Join(stateDir, "starts.json") }
@@ -167,6 +181,10 @@ func recordStart(stateDir string, pid int, now time.Time) (startLedger, error) {
 				planned = ex.Code == exitOK || ex.Code == exitRestart
 			}
 		}
+		if !l.RestartAsked.IsZero() && now.Sub(l.RestartAsked) < restartAskedFor && !l.RestartAsked.After(now.Add(time.Second)) {
+			planned = true
+		}
+		l.RestartAsked = time.Time{}
 		l.Starts = append(l.Starts, ledgerStart{Time: now.UTC(), PID: pid, Planned: planned})
 	})
 }

@@ -170,3 +170,29 @@ func TestRestartEndsCrashLoopDelay(t *testing.T) {
 	}
 	e.gatewayFromPidFile()
 }
+
+// TestRestartAskedStartIsPlanned: after crashes that make a crash loop, the
+// gateway `hermes restart` starts is planned: it comes up at once instead of
+// waiting out the backoff, and its start does not count.
+func TestRestartAskedStartIsPlanned(t *testing.T) {
+	e := newTestEnv(t, "[crash_loop]\nstarts = 1\nwindow = \"1m\"\nbase_delay = \"1m\"\nmax_delay = \"5m\"\n"+restartPolicy)
+	crashEnv := append(append([]string{}, e.env...), crashing)
+	for i := 0; i < 2; i++ {
+		cmd := exec.Command(hermesBin, "serve")
+		cmd.Env, cmd.Dir = crashEnv, e.dir
+		cmd.Run()
+	}
+	start := time.Now()
+	out, errOut, code := e.hermes(60*time.Second, "restart")
+	if code != 0 {
+		t.Fatalf("restart = %d:\n%s%s", code, out, errOut)
+	}
+	if took := time.Since(start); took > 20*time.Second {
+		t.Errorf("restart took %s: the asked-for start waited out the crash-loop delay", took)
+	}
+	e.gatewayFromPidFile()
+	l, err := readStartLedger(e.stateDir)
+	if err != nil || len(l.Starts) != 3 || !l.Starts[2].Planned || !l.RestartAsked.IsZero() {
+		t.Errorf("ledger after the restart: %+v, %v", l, err)
+	}
+}

@@ -339,6 +339,7 @@ func (r *ladderRun) bringBack(mgr managerInfo, finishCmd string) error {
 	defer cancel()
 	var childExit <-chan int
 	t0 := time.Now()
+	markRestartAsked(p.Gateway.StateDir) // a person asked: no crash-loop delay for this start
 	switch mgr.Kind {
 	case managerNone:
 		pid, exited, err := startDetached(p)
