@@ -175,7 +175,7 @@ func TestRestartEndsCrashLoopDelay(t *testing.T) {
 // gateway `hermes restart` starts is planned: it comes up at once instead of
 // waiting out the backoff, and its start does not count.
 func TestRestartAskedStartIsPlanned(t *testing.T) {
-	e := newTestEnv(t, "[crash_loop]\nstarts = 1\nwindow = \"1m\"\nbase_delay = \"1m\"\nmax_delay = \"5m\"\n"+restartPolicy)
+	e := newTestEnv(t, "[crash_loop]\nstarts = 2\nwindow = \"1m\"\nbase_delay = \"1m\"\nmax_delay = \"5m\"\n"+restartPolicy)
 	crashEnv := append(append([]string{}, e.env...), crashing)
 	for i := 0; i < 2; i++ {
 		cmd := exec.Command(hermesBin, "serve")
