@@ -151,7 +151,7 @@ func (g *gateway) loop(ready func()) int {
 	g.beat()
 	ready()
 	testFault("freeze-after-ready")
-	if os.Getenv("HERMES_TEST_FAULT") == "exit-after-ready" {
+	if testFaultSet("exit-after-ready") {
 		// For tests only: a gateway that fails right after start, like a
 		// crash, so the crash-loop guard has something to guard against.
 		g.exitCode, g.failure = exitFailure, "test fault exit-after-ready"
