@@ -446,3 +446,61 @@ func TestRestartProgressLines(t *testing.T) {
 	}
 	e.gatewayFromPidFile()
 }
+
+// TestRestartJournalSequence: restarts in each state leave a journal from
+// which `hermes events` prints the causal chain, restarter and gateways
+// interleaved.
+func TestRestartJournalSequence(t *testing.T) {
+	e := newTestEnv(t, restartPolicy)
+	seqOf := func(evs []journalEvent, from int) string {
+		var seq []string
+		for _, ev := range evs[from:] {
+			s := ev.Event
+			if v, ok := ev.Fields["verdict"]; ok {
+				s += "=" + fmt.Sprint(v)
+			}
+			if v, ok := ev.Fields["signal"]; ok && ev.Event == evRungSent {
+				s += "=" + fmt.Sprint(v)
+			}
+			seq = append(seq, s)
+		}
+		return strings.Join(seq, "|")
+	}
+	for _, tc := range []struct {
+		name  string
+		fault string
+		want  string
+	}{
+		{"nothing running", "", "restart requested|verdict=not running|manager action|start|ready|restart done"},
+		{"serving", "none", "restart requested|verdict=serving|rung sent=USR1|signal|drain start|drain end|exit|exit observed|manager action|start|ready|restart done"},
+		{"frozen", "freeze-after-ready", "restart requested|verdict=frozen|rung sent=KILL|exit observed|manager action|start|ready|restart done"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.fault != "" {
+				e.hermes(30*time.Second, "stop", "--force") // the previous case's gateway
+				e.startGateway("HERMES_TEST_FAULT=" + tc.fault)
+			}
+			before, _, _ := readJournal(e.stateDir)
+			if out, errOut, code := e.hermes(60*time.Second, "restart"); code != 0 {
+				t.Fatalf("restart = %d:\n%s%s", code, out, errOut)
+			}
+			e.gatewayFromPidFile()
+			evs, _, err := readJournal(e.stateDir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			from := len(before)
+			// The test's own gateway start is not part of the restart.
+			for from < len(evs) && evs[from].Event != evRestartRequested {
+				from++
+			}
+			if got := seqOf(evs, from); got != tc.want {
+				t.Errorf("journal after restart:\n got %s\nwant %s", got, tc.want)
+			}
+			out, _, code := e.hermes(20*time.Second, "events", "--since", "1m")
+			if code != 0 || !strings.Contains(out, "after restart requested") {
+				t.Errorf("hermes events = %d:\n%s", code, out)
+			}
+		})
+	}
+}

@@ -643,3 +643,26 @@ func TestInstalledUnitDrift(t *testing.T) {
 		t.Errorf("a foreign unit gave no error")
 	}
 }
+
+// TestStatusReportsUnitDrift: `hermes status` says when the installed unit
+// no longer matches the policy, and how to rewrite it.
+func TestStatusReportsUnitDrift(t *testing.T) {
+	e := newTestEnv(t, "[drain]\ntimeout = \"20s\"\n")
+	if out, errOut, code := e.hermes(20*time.Second, "install-unit", "--systemd", "--user"); code != 0 {
+		t.Fatalf("install-unit = %d:\n%s%s", code, out, errOut)
+	}
+	out, _, _ := e.hermes(20*time.Second, "status")
+	if !strings.Contains(out, "(matches the policy)") {
+		t.Errorf("status right after install-unit:\n%s", out)
+	}
+	e.writePolicy("[drain]\ntimeout = \"40s\"\n") // TimeoutStopSec must follow
+	out, _, _ = e.hermes(20*time.Second, "status", "--json")
+	var st statusJSON
+	if err := json.Unmarshal([]byte(out), &st); err != nil || !st.UnitDiffers || !strings.HasSuffix(st.UnitFile, "hermes-test.service") {
+		t.Errorf("status --json after a policy change: %+v (%v)\n%s", st, err, out)
+	}
+	out, _, _ = e.hermes(20*time.Second, "status")
+	if !strings.Contains(out, "no longer matches the policy; rewrite it with: hermes install-unit") {
+		t.Errorf("status after a policy change:\n%s", out)
+	}
+}
