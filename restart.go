@@ -42,14 +42,12 @@ type ladderRun struct {
 	t0      time.Time
 	intr    *interrupter
 	in      *inspection
-	force   bool
 	stop    bool // hermes stop: a planned stop, TERM instead of USR1
 	journal *journal
 	// progress, for the summary and for an interrupted run
 	rung     int
 	rungs    int
 	lastSent string
-	exited   bool
 }
 
 func (r *ladderRun) say(format string, args ...any) {
@@ -121,7 +119,6 @@ func (r *ladderRun) walk(ladder []Rung) error {
 		if err := h.signal(rung.Signal); err != nil {
 			if errors.Is(err, unix.ESRCH) || h.state() == 0 {
 				r.say("rung %d/%d: pid %d is already gone", r.rung, r.rungs, in.PID)
-				r.exited = true
 				return nil
 			}
 			return fmt.Errorf("sending %s to pid %d: %w", name, in.PID, err)
@@ -141,7 +138,6 @@ func (r *ladderRun) walk(ladder []Rung) error {
 			return errInterrupted
 		}
 		if exited {
-			r.exited = true
 			r.record(evExitObserved, "target", in.PID, "after_signal", name, "latency_ms", time.Since(sent).Milliseconds())
 			if rung.Signal == syscall.SIGKILL {
 				// A killed gateway cannot record its own exit: do it for it,
@@ -267,7 +263,7 @@ func restartOrStop(p *Policy, force, wait, stop bool) error {
 	}
 	defer lock.Close()
 
-	r := &ladderRun{p: p, out: os.Stdout, t0: time.Now(), intr: intr, force: force, stop: stop, journal: openJournal(p)}
+	r := &ladderRun{p: p, out: os.Stdout, t0: time.Now(), intr: intr, stop: stop, journal: openJournal(p)}
 	what := "restart"
 	if stop {
 		what = "stop"

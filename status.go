@@ -32,25 +32,22 @@ const (
 
 // inspection is what hermes knows about the gateway before acting.
 type inspection struct {
-	Verdict  string      `json:"verdict"`
-	Detail   string      `json:"detail,omitempty"`
-	PID      int         `json:"pid,omitempty"`
-	Record   *pidRecord  `json:"-"`
-	Stale    bool        `json:"stale_pid_file,omitempty"`
-	Manager  managerInfo `json:"manager"`
-	Gateway  *gatewayStatus
-	proc     *procHandle // open while the gateway is proven alive
-	policy   *Policy
-	inspectT time.Duration
+	Verdict string      `json:"verdict"`
+	Detail  string      `json:"detail,omitempty"`
+	PID     int         `json:"pid,omitempty"`
+	Record  *pidRecord  `json:"-"`
+	Stale   bool        `json:"stale_pid_file,omitempty"`
+	Manager managerInfo `json:"manager"`
+	Gateway *gatewayStatus
+	proc    *procHandle // open while the gateway is proven alive
+	policy  *Policy
 }
 
 // inspect finds the gateway and proves it before anything touches it: a pid
 // file whose pid now belongs to another process (pid reuse) is reported as
 // stale and the process is never signalled.
 func inspect(p *Policy, mgr managerInfo) *inspection {
-	t0 := time.Now()
 	in := &inspection{Verdict: verdictNotRunning, Manager: mgr, policy: p}
-	defer func() { in.inspectT = time.Since(t0) }()
 	pidPath := pidFilePath(p.Gateway.StateDir)
 	rec, err := readPidFile(pidPath)
 	switch {
