@@ -24,7 +24,7 @@ Works on a gateway that is serving, draining, frozen, stopped, crash-looping
 or not running at all. Exit 0 when a new gateway is ready, 1 when not.
 
     $ hermes restart
-    $ hermes restart --force        # no drain: TERM, then KILL
+    $ hermes restart --force        # TERM, then KILL 3 s later: a short drain at most
     $ hermes restart --config /etc/hermes/hermes.toml
 `
 
@@ -239,7 +239,7 @@ func runStop(args []string) error    { return runLadderCommand("stop", stopUsage
 func runLadderCommand(name, usage string, args []string, stop bool) error {
 	fs := newFlagSet(name, usage)
 	configPath := fs.String("config", "", "policy `FILE` (default: see 'hermes help')")
-	force := fs.Bool("force", false, "walk restart.force (no drain) instead of restart.ladder")
+	force := fs.Bool("force", false, "walk restart.force (TERM, then KILL: a short drain at most) instead of restart.ladder")
 	wait := fs.Bool("wait", false, "if another restart or stop is in progress, wait for it instead of exiting")
 	if err := parseFlags(fs, args); err != nil {
 		return err
