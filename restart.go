@@ -24,7 +24,7 @@ Works on a gateway that is serving, draining, frozen, stopped, crash-looping
 or not running at all. Exit 0 when a new gateway is ready, 1 when not.
 
     $ hermes restart
-    $ hermes restart --force        # TERM, then KILL 3 s later: a short drain at most
+    $ hermes restart --force        # no drain: streams get their final event now
     $ hermes restart --config /etc/hermes/hermes.toml
 `
 
@@ -43,6 +43,7 @@ type ladderRun struct {
 	intr    *interrupter
 	in      *inspection
 	stop    bool // hermes stop: a planned stop, TERM instead of USR1
+	force   bool // --force: no long drain
 	journal *journal
 	// progress, for the summary and for an interrupted run
 	rung     int
@@ -130,7 +131,21 @@ func (r *ladderRun) walk(ladder []Rung) error {
 		r.record(evRungSent, "signal", name, "rung", r.rung, "target", in.PID, "wait", rung.Wait.String())
 		r.say("rung %d/%d: sent %s to pid %d; waiting up to %s for it to exit", r.rung, r.rungs, name, in.PID, rung.Wait)
 		sent := time.Now()
-		exited, interrupted, err := h.wait(rung.Wait, r.intr.fd())
+		if r.force && !frozen && (rung.Signal == syscall.SIGTERM || rung.Signal == syscall.SIGINT) {
+			// --force wants the gateway back now. Once it drains, a second
+			// TERM is its "stop now": open streams get their final event
+			// (so clients know to reconnect) and it exits within a second,
+			// instead of the next rung's KILL cutting them silently.
+			if exited, draining, interrupted := r.awaitDraining(h, sent.Add(min(rung.Wait/2, time.Second))); interrupted {
+				return errInterrupted
+			} else if draining && !exited {
+				h.signal(rung.Signal)
+				h.signal(syscall.SIGCONT)
+				r.record(evRungSent, "signal", name, "rung", r.rung, "target", in.PID, "again", "stop now")
+				r.say("rung %d/%d: pid %d is draining; sent %s again: stop now, open streams get their final event", r.rung, r.rungs, in.PID, name)
+			}
+		}
+		exited, interrupted, err := h.wait(rung.Wait-time.Since(sent), r.intr.fd())
 		if err != nil {
 			return fmt.Errorf("waiting for pid %d: %w", in.PID, err)
 		}
@@ -154,6 +169,23 @@ func (r *ladderRun) walk(ladder []Rung) error {
 			"add { signal = \"KILL\", wait = \"5s\" } to restart.ladder, or run: hermes restart --force%s", configFlag(r.p))
 	}
 	return fmt.Errorf("pid %d survived the whole ladder", in.PID)
+}
+
+// awaitDraining waits until the gateway's loop reports it is draining, it
+// exits, or until passes. The pauses between pings are waits on the
+// process itself, so an exit ends them at once.
+func (r *ladderRun) awaitDraining(h *procHandle, until time.Time) (exited, draining, interrupted bool) {
+	ctl := controlPath(r.p.Gateway.StateDir)
+	for time.Now().Before(until) {
+		if ans, err := controlRequest(ctl, "ping", pingTimeout); err == nil && strings.HasSuffix(ans, string(stateDraining)) {
+			return false, true, false
+		}
+		exited, interrupted, _ := h.wait(20*time.Millisecond, r.intr.fd())
+		if exited || interrupted {
+			return exited, false, interrupted
+		}
+	}
+	return false, false, false
 }
 
 func configFlag(p *Policy) string {
@@ -239,7 +271,7 @@ func runStop(args []string) error    { return runLadderCommand("stop", stopUsage
 func runLadderCommand(name, usage string, args []string, stop bool) error {
 	fs := newFlagSet(name, usage)
 	configPath := fs.String("config", "", "policy `FILE` (default: see 'hermes help')")
-	force := fs.Bool("force", false, "walk restart.force (TERM, then KILL: a short drain at most) instead of restart.ladder")
+	force := fs.Bool("force", false, "walk restart.force (stop now: streams get their final event, no drain) instead of restart.ladder")
 	wait := fs.Bool("wait", false, "if another restart or stop is in progress, wait for it instead of exiting")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -263,7 +295,7 @@ func restartOrStop(p *Policy, force, wait, stop bool) error {
 	}
 	defer lock.Close()
 
-	r := &ladderRun{p: p, out: os.Stdout, t0: time.Now(), intr: intr, stop: stop, journal: openJournal(p)}
+	r := &ladderRun{p: p, out: os.Stdout, t0: time.Now(), intr: intr, force: force, stop: stop, journal: openJournal(p)}
 	what := "restart"
 	if stop {
 		what = "stop"

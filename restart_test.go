@@ -504,3 +504,33 @@ func TestRestartJournalSequence(t *testing.T) {
 		})
 	}
 }
+
+// TestRestartForceGivesFinalEvent: --force does not wait out the drain, but
+// open streams still get their final event (the second TERM is "stop
+// now"), and the gateway exits on its own instead of being killed.
+func TestRestartForceGivesFinalEvent(t *testing.T) {
+	e := newTestEnv(t, "[echo]\nword_delay = \"100ms\"\n[drain]\ntimeout = \"60s\"\ngrace = \"5s\"\n[restart]\nready_timeout = \"20s\"\n")
+	g := e.startGateway()
+	s := startStream(t, g.url, 300) // 30 s
+	s.waitLines(t, 2, 5*time.Second)
+	start := time.Now()
+	out, errOut, code := e.hermes(60*time.Second, "restart", "--force")
+	took := time.Since(start)
+	if code != 0 {
+		t.Fatalf("restart --force = %d:\n%s%s", code, out, errOut)
+	}
+	body := s.waitDone(t, 5*time.Second)
+	if !strings.Contains(body, "event: error") || !strings.Contains(body, reasonShutdown) {
+		t.Errorf("the stream cut by --force lacks its final event:\n%s", body)
+	}
+	if gc := g.wait(5 * time.Second); gc != exitOK {
+		t.Errorf("gateway exit = %d, want 0 (stopped now by the second TERM, not killed)", gc)
+	}
+	if !strings.Contains(out, "sent TERM again: stop now") || strings.Contains(out, "sent KILL") {
+		t.Errorf("restart --force output:\n%s", out)
+	}
+	if took > 10*time.Second {
+		t.Errorf("restart --force took %s", took)
+	}
+	e.gatewayFromPidFile()
+}
