@@ -102,6 +102,17 @@ func newTestEnv(t testing.TB, extra string) *testEnv {
 	e.writePolicy(extra)
 	e.env = append(filteredEnv(), "HOME="+dir, "XDG_STATE_HOME="+filepath.Join(dir, "xdg-state"),
 		"XDG_CONFIG_HOME="+filepath.Join(dir, "xdg-config"), "HERMES_CONFIG="+e.policy)
+	// Whatever gateway the pid file proves at the end (one hermes restart
+	// started detached, say) ends with the test, whichever way it failed.
+	t.Cleanup(func() {
+		if rec, err := readPidFile(pidFilePath(e.stateDir)); err == nil {
+			if h, err := openProc(rec.PID, rec.StartTime); err == nil {
+				h.signal(syscall.SIGKILL)
+				h.wait(5*time.Second, -1)
+				h.close()
+			}
+		}
+	})
 	return e
 }
 
