@@ -82,7 +82,7 @@ func BenchmarkRestart(b *testing.B) {
 				b.StopTimer()
 				var g *gatewayProc
 				if i == 0 || tc.fault != "" {
-					e.stopForBench(b)
+					e.killGateway()
 					g = e.startGateway("HERMES_TEST_FAULT=" + tc.fault)
 				}
 				b.StartTimer()
@@ -98,21 +98,10 @@ func BenchmarkRestart(b *testing.B) {
 				}
 				e.gatewayFromPidFile()
 			}
-			e.stopForBench(b)
+			e.killGateway()
 			sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
 			b.ReportMetric(float64(times[len(times)/2].Microseconds())/1000, "median-ms")
 		})
-	}
-}
-
-// stopForBench ends whatever gateway the pid file proves, for a clean start.
-func (e *testEnv) stopForBench(b *testing.B) {
-	if rec, err := readPidFile(pidFilePath(e.stateDir)); err == nil {
-		if h, err := openProc(rec.PID, rec.StartTime); err == nil {
-			h.signal(syscall.SIGKILL)
-			h.wait(5*time.Second, -1)
-			h.close()
-		}
 	}
 }
 

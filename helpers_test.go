@@ -104,16 +104,25 @@ func newTestEnv(t testing.TB, extra string) *testEnv {
 		"XDG_CONFIG_HOME="+filepath.Join(dir, "xdg-config"), "HERMES_CONFIG="+e.policy)
 	// Whatever gateway the pid file proves at the end (one hermes restart
 	// started detached, say) ends with the test, whichever way it failed.
-	t.Cleanup(func() {
-		if rec, err := readPidFile(pidFilePath(e.stateDir)); err == nil {
-			if h, err := openProc(rec.PID, rec.StartTime); err == nil {
-				h.signal(syscall.SIGKILL)
-				h.wait(5*time.Second, -1)
-				h.close()
-			}
-		}
-	})
+	t.Cleanup(e.killGateway)
 	return e
+}
+
+// killGateway ends whatever gateway the pid file proves, if any.
+func (e *testEnv) killGateway() {
+	if rec, err := readPidFile(pidFilePath(e.stateDir)); err == nil {
+		killProven(rec)
+	}
+}
+
+// killProven ends the process rec names, only if rec still proves it, and
+// waits for its exit.
+func killProven(rec pidRecord) {
+	if h, err := openProc(rec.PID, rec.StartTime); err == nil {
+		h.signal(syscall.SIGKILL)
+		h.wait(5*time.Second, -1)
+		h.close()
+	}
 }
 
 // filteredEnv is os.Environ without what would leak the test's surroundings

@@ -24,20 +24,8 @@ func (e *testEnv) gatewayFromPidFile() pidRecord {
 	if ok, _ := rec.alive(); !ok {
 		e.t.Fatalf("pid file names pid %d, which is not the live gateway", rec.PID)
 	}
-	e.killAtCleanup(rec)
+	e.t.Cleanup(func() { killProven(rec) })
 	return rec
-}
-
-// killAtCleanup ends a detached gateway at the end of the test, only if the
-// record still proves it is that process.
-func (e *testEnv) killAtCleanup(rec pidRecord) {
-	e.t.Cleanup(func() {
-		if h, err := openProc(rec.PID, rec.StartTime); err == nil {
-			h.signal(syscall.SIGKILL)
-			h.wait(5*time.Second, -1)
-			h.close()
-		}
-	})
 }
 
 // bgCommand is a hermes command running in the background.
