@@ -69,7 +69,8 @@ func startSleeper(b *testing.B) (*exec.Cmd, *procHandle) {
 
 // BenchmarkRestart times the whole `hermes restart`, from the command's
 // start to a new gateway ready (ping and /readyz), on the default ladder,
-// for a healthy idle gateway and for a frozen one. It reports the median.
+// for a healthy idle gateway and for one whose loop has been frozen for 3 s
+// (the target: ready within 300 ms). It reports the median and the worst.
 func BenchmarkRestart(b *testing.B) {
 	for _, tc := range []struct {
 		name  string
@@ -84,6 +85,9 @@ func BenchmarkRestart(b *testing.B) {
 				if i == 0 || tc.fault != "" {
 					e.killGateway()
 					g = e.startGateway("HERMES_TEST_FAULT=" + tc.fault)
+				}
+				if tc.fault != "" {
+					g.waitStatus(20*time.Second, "a loop frozen for 3s", func(st gatewayStatus) bool { return st.HeartbeatAgeMS >= 3000 })
 				}
 				b.StartTimer()
 				t0 := time.Now()
@@ -101,6 +105,7 @@ func BenchmarkRestart(b *testing.B) {
 			e.killGateway()
 			sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
 			b.ReportMetric(float64(times[len(times)/2].Microseconds())/1000, "median-ms")
+			b.ReportMetric(float64(times[len(times)-1].Microseconds())/1000, "max-ms")
 		})
 	}
 }

@@ -64,6 +64,18 @@ type RestartPolicy struct {
 	ReadyTimeout time.Duration
 }
 
+// longest is the most a whole restart may take: the longer ladder walked
+// to its end, then ready_timeout.
+func (r RestartPolicy) longest() time.Duration {
+	sum := func(l []Rung) (d time.Duration) {
+		for _, x := range l {
+			d += x.Wait
+		}
+		return d
+	}
+	return max(sum(r.Ladder), sum(r.Force)) + r.ReadyTimeout
+}
+
 // Rung is one step of the escalation ladder: send Signal, then wait up to
 // Wait for the gateway to exit before the next rung.
 type Rung struct {
@@ -87,6 +99,7 @@ type LockPolicy struct {
 }
 
 type WatchdogPolicy struct {
+	Heartbeat     time.Duration // the loop ticks this often; 3 missed ticks is a frozen loop
 	Timeout       time.Duration // loop silent this long: dump stacks and exit (0 disables)
 	SignalTimeout time.Duration // a stop/restart signal unread this long: the same (0 disables)
 }
@@ -99,7 +112,8 @@ type CrashLoopPolicy struct {
 }
 
 type JournalPolicy struct {
-	MaxBytes int64 // the journal is rotated past this size (one old file is kept)
+	MaxBytes  int64         // the journal is rotated past this size (one old file is kept)
+	ExitFlush time.Duration // an exiting gateway waits this long at most for queued lines and exit records
 }
 
 // defaultPolicy returns the built-in policy. Every value here is documented,
@@ -132,9 +146,9 @@ func defaultPolicy() *Policy {
 			StartLimitInterval: 30 * time.Second,
 		},
 		Lock:      LockPolicy{Scope: "gateway"},
-		Watchdog:  WatchdogPolicy{Timeout: 10 * time.Second, SignalTimeout: 3 * time.Second},
+		Watchdog:  WatchdogPolicy{Heartbeat: 500 * time.Millisecond, Timeout: 10 * time.Second, SignalTimeout: 3 * time.Second},
 		CrashLoop: CrashLoopPolicy{Starts: 5, Window: 2 * time.Minute, BaseDelay: 5 * time.Second, MaxDelay: 5 * time.Minute},
-		Journal:   JournalPolicy{MaxBytes: 1 << 20},
+		Journal:   JournalPolicy{MaxBytes: 1 << 20, ExitFlush: 2 * time.Second},
 	}
 	p.resolve()
 	return p
@@ -228,6 +242,7 @@ type filePolicy struct {
 		Dir       *string `toml:"lock_dir"`
 	} `toml:"lock"`
 	Watchdog struct {
+		Heartbeat     *string `toml:"heartbeat"`
 		Timeout       *string `toml:"timeout"`
 		SignalTimeout *string `toml:"signal_timeout"`
 	} `toml:"watchdog"`
@@ -238,7 +253,8 @@ type filePolicy struct {
 		MaxDelay  *string `toml:"max_delay"`
 	} `toml:"crash_loop"`
 	Journal struct {
-		MaxBytes *int64 `toml:"max_bytes"`
+		MaxBytes  *int64  `toml:"max_bytes"`
+		ExitFlush *string `toml:"exit_flush"`
 	} `toml:"journal"`
 }
 
@@ -263,6 +279,10 @@ func (e *configError) Error() string {
 	fmt.Fprintf(&b, ": %s", e.Msg)
 	return b.String()
 }
+
+// systemPolicyPath is the machine-wide policy, the last place looked.
+// Tests point it elsewhere.
+var systemPolicyPath = "/etc/hermes/hermes.toml"
 
 // findPolicy returns the policy file to use, or "" for built-in defaults.
 // An explicitly named file (--config or $HERMES_CONFIG) must exist.
@@ -290,7 +310,7 @@ func findPolicy(flagPath string) (string, error) {
 	} else if home, err := os.UserHomeDir(); err == nil && home != "" {
 		candidates = append(candidates, filepath.Join(home, ".config", "hermes", "hermes.toml"))
 	}
-	candidates = append(candidates, "/etc/hermes/hermes.toml")
+	candidates = append(candidates, systemPolicyPath)
 	for _, c := range candidates {
 		if _, err := os.Stat(c); err == nil {
 			return c, nil
@@ -383,9 +403,9 @@ var knownKeys = []string{
 	"restart.ladder", "restart.force", "restart.ready_timeout",
 	"service.restart_sec", "service.restart_max_delay", "service.start_limit_burst", "service.start_limit_interval",
 	"lock.token_env", "lock.token_file", "lock.scope", "lock.lock_dir",
-	"watchdog.timeout", "watchdog.signal_timeout",
+	"watchdog.heartbeat", "watchdog.timeout", "watchdog.signal_timeout",
 	"crash_loop.starts", "crash_loop.window", "crash_loop.base_delay", "crash_loop.max_delay",
-	"journal.max_bytes",
+	"journal.max_bytes", "journal.exit_flush",
 }
 
 // suggestKey names a known key the unknown one was probably meant to be.
@@ -577,6 +597,7 @@ func (v *validator) apply(p *Policy, f *filePolicy) {
 	if f.Lock.Dir != nil {
 		p.Lock.Dir = expandHome(*f.Lock.Dir)
 	}
+	v.dur(&p.Watchdog.Heartbeat, f.Watchdog.Heartbeat, "watchdog.heartbeat")
 	v.dur(&p.Watchdog.Timeout, f.Watchdog.Timeout, "watchdog.timeout")
 	v.dur(&p.Watchdog.SignalTimeout, f.Watchdog.SignalTimeout, "watchdog.signal_timeout")
 	if f.CrashLoop.Starts != nil {
@@ -588,6 +609,7 @@ func (v *validator) apply(p *Policy, f *filePolicy) {
 	if f.Journal.MaxBytes != nil {
 		p.Journal.MaxBytes = *f.Journal.MaxBytes
 	}
+	v.dur(&p.Journal.ExitFlush, f.Journal.ExitFlush, "journal.exit_flush")
 }
 
 var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$`)
@@ -668,8 +690,11 @@ func (v *validator) check(p *Policy) {
 			"service: %d starts %s apart fit in start_limit_interval %s: systemd may give up on a crash loop for good (start-limit-hit) instead of letting the crash-loop guard slow it down",
 			p.Service.StartLimitBurst, p.Service.RestartSec, p.Service.StartLimitInterval))
 	}
-	if p.Watchdog.Timeout > 0 && p.Watchdog.Timeout < time.Second {
-		v.fail("watchdog.timeout", "%s is too short: the loop ticks once a second (use 0 to disable, or at least 2s)", p.Watchdog.Timeout)
+	if p.Watchdog.Heartbeat < 100*time.Millisecond || p.Watchdog.Heartbeat > 10*time.Second {
+		v.fail("watchdog.heartbeat", "%s is out of range: use 100ms to 10s (the loop ticks this often; 3 missed ticks is a frozen loop)", p.Watchdog.Heartbeat)
+	}
+	if minWD := max(2*time.Second, 2*p.Watchdog.Heartbeat); p.Watchdog.Timeout > 0 && p.Watchdog.Timeout < minWD {
+		v.fail("watchdog.timeout", "%s is too short: use 0 to disable, or at least %s (2s, and 2 heartbeats of %s)", p.Watchdog.Timeout, minWD, p.Watchdog.Heartbeat)
 	}
 	if p.Watchdog.SignalTimeout > 0 && p.Watchdog.SignalTimeout < 100*time.Millisecond {
 		v.fail("watchdog.signal_timeout", "%s is too short (use 0 to disable, or at least 100ms)", p.Watchdog.SignalTimeout)
@@ -685,6 +710,11 @@ func (v *validator) check(p *Policy) {
 	}
 	if p.Journal.MaxBytes < 4096 {
 		v.fail("journal.max_bytes", "%d is too small (at least 4096)", p.Journal.MaxBytes)
+	}
+	// The unit's TimeoutStopSec leaves autoWaitMargin after the drain for
+	// the exit itself: the exit's flush must fit in it.
+	if p.Journal.ExitFlush < 100*time.Millisecond || p.Journal.ExitFlush > autoWaitMargin-time.Second {
+		v.fail("journal.exit_flush", "%s is out of range: use 100ms to %s (it must fit in the %s a service manager gives an exit after the drain)", p.Journal.ExitFlush, autoWaitMargin-time.Second, autoWaitMargin)
 	}
 }
 
@@ -778,10 +808,10 @@ func (p *Policy) render() string {
 		d(p.Service.RestartSec), d(p.Service.RestartMaxDelay), p.Service.StartLimitBurst, d(p.Service.StartLimitInterval))
 	fmt.Fprintf(&b, "[lock]\ntoken_env = %s\ntoken_file = %s\nscope = %s\nlock_dir = %s\n\n",
 		q(p.Lock.TokenEnv), q(p.Lock.TokenFile), q(p.Lock.Scope), q(p.Lock.Dir))
-	fmt.Fprintf(&b, "[watchdog]\ntimeout = %s\nsignal_timeout = %s\n\n", d(p.Watchdog.Timeout), d(p.Watchdog.SignalTimeout))
+	fmt.Fprintf(&b, "[watchdog]\nheartbeat = %s\ntimeout = %s\nsignal_timeout = %s\n\n", d(p.Watchdog.Heartbeat), d(p.Watchdog.Timeout), d(p.Watchdog.SignalTimeout))
 	fmt.Fprintf(&b, "[crash_loop]\nstarts = %d\nwindow = %s\nbase_delay = %s\nmax_delay = %s\n\n",
 		p.CrashLoop.Starts, d(p.CrashLoop.Window), d(p.CrashLoop.BaseDelay), d(p.CrashLoop.MaxDelay))
-	fmt.Fprintf(&b, "[journal]\nmax_bytes = %d\n", p.Journal.MaxBytes)
+	fmt.Fprintf(&b, "[journal]\nmax_bytes = %d\nexit_flush = %s\n", p.Journal.MaxBytes, d(p.Journal.ExitFlush))
 	return b.String()
 }
 

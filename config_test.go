@@ -37,6 +37,9 @@ func TestPolicyErrorsNameFileLineAndKey(t *testing.T) {
 		{"no restart delay", "[service]\nrestart_sec = \"0s\"\n", 2, "service.restart_sec", "needs a delay"},
 		{"bad name", "name = \"a/b\"\n", 1, "name", "not a valid instance name"},
 		{"syntax", "[drain\n", 2, "", "to end table name"},
+		{"watchdog too short", "[watchdog]\ntimeout = \"1s\"\n", 2, "watchdog.timeout", "at least 2s"},
+		{"heartbeat out of range", "[watchdog]\nheartbeat = \"20s\"\n", 2, "watchdog.heartbeat", "out of range"},
+		{"exit flush too long", "[journal]\nexit_flush = \"10s\"\n", 2, "journal.exit_flush", "out of range"},
 		{"key in env name", "[gateway]\nupstream_key_env = \"sk-abc123\"\n", 2, "gateway.upstream_key_env", "never put the key itself here"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -94,9 +97,21 @@ func TestPolicyLookupOrder(t *testing.T) {
 	t.Setenv("HERMES_CONFIG", "")
 	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "xdg"))
 	os.MkdirAll(filepath.Join(dir, "xdg", "hermes"), 0o755)
+	// The machine-wide file is this test's own, so a real
+	// /etc/hermes/hermes.toml on the machine cannot change the answer.
+	defer func(old string) { systemPolicyPath = old }(systemPolicyPath)
+	systemPolicyPath = filepath.Join(dir, "etc", "hermes.toml")
+	os.MkdirAll(filepath.Dir(systemPolicyPath), 0o755)
+	if got, _ := findPolicy(""); got != "" {
+		t.Errorf("findPolicy with no file anywhere = %q, want built-in defaults", got)
+	}
+	os.WriteFile(systemPolicyPath, []byte("name = \"system\"\n"), 0o600)
+	if got, _ := findPolicy(""); got != systemPolicyPath {
+		t.Errorf("findPolicy = %q, want the system policy %q", got, systemPolicyPath)
+	}
 	xdg := filepath.Join(dir, "xdg", "hermes", "hermes.toml")
 	os.WriteFile(xdg, []byte("name = \"xdg\"\n"), 0o600)
-	if got, _ := findPolicy(""); got != xdg && !fileExists("/etc/hermes/hermes.toml") {
+	if got, _ := findPolicy(""); got != xdg {
 		t.Errorf("findPolicy = %q, want %q", got, xdg)
 	}
 	local := filepath.Join(dir, "hermes.toml")
@@ -119,8 +134,6 @@ func TestPolicyLookupOrder(t *testing.T) {
 		t.Error("an explicit missing policy file is not an error")
 	}
 }
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 func TestExampleIsTheDefaults(t *testing.T) {
 	// hermes.toml.example documents every key with its default: loading it

@@ -14,9 +14,10 @@ import (
 
 // The control socket lives in the state dir (mode 0600). It answers:
 //
-//	ping    "pong <pid> <state>" — answered by the gateway's own loop, so a
+//	ping    "pong <pid> <state>": answered by the gateway's own loop, so a
 //	        frozen loop shows as silence
-//	status  one line of JSON (gatewayStatus), from the published snapshot
+//	status  one line of JSON (gatewayStatus), answered without the loop:
+//	        the state it published and its heartbeat's age
 //
 // A peer of another uid is refused unless it is root.
 
@@ -60,12 +61,12 @@ func (g *gateway) serveControl(ln *net.UnixListener) {
 	}
 }
 
-// controlWait bounds how long a control request may wait on the loop.
-const controlWait = 10 * time.Second
-
 func (g *gateway) handleControl(c *net.UnixConn) {
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(controlWait + time.Second))
+	// A ping waits on the loop at most until the loop would count as
+	// frozen anyway; everything else is answered without it.
+	wait := staleAfter(g.snap.Load().Policy.Watchdog)
+	c.SetDeadline(time.Now().Add(wait + time.Second))
 	// The request is read before any answer, a refusal included: a client
 	// still writing would otherwise meet a closed socket, not the reason.
 	line, err := bufio.NewReader(c).ReadString('\n')
@@ -80,15 +81,22 @@ func (g *gateway) handleControl(c *net.UnixConn) {
 	switch strings.TrimSpace(line) {
 	case "ping":
 		reply := make(chan gwState, 1)
+		t := time.NewTimer(wait)
+		defer t.Stop()
 		select {
-		case g.events <- pingEvent{reply: reply}:
-		case <-time.After(controlWait):
-			return // silence: the loop does not take events
+		case <-g.done:
+			fmt.Fprintf(c, "pong %d %s\n", g.pid, stateStopping)
+			return
+		case g.pings <- reply:
+		case <-t.C:
+			return // silence: the loop does not take its inputs
 		}
 		select {
 		case st := <-reply:
 			fmt.Fprintf(c, "pong %d %s\n", g.pid, st)
-		case <-time.After(controlWait):
+		case <-g.done: // it returned with the ping unread
+			fmt.Fprintf(c, "pong %d %s\n", g.pid, stateStopping)
+		case <-t.C:
 		}
 	case "status":
 		b, _ := json.Marshal(g.status())

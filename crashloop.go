@@ -197,38 +197,74 @@ func recordExit(stateDir string, pid, code int, reason string) {
 }
 
 // crashLoopDelay waits out the backoff the ledger calls for, before the
-// gateway listens. Signals still work while it waits: TERM or INT ends the
-// wait with a planned stop (nil, stop=true), USR1 with a planned restart.
-// The wait is on the self-pipe's wake-ups, never a blind sleep.
-func crashLoopDelay(l startLedger, p *Policy, pipe *selfPipe, n *notifier, log *logger) (code int, stop bool) {
-	loop, delay := l.CrashLoop(p.CrashLoop, time.Now())
+// gateway listens. Signals work while it waits, in the order they came:
+// TERM or INT ends the wait with a planned stop (stop=true, exitOK), USR1
+// with a planned restart, and HUP reloads the policy, so a fixed policy is
+// the one the gateway starts with (and its crash_loop settings decide what
+// is left of the wait). It returns the policy to start with. The wait is on
+// the self-pipe and a timer, never a blind sleep.
+func crashLoopDelay(l startLedger, p *Policy, flagPath string, pipe *selfPipe, sd *sink, log *logger) (np *Policy, code int, stop bool) {
+	started := time.Now()
+	loop, delay := l.CrashLoop(p.CrashLoop, started)
 	if !loop {
-		return 0, false
+		return p, 0, false
 	}
-	starts := l.counted(p.CrashLoop, time.Now())
+	starts := l.counted(p.CrashLoop, started)
 	log.warn(evCrashLoopDelay, "delay", delay, "starts", starts, "window", p.CrashLoop.Window, "limit", p.CrashLoop.Starts)
-	status := fmt.Sprintf("crash loop: delaying start by %s", delay)
-	n.send("STATUS="+status, "EXTEND_TIMEOUT_USEC="+usec(delay+autoWaitMargin))
+	sd.put([]byte(fmt.Sprintf("STATUS=crash loop: delaying start by %s\nEXTEND_TIMEOUT_USEC=%s", delay, usec(delay+autoWaitMargin))))
 	timer := time.NewTimer(delay)
 	defer timer.Stop()
-	wake := pipe.wakeups()
 	for {
 		select {
 		case <-timer.C:
-			return 0, false
-		case <-wake:
-			for _, sig := range pipe.take() {
-				switch sig {
-				case syscall.SIGTERM, syscall.SIGINT:
-					log.info(evSignal, "signal", signalName(sig), "action", "stop", "state", "crash-loop delay")
-					return exitOK, true
-				case syscall.SIGUSR1:
-					log.info(evSignal, "signal", signalName(sig), "action", "restart", "state", "crash-loop delay")
-					return exitRestart, true
-				default:
-					log.info(evSignal, "signal", signalName(sig), "action", "none", "state", "crash-loop delay")
+			return p, 0, false
+		case sig := <-pipe.sigs:
+			pipe.took(sig)
+			switch sig {
+			case syscall.SIGTERM, syscall.SIGINT:
+				log.info(evSignal, "signal", signalName(sig), "action", "stop", "state", "crash-loop delay")
+				return p, exitOK, true
+			case syscall.SIGUSR1:
+				log.info(evSignal, "signal", signalName(sig), "action", "restart", "state", "crash-loop delay")
+				return p, exitRestart, true
+			case syscall.SIGHUP:
+				log.info(evSignal, "signal", signalName(sig), "action", "reload", "state", "crash-loop delay")
+				fresh, err := loadPolicy(flagPath)
+				if err != nil {
+					log.errorf(evReloadFailed, "error", err, "policy", p.policyLabel(), "action", "keeping the running policy")
+					continue
 				}
+				// Nothing is bound yet but the instance and token locks,
+				// and the ledger and pid file in the state dir.
+				listen := fresh.Gateway.Listen
+				if later := keepBound(p, fresh); len(later) > 0 {
+					fresh.Gateway.Listen = listen
+					if rest := without(later, "gateway.listen"); len(rest) > 0 {
+						log.warn(evReloadPartial, "keys", joinKeys(rest), "note", "changed, but these take effect only after a restart (hermes restart)")
+					}
+				}
+				p = fresh
+				log.info(evReloadOK, "policy", p.policyLabel())
+				_, d := l.CrashLoop(p.CrashLoop, started)
+				left := time.Until(started.Add(d))
+				if !timer.Stop() {
+					return p, 0, false // it fired meanwhile
+				}
+				timer.Reset(max(left, 0))
+				sd.put([]byte(fmt.Sprintf("STATUS=crash loop: delaying start by %s\nEXTEND_TIMEOUT_USEC=%s", max(left, 0).Round(time.Millisecond), usec(max(left, 0)+autoWaitMargin))))
+			default:
+				log.info(evSignal, "signal", signalName(sig), "action", "none", "state", "crash-loop delay")
 			}
 		}
 	}
+}
+
+func without(keys []string, k string) []string {
+	var out []string
+	for _, x := range keys {
+		if x != k {
+			out = append(out, x)
+		}
+	}
+	return out
 }

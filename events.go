@@ -30,7 +30,8 @@ type journalEvent struct {
 	Time     time.Time
 	PID      int
 	Instance string
-	Event    string
+	Event    string // as written
+	Kind     event  // the same, typed; evNone for a name this version does not know
 	Fields   map[string]any
 	raw      []byte
 
@@ -130,6 +131,7 @@ func parseJournalLine(line []byte) (journalEvent, bool) {
 	if ev.Event == "" {
 		return journalEvent{}, false
 	}
+	ev.Kind = eventNamed(ev.Event)
 	for k, v := range m {
 		if !reserved[k] {
 			ev.Fields[k] = v
@@ -162,7 +164,7 @@ func spans(evs []journalEvent) {
 	var lastExit *journalEvent
 	for i := range evs {
 		ev := &evs[i]
-		switch ev.Event {
+		switch ev.Kind {
 		case evSignal:
 			sig := ev.str("signal")
 			if sig == "HUP" || ev.str("action") == "none" {
@@ -194,7 +196,7 @@ func spans(evs []journalEvent) {
 				delete(rungs, ev.PID)
 			}
 		case evRestartRequested, evStopRequested:
-			requests[ev.PID] = cause{ev.Time, ev.Event}
+			requests[ev.PID] = cause{ev.Time, ev.Kind.String()}
 		case evRestartDone, evStopDone:
 			if c, ok := requests[ev.PID]; ok {
 				ev.elapsed = since(ev.Time, c.at) + " after " + c.what

@@ -2,13 +2,16 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -97,7 +100,6 @@ func TestDrainTimeoutSendsFinalEvent(t *testing.T) {
 			g := e.startGateway()
 			s := startStream(t, g.url, 200) // 20 s: cannot finish within the drain
 			s.waitLines(t, 2, 5*time.Second)
-			start := time.Now()
 			g.signal(tc.sig)
 			out := s.waitDone(t, 10*time.Second)
 			if !strings.Contains(out, "event: error") || !strings.Contains(out, `"reason":"`+tc.reason+`"`) {
@@ -109,41 +111,16 @@ func TestDrainTimeoutSendsFinalEvent(t *testing.T) {
 			if code := g.wait(10 * time.Second); code != tc.code {
 				t.Errorf("exit code = %d, want %d", code, tc.code)
 			}
-			if el := time.Since(start); el > 2300*time.Millisecond+2*time.Second {
+			// By the gateway's own clock: signal to exit within the drain's
+			// budget (timeout 300ms + grace 2s).
+			log := g.stderr.String()
+			if el := logLineTime(t, log, " exit ").Sub(logLineTime(t, log, "drain start")); el > 2300*time.Millisecond {
 				t.Errorf("drain took %s, beyond timeout+grace", el)
 			}
 			if !strings.Contains(g.stderr.String(), "session cut") {
 				t.Errorf("log lacks the cut session:\n%s", g.stderr.String())
 			}
 		})
-	}
-}
-
-func TestSecondTermStopsNow(t *testing.T) {
-	e := newTestEnv(t, "[echo]\nword_delay = \"100ms\"\n[drain]\ntimeout = \"60s\"\ngrace = \"5s\"\n")
-	g := e.startGateway()
-	s := startStream(t, g.url, 200)
-	s.waitLines(t, 2, 5*time.Second)
-	g.signal(syscall.SIGTERM)
-	g.waitLog("drain start", 5*time.Second)
-	start := time.Now()
-	g.signal(syscall.SIGINT)
-	code := g.wait(10 * time.Second)
-	elapsed := time.Since(start)
-	out := s.waitDone(t, 5*time.Second)
-	if code != exitOK {
-		t.Errorf("exit code = %d, want 0", code)
-	}
-	if !strings.Contains(out, "event: error") || !strings.Contains(out, reasonShutdown) {
-		t.Errorf("stream cut by stop-now lacks its final event:\n%s", out)
-	}
-	// The promise is "within 1 s"; the bound here is generous for a loaded
-	// machine, the figure itself is in the benchmark.
-	if elapsed > 3*time.Second {
-		t.Errorf("stop-now took %s", elapsed)
-	}
-	if !strings.Contains(g.stderr.String(), "action=stop-now") {
-		t.Errorf("log lacks stop-now:\n%s", g.stderr.String())
 	}
 }
 
@@ -437,15 +414,10 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 		t.Fatal("the upstream request was not cancelled when the client went away")
 	}
 	// The session is gone from the count.
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		_, body := httpGet(t, g.url+"/status")
-		if strings.Contains(body, `"active_sessions":0`) {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
+	g.waitLog("session client_gone", 5*time.Second)
+	if _, body := httpGet(t, g.url+"/status"); !strings.Contains(body, `"active_sessions":0`) {
+		t.Errorf("the disconnected session is still counted: %s", body)
 	}
-	t.Error("the disconnected session is still counted")
 }
 
 func TestSdNotify(t *testing.T) {
@@ -456,9 +428,15 @@ func TestSdNotify(t *testing.T) {
 	s := startStream(t, g.url, 10)
 	s.waitLines(t, 2, 5*time.Second)
 	g.signal(syscall.SIGTERM)
-	wantNotify(t, msgs, "STOPPING=1")
-	wantNotify(t, msgs, "EXTEND_TIMEOUT_USEC=")
-	wantNotify(t, msgs, "STATUS=draining")
+	wantNotify(t, msgs, "STOPPING=1", "STATUS=draining (gateway_shutdown): 1 sessions left")
+	// The stop timeout systemd is told covers the whole drain plus the
+	// exit's margin: timeout 10s + grace 1s + 5s, less what passed since.
+	m := wantNotify(t, msgs, "EXTEND_TIMEOUT_USEC=")
+	var got int64
+	fmt.Sscanf(m[strings.Index(m, "EXTEND_TIMEOUT_USEC=")+len("EXTEND_TIMEOUT_USEC="):], "%d", &got)
+	if want := int64(16_000_000); got > want || got < want-2_000_000 {
+		t.Errorf("EXTEND_TIMEOUT_USEC=%d, want drain.timeout + drain.grace + 5s = %d, less the time since the drain began", got, want)
+	}
 	g.wait(10 * time.Second)
 	// Under the journal: priority prefixes, no own timestamps.
 	for _, l := range strings.Split(strings.TrimSpace(g.stderr.String()), "\n") {
@@ -497,5 +475,210 @@ func TestProxyManyStreamsComplete(t *testing.T) {
 	}
 	if strings.Contains(g.stderr.String(), "upstream stream broken") {
 		t.Errorf("gateway logged broken upstream streams:\n%s", g.stderr.String())
+	}
+}
+
+// TestReloadNamesKeysThatNeedARestart: a reload applies what it can
+// (journal.max_bytes among them) and names the keys bound at start.
+func TestReloadNamesKeysThatNeedARestart(t *testing.T) {
+	e := newTestEnv(t, "")
+	g := e.startGateway()
+	e.writePolicy("[lock]\nscope = \"other\"\n[journal]\nmax_bytes = 8192\n")
+	g.signal(syscall.SIGHUP)
+	g.waitLog("reload ok", 5*time.Second)
+	log := g.stderr.String()
+	if !strings.Contains(log, "reload partial level=warn keys=lock.scope") {
+		t.Errorf("the reload does not say lock.scope needs a restart:\n%s", log)
+	}
+	if strings.Contains(log, "journal.max_bytes") {
+		t.Errorf("journal.max_bytes is applied by a reload, yet named as needing a restart:\n%s", log)
+	}
+}
+
+// TestSessionCutBeforeFirstByteGets503: a session the drain ends before the
+// upstream said anything gets a 503 with the drain's reason, never a 200.
+func TestSessionCutBeforeFirstByteGets503(t *testing.T) {
+	hold := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select { // no headers, no byte, until the client or the test gives up
+		case <-r.Context().Done():
+		case <-hold:
+		}
+	}))
+	defer up.Close()
+	defer close(hold)
+	e := newTestEnv(t, fmt.Sprintf("upstream = %q\n[drain]\ntimeout = \"300ms\"\ngrace = \"2s\"\n", up.URL))
+	g := e.startGateway()
+	type result struct {
+		code int
+		body string
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		resp, err := http.Post(g.url+"/v1/chat/completions", "application/json", strings.NewReader(`{"stream":true}`))
+		if err != nil {
+			res <- result{err: err}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		res <- result{code: resp.StatusCode, body: string(b)}
+	}()
+	g.waitStatus(5*time.Second, "the session open", func(st gatewayStatus) bool { return st.ActiveSessions == 1 })
+	g.signal(syscall.SIGUSR1)
+	r := <-res
+	if r.err != nil || r.code != 503 || !strings.Contains(r.body, `"type":"gateway_restart"`) {
+		t.Errorf("session cut before its first byte: %d %q %v, want 503 with type gateway_restart", r.code, r.body, r.err)
+	}
+	if code := g.wait(10 * time.Second); code != exitRestart {
+		t.Errorf("exit %d, want %d", code, exitRestart)
+	}
+}
+
+// TestRefusalMatchesFinalEvent: a request refused during a drain carries
+// the same error type as the final event of a cut stream.
+func TestRefusalMatchesFinalEvent(t *testing.T) {
+	e := newTestEnv(t, "[echo]\nword_delay = \"50ms\"\n[drain]\ntimeout = \"20s\"\n")
+	g := e.startGateway()
+	s := startStream(t, g.url, 100)
+	s.waitLines(t, 4, 5*time.Second)
+	g.signal(syscall.SIGTERM)
+	g.waitLog("drain start", 5*time.Second)
+	resp, err := http.Post(g.url+"/v1/chat/completions", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || !strings.Contains(string(b), `"type":"gateway_shutdown"`) || !strings.Contains(string(b), `"code":"gateway_shutdown"`) {
+		t.Errorf("refusal = %d %s, want 503 with type and code gateway_shutdown", resp.StatusCode, b)
+	}
+	g.signal(syscall.SIGTERM)
+	if out := s.waitDone(t, 5*time.Second); !strings.Contains(out, `"type":"gateway_shutdown"`) {
+		t.Errorf("final event:\n%s", out)
+	}
+}
+
+// TestStderrScrubsSecrets: a known secret that slips into a log line (here
+// an upstream URL that holds the key) is replaced on stderr and left out
+// of the journal.
+func TestStderrScrubsSecrets(t *testing.T) {
+	const key = "sk-scrub-me-0123456789"
+	e := newTestEnv(t, fmt.Sprintf("upstream = %q\n", "http://127.0.0.1:1/"+key))
+	g := e.startGateway("HERMES_UPSTREAM_KEY=" + key)
+	resp, err := http.Post(g.url+"/v1/chat/completions", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	g.waitLog("upstream error", 5*time.Second)
+	g.signal(syscall.SIGTERM)
+	g.wait(10 * time.Second)
+	if log := g.stderr.String(); strings.Contains(log, key) || !strings.Contains(log, redacted) {
+		t.Errorf("stderr holds the key, or does not show it was redacted:\n%s", log)
+	}
+	j, _ := os.ReadFile(journalPath(e.stateDir))
+	if strings.Contains(string(j), key) {
+		t.Errorf("the journal holds the key:\n%s", j)
+	}
+}
+
+func TestLoggerScrubs(t *testing.T) {
+	var b bytes.Buffer
+	l := newLogger(&b)
+	l.secrets = &redactor{}
+	l.secrets.add("tok-123456:secret")
+	l.warn(evUpstreamError, "error", errors.New(`Post "https://api.example/bottok-123456:secret/x": dial tcp: refused`))
+	if strings.Contains(b.String(), "tok-123456:secret") || !strings.Contains(b.String(), "bot"+redacted+"/x") {
+		t.Errorf("line not scrubbed: %s", b.String())
+	}
+}
+
+// TestControlSocketUIDCheckForNonRootGateway: a gateway run by an ordinary
+// user (here nobody) answers that user and root, and refuses any other
+// uid, even with the socket's mode opened up.
+func TestControlSocketUIDCheckForNonRootGateway(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to run the gateway and its clients as other users")
+	}
+	dir, err := os.MkdirTemp("", "hermes-uid-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	state := filepath.Join(dir, "state")
+	os.Mkdir(state, 0o755)
+	os.Chown(state, 65534, 65534)
+	addr := freePort(t)
+	policy := filepath.Join(dir, "hermes.toml")
+	os.WriteFile(policy, []byte(fmt.Sprintf("name = \"uid\"\n[gateway]\nlisten = %q\nstate_dir = %q\n", addr, state)), 0o644)
+	env := append(filteredEnv(), "HOME="+dir, "HERMES_CONFIG="+policy)
+
+	gw := execAsNobody(t, hermesBin, "serve")
+	gw.Env = env
+	log := &syncBuffer{}
+	gw.Stdout, gw.Stderr = log, log
+	if err := gw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gw.Process.Kill(); gw.Wait() })
+	if !log.waitUntil(20*time.Second, nil, func(s string) bool { return strings.Contains(s, " ready ") }) {
+		t.Fatalf("gateway as nobody not ready:\n%s", log.String())
+	}
+	os.Chmod(controlPath(state), 0o777) // only the uid check is left to refuse
+
+	status := func(uid uint32) string {
+		cmd := exec.Command(hermesBin, "status")
+		cmd.Env = env
+		if uid != 0 {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+		}
+		out, _ := cmd.CombinedOutput()
+		return string(out)
+	}
+	if out := status(12345); !strings.Contains(out, "refused") || strings.Contains(out, "gateway:  serving") {
+		t.Errorf("uid 12345 against nobody's gateway got:\n%s", out)
+	}
+	for _, uid := range []uint32{65534, 0} {
+		if out := status(uid); !strings.Contains(out, "gateway:  serving") {
+			t.Errorf("uid %d against nobody's gateway got:\n%s", uid, out)
+		}
+	}
+}
+
+// TestAfterTheLoopReturned: a request or a ping that arrives once the loop
+// has returned (the gateway is closing down) is answered at once, never
+// left waiting on a loop that is gone.
+func TestAfterTheLoopReturned(t *testing.T) {
+	p := defaultPolicy()
+	p.Gateway.StateDir = t.TempDir()
+	pipe, err := installSignals()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pipe.close()
+	log, q := newAsyncLogger(io.Discard, nil)
+	g := newGateway(p, "", pipe, log, q, nil)
+	g.gate.close()
+	close(g.done)
+
+	rec := httptest.NewRecorder()
+	g.ServeHTTP(rec, httptest.NewRequest("POST", "/v1/chat/completions", strings.NewReader(`{}`)))
+	if rec.Code != 503 || rec.Header().Get("Retry-After") == "" {
+		t.Errorf("a request after the loop returned: %d, want 503 with Retry-After", rec.Code)
+	}
+
+	sock := filepath.Join(t.TempDir(), "c.sock")
+	ln, err := listenControl(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go g.serveControl(ln)
+	ans, err := controlRequest(sock, "ping", 5*time.Second)
+	if err != nil || !strings.HasSuffix(ans, string(stateStopping)) {
+		t.Errorf("a ping after the loop returned = %q, %v; want an answer saying stopping", ans, err)
 	}
 }

@@ -20,7 +20,9 @@ import (
 )
 
 // hermesBin is the real hermes binary, built once by TestMain (with -race
-// when the tests run with -race), so every test drives the real thing.
+// when the tests run with -race), so every test drives the real thing. It
+// is built with -tags hermes_testfault, the only kind of binary in which
+// HERMES_TEST_FAULT means anything (testfault_on.go).
 var hermesBin string
 
 func TestMain(m *testing.M) {
@@ -36,8 +38,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	os.Chmod(dir, 0o755) // tests run it as other users too
 	hermesBin = filepath.Join(dir, "hermes")
-	args := []string{"build", "-o", hermesBin}
+	args := []string{"build", "-tags", "hermes_testfault", "-o", hermesBin}
 	if raceEnabled {
 		args = append(args, "-race")
 	}
@@ -52,6 +55,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+const syscallTERM = syscall.SIGTERM
+
 // freePort returns a loopback address that was free a moment ago.
 func freePort(t testing.TB) string {
 	t.Helper()
@@ -63,15 +68,21 @@ func freePort(t testing.TB) string {
 	return ln.Addr().String()
 }
 
-// syncBuffer is a bytes.Buffer safe for a process writing and a test reading.
+// syncBuffer is a bytes.Buffer safe for a process writing and a test
+// reading, which a test can wait on: every write wakes the waiters.
 type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu      sync.Mutex
+	b       bytes.Buffer
+	written chan struct{} // closed by the next write
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.written != nil {
+		close(s.written)
+		s.written = nil
+	}
 	return s.b.Write(p)
 }
 
@@ -79,6 +90,33 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// waitUntil waits until cond holds for the contents, waking at each write
+// (never polling), and gives up at the timeout or when stop is closed; it
+// reports whether cond held.
+func (s *syncBuffer) waitUntil(timeout time.Duration, stop <-chan struct{}, cond func(string) bool) bool {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		ok := cond(s.b.String())
+		if s.written == nil {
+			s.written = make(chan struct{})
+		}
+		w := s.written
+		s.mu.Unlock()
+		if ok {
+			return true
+		}
+		select {
+		case <-w:
+		case <-t.C:
+			return false
+		case <-stop:
+			return cond(s.String())
+		}
+	}
 }
 
 // testEnv is a private home for one test's hermes processes: a state dir, a
@@ -196,7 +234,13 @@ func (e *testEnv) startGateway(extraEnv ...string) *gatewayProc {
 
 func (e *testEnv) spawnGateway(extraEnv ...string) *gatewayProc {
 	e.t.Helper()
-	cmd := exec.Command(hermesBin, "serve")
+	return e.spawnGatewayBin(hermesBin, extraEnv...)
+}
+
+// spawnGatewayBin starts `bin serve` (another build of hermes).
+func (e *testEnv) spawnGatewayBin(bin string, extraEnv ...string) *gatewayProc {
+	e.t.Helper()
+	cmd := exec.Command(bin, "serve")
 	cmd.Env = append(append([]string{}, e.env...), extraEnv...)
 	cmd.Dir = e.dir
 	g := &gatewayProc{t: e.t, cmd: cmd, stderr: &syncBuffer{}, exited: make(chan struct{}), url: "http://" + e.addr}
@@ -233,25 +277,22 @@ func (e *testEnv) spawnGateway(extraEnv ...string) *gatewayProc {
 
 func (g *gatewayProc) pid() int { return g.cmd.Process.Pid }
 
+// waitReady waits for the gateway's own "ready" line, then checks that
+// /readyz agrees.
 func (g *gatewayProc) waitReady(timeout time.Duration) {
 	g.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
+	ready := fmt.Sprintf("hermes[%d] ready", g.pid())
+	if !g.stderr.waitUntil(timeout, g.exited, func(s string) bool { return strings.Contains(s, ready) }) {
 		select {
 		case <-g.exited:
 			g.t.Fatalf("gateway exited with %d before it was ready:\n%s", g.code, g.stderr.String())
 		default:
 		}
-		resp, err := http.Get(g.url + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
+		g.t.Fatalf("gateway not ready within %s:\n%s", timeout, g.stderr.String())
 	}
-	g.t.Fatalf("gateway not ready within %s:\n%s", timeout, g.stderr.String())
+	if code, body := httpGet(g.t, g.url+"/readyz"); code != 200 {
+		g.t.Fatalf("the gateway logged ready, but /readyz = %d %q:\n%s", code, body, g.stderr.String())
+	}
 }
 
 func (g *gatewayProc) signal(sig syscall.Signal) {
@@ -276,14 +317,26 @@ func (g *gatewayProc) wait(timeout time.Duration) int {
 // waitLog waits until the gateway's log contains s.
 func (g *gatewayProc) waitLog(s string, timeout time.Duration) {
 	g.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if strings.Contains(g.stderr.String(), s) {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !g.stderr.waitUntil(timeout, g.exited, func(log string) bool { return strings.Contains(log, s) }) {
+		g.t.Fatalf("gateway log has no %q after %s (exited: %v):\n%s", s, timeout, g.hasExited(), g.stderr.String())
 	}
-	g.t.Fatalf("gateway log has no %q after %s:\n%s", s, timeout, g.stderr.String())
+}
+
+// waitLogCount waits until the gateway's log contains s at least n times.
+func (g *gatewayProc) waitLogCount(s string, n int, timeout time.Duration) {
+	g.t.Helper()
+	if !g.stderr.waitUntil(timeout, g.exited, func(log string) bool { return strings.Count(log, s) >= n }) {
+		g.t.Fatalf("gateway log has fewer than %d %q after %s:\n%s", n, s, timeout, g.stderr.String())
+	}
+}
+
+func (g *gatewayProc) hasExited() bool {
+	select {
+	case <-g.exited:
+		return true
+	default:
+		return false
+	}
 }
 
 // stream is a client's SSE stream read line by line in the background.
@@ -291,6 +344,7 @@ type stream struct {
 	resp   *http.Response
 	mu     sync.Mutex
 	lines  []string
+	more   chan struct{} // closed by the next line
 	done   chan struct{}
 	err    error
 	cancel context.CancelFunc
@@ -324,6 +378,10 @@ func startStream(t *testing.T, url string, words int) *stream {
 		for sc.Scan() {
 			s.mu.Lock()
 			s.lines = append(s.lines, sc.Text())
+			if s.more != nil {
+				close(s.more)
+				s.more = nil
+			}
 			s.mu.Unlock()
 		}
 		s.err = sc.Err()
@@ -351,23 +409,61 @@ func (s *stream) waitDone(t *testing.T, timeout time.Duration) string {
 	}
 }
 
-// waitLines waits until the stream has carried at least n lines.
+// waitLines waits until the stream has carried at least n lines, waking
+// at each line.
 func (s *stream) waitLines(t *testing.T, n int, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
+	tm := time.NewTimer(timeout)
+	defer tm.Stop()
+	for {
 		s.mu.Lock()
 		got := len(s.lines)
+		if s.more == nil {
+			s.more = make(chan struct{})
+		}
+		more := s.more
 		s.mu.Unlock()
 		if got >= n {
 			return
 		}
-		time.Sleep(5 * time.Millisecond)
+		select {
+		case <-more:
+		case <-s.done:
+			if strings.Count(s.text(), "\n")+1 < n {
+				t.Fatalf("stream ended after fewer than %d lines:\n%s", n, s.text())
+			}
+			return
+		case <-tm.C:
+			t.Fatalf("stream carried fewer than %d lines within %s:\n%s", n, timeout, s.text())
+		}
 	}
-	t.Fatalf("stream carried fewer than %d lines within %s:\n%s", n, timeout, s.text())
 }
 
-func httpGet(t *testing.T, url string) (int, string) {
+// waitFrozen waits until the gateway at url calls its own loop frozen:
+// /healthz answers 503 once the heartbeat is older than 3 ticks. A gateway
+// whose loop froze a moment ago is not frozen yet, by design.
+func waitFrozen(t testing.TB, url string, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		resp, err := http.Get(url + "/healthz")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusServiceUnavailable {
+				return string(b)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s/healthz never said frozen within %s (last: %v)", url, timeout, err)
+		}
+		<-tick.C
+	}
+}
+
+func httpGet(t testing.TB, url string) (int, string) {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
@@ -407,8 +503,9 @@ func fakeNotifySocket(t *testing.T) (string, <-chan string) {
 	return sock, msgs
 }
 
-// wantNotify waits for a message that contains every one of want.
-func wantNotify(t *testing.T, msgs <-chan string, want ...string) {
+// wantNotify waits for a message that contains every one of want, and
+// returns it.
+func wantNotify(t *testing.T, msgs <-chan string, want ...string) string {
 	t.Helper()
 	deadline := time.After(5 * time.Second)
 	for {
@@ -419,10 +516,11 @@ func wantNotify(t *testing.T, msgs <-chan string, want ...string) {
 				ok = ok && strings.Contains(m, w)
 			}
 			if ok {
-				return
+				return m
 			}
 		case <-deadline:
 			t.Fatalf("no sd_notify message with %q", want)
+			return ""
 		}
 	}
 }

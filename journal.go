@@ -7,8 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -25,99 +24,123 @@ import (
 // events.jsonl.1 (replacing the older one), so the journal never holds more
 // than about twice max_bytes.
 
-// Journal event names. The gateway's come from its log lines (the logger's
-// sink); the restarter records its own with (*journal).record. `hermes
-// events` computes the elapsed time between cause and effect from them:
-// signal → exit (same pid), exit → ready (next gateway), restart requested →
-// restart done and stop requested → stop done (same requesting pid).
+// event names a lifecycle event: a journal line's "event" and a log line's
+// first word. It is a type of its own, not a string, so every writer (the
+// gateway's logger, the restarter) can only use the constants below, and
+// `hermes events` matches causes to effects by the same constants: a
+// reworded log line cannot silently break a cause→effect span.
+type event uint8
+
+// The gateway's events.
 const (
-	// The gateway's.
-	evStart          = "start"
-	evReady          = "ready"
-	evSignal         = "signal" // fields: signal, action
-	evDrainStart     = "drain start"
-	evDrainEnd       = "drain end"
-	evSessionCut     = "session cut"
-	evReloadOK       = "reload ok"
-	evReloadFailed   = "reload failed"
-	evWatchdog       = "watchdog fired"   // fields: reason, stuck_in, stack_file
-	evLockConflict   = "lock conflict"    // fields: holder_pid, holder_instance, holder_policy
-	evCrashLoopDelay = "crash loop delay" // fields: delay, starts, window
-	evExit           = "exit"             // fields: code, reason
+	evNone event = iota
+	evStart
+	evReady
+	evSignal     // fields: signal, action
+	evDrainStart // fields: reason, sessions, timeout, grace
+	evDrainTimeout
+	evDrainGraceOver
+	evDrainEnd
+	evSessionFinished   // a session that ended by itself during a drain
+	evSessionCut        // the drain ended the session: it got its final event
+	evSessionClientGone // the client hung up first
+	evReloadOK
+	evReloadPartial // keys that take effect only after a restart
+	evReloadFailed
+	evWatchdog       // fields: reason, stuck_in, stack_file
+	evWatchdogStack  // the stack file could not be written
+	evLockConflict   // fields: holder_pid, holder_instance, holder_policy
+	evTokenLock      // the token lock was taken
+	evTokenLockOff   // a token lock is configured but gives no token
+	evCrashLoopDelay // fields: delay, starts, window
+	evExit           // fields: code, reason
+	evServeFailed
+	evPolicyWarning
+	evFileReadable
+	evStartLedger
+	evUpstreamError
+	evUpstreamBroken
+	evLogDropped    // fields: sink, dropped: lines a full queue dropped
+	evJournalFailed // writes to the journal fail (or work again)
 
 	// The restarter's (hermes restart and hermes stop).
-	evRestartRequested = "restart requested" // fields: by_pid, user, force
-	evStopRequested    = "stop requested"    // fields: by_pid, user, force
-	evVerdict          = "verdict"           // fields: verdict, target
-	evRungSent         = "rung sent"         // fields: signal, target, wait
-	evExitObserved     = "exit observed"     // fields: target, code or signal
-	evManagerAction    = "manager action"    // fields: manager, action
-	evRestartDone      = "restart done"      // fields: ok, new_pid, error (new gateway ready, or not)
-	evStopDone         = "stop done"         // fields: ok, error
+	evRestartRequested // fields: by_pid, user, force
+	evStopRequested    // fields: by_pid, user, force
+	evVerdict          // fields: verdict, target
+	evRungSent         // fields: signal, target, wait (journaled before the signal goes)
+	evExitObserved     // fields: target, code or signal
+	evManagerAction    // fields: manager, action
+	evRestartDone      // fields: ok, new_pid, error (new gateway ready, or not)
+	evStopDone         // fields: ok, error
+
+	evCount // not an event: the number of them
 )
+
+var eventNames = [evCount]string{
+	evStart: "start", evReady: "ready", evSignal: "signal",
+	evDrainStart: "drain start", evDrainTimeout: "drain timeout", evDrainGraceOver: "drain grace over", evDrainEnd: "drain end",
+	evSessionFinished: "session finished", evSessionCut: "session cut", evSessionClientGone: "session client_gone",
+	evReloadOK: "reload ok", evReloadPartial: "reload partial", evReloadFailed: "reload failed",
+	evWatchdog: "watchdog fired", evWatchdogStack: "watchdog stack file",
+	evLockConflict: "lock conflict", evTokenLock: "token lock", evTokenLockOff: "token lock off",
+	evCrashLoopDelay: "crash loop delay", evExit: "exit", evServeFailed: "serve failed",
+	evPolicyWarning: "policy warning", evFileReadable: "file readable by others", evStartLedger: "start ledger",
+	evUpstreamError: "upstream error", evUpstreamBroken: "upstream stream broken",
+	evLogDropped: "log lines dropped", evJournalFailed: "journal write failed",
+	evRestartRequested: "restart requested", evStopRequested: "stop requested", evVerdict: "verdict",
+	evRungSent: "rung sent", evExitObserved: "exit observed", evManagerAction: "manager action",
+	evRestartDone: "restart done", evStopDone: "stop done",
+}
+
+// eventNamed returns the event with that name, or evNone.
+func eventNamed(name string) event {
+	for e, n := range eventNames {
+		if n == name && n != "" {
+			return event(e)
+		}
+	}
+	return evNone
+}
+
+func (e event) String() string {
+	if e < evCount && eventNames[e] != "" {
+		return eventNames[e]
+	}
+	return fmt.Sprintf("event(%d)", int(e))
+}
 
 // journalSkip are log events that are not lifecycle events: they would push
 // the lifecycle history out of a bounded journal.
-var journalSkip = map[string]bool{"upstream error": true}
+var journalSkip = map[event]bool{evUpstreamError: true}
 
 func journalPath(stateDir string) string { return filepath.Join(stateDir, "events.jsonl") }
 
 type journal struct {
 	path     string
-	maxBytes int64
+	maxBytes atomic.Int64 // follows the running policy (a reload changes it)
 	pid      int
 	instance string
-	secrets  []string // values never to be written (upstream key, lock token)
-	mu       sync.Mutex
+	secrets  *redactor
 }
 
 // openJournal returns the journal of p's instance. Nothing is opened until
-// the first record; a journal that cannot be written is silently skipped:
-// it must never stop a gateway or a restart.
+// the first append; a journal that cannot be written is counted, never
+// fatal: it must never stop a gateway or a restart.
 func openJournal(p *Policy) *journal {
 	j := &journal{
 		path:     journalPath(p.Gateway.StateDir),
-		maxBytes: p.Journal.MaxBytes,
 		pid:      os.Getpid(),
 		instance: p.Name,
+		secrets:  policySecrets(p),
 	}
-	if p.Gateway.UpstreamKeyEnv != "" {
-		j.addSecret(os.Getenv(p.Gateway.UpstreamKeyEnv))
-	}
-	if tok, err := readLockToken(p); err == nil {
-		j.addSecret(tok)
-	}
+	j.maxBytes.Store(p.Journal.MaxBytes)
 	return j
 }
 
-func (j *journal) addSecret(s string) {
-	if s = strings.TrimSpace(s); s != "" {
-		j.secrets = append(j.secrets, s)
-	}
-}
-
-// logSink is the logger's sink: every lifecycle log line becomes a journal
-// line, with its level when it is not info.
-func (j *journal) logSink(level, event string, fields map[string]any) {
-	if journalSkip[event] {
-		return
-	}
-	if level != levelInfo {
-		fields["level"] = level
-	}
-	j.record(event, fields)
-}
-
-// record appends one event. fields hold only what the caller chose to log;
-// any value that contains a known secret is dropped all the same.
-func (j *journal) record(event string, fields map[string]any) {
-	if j == nil {
-		return
-	}
-	line := j.line(time.Now(), event, fields)
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	j.append(line)
+// record appends one event now, synchronously. The gateway and the
+// restarter never call it: their lines go through a logger's outbox.
+func (j *journal) record(ev event, fields map[string]any) error {
+	return j.appendLines([][]byte{j.line(time.Now(), ev.String(), fields)})
 }
 
 // reserved are the keys every line has; a field with one of these names is
@@ -125,8 +148,9 @@ func (j *journal) record(event string, fields map[string]any) {
 var reserved = map[string]bool{"time": true, "pid": true, "instance": true, "event": true}
 
 // line renders one journal line: time, pid, instance and event first, then
-// the fields in key order.
-func (j *journal) line(now time.Time, event string, fields map[string]any) []byte {
+// the fields in key order. A field whose value holds a known secret is
+// left out whole.
+func (j *journal) line(now time.Time, name string, fields map[string]any) []byte {
 	var b bytes.Buffer
 	enc := func(v any) {
 		x, err := json.Marshal(v)
@@ -140,7 +164,7 @@ func (j *journal) line(now time.Time, event string, fields map[string]any) []byt
 	fmt.Fprintf(&b, `,"pid":%d,"instance":`, j.pid)
 	enc(j.instance)
 	b.WriteString(`,"event":`)
-	enc(event)
+	enc(name)
 	keys := make([]string, 0, len(fields))
 	for k := range fields {
 		keys = append(keys, k)
@@ -148,7 +172,7 @@ func (j *journal) line(now time.Time, event string, fields map[string]any) []byt
 	sort.Strings(keys)
 	for _, k := range keys {
 		v := journalValue(fields[k])
-		if j.secret(v) {
+		if j.secrets.holds(fmt.Sprint(v)) {
 			continue
 		}
 		name := k
@@ -174,7 +198,7 @@ func journalValue(v any) any {
 		return x.Error()
 	case time.Time:
 		return x.UTC().Format(time.RFC3339Nano)
-	case string, bool, int, int64, uint64, float64, map[string]int:
+	case string, bool, int, int64, uint64, float64:
 		return v
 	case fmt.Stringer:
 		return x.String()
@@ -183,23 +207,11 @@ func journalValue(v any) any {
 	}
 }
 
-// secret reports whether v holds a known secret anywhere in it.
-func (j *journal) secret(v any) bool {
-	if len(j.secrets) == 0 {
-		return false
-	}
-	s := fmt.Sprint(v)
-	for _, sec := range j.secrets {
-		if strings.Contains(s, sec) {
-			return true
-		}
-	}
-	return false
-}
-
-// append writes one line under the journal's flock, rotating first when the
-// line would take the file past maxBytes.
-func (j *journal) append(line []byte) error {
+// appendLines writes lines under the journal's flock, rotating first when
+// they would take the file past max_bytes. All of them go in one write(2)
+// on an O_APPEND descriptor, so they land whole, between other processes'
+// lines, never inside one.
+func (j *journal) appendLines(lines [][]byte) error {
 	dir := filepath.Dir(j.path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -210,15 +222,22 @@ func (j *journal) append(line []byte) error {
 	}
 	defer lk.Close() // closing the last fd releases the flock
 	// A holder that never lets go (a hermes restart stopped with Ctrl-Z in
-	// the middle of an append) must not freeze the gateway's loop, nor the
-	// watchdog that would heal it: after a short wait, append without the
-	// lock (one O_APPEND write is still whole) and leave rotation for later.
+	// the middle of an append, a shell's flock) must not stop the journal
+	// for good: after a short wait, append without the lock (one O_APPEND
+	// write is still whole) and leave rotation for later. This wait is on
+	// the journal's writer, never on the gateway's loop.
 	locked := flockWithin(lk, journalLockWait) == nil
 	f, err := os.OpenFile(j.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return err
 	}
-	if st, err := f.Stat(); err == nil && locked && st.Size() > 0 && st.Size()+int64(len(line)) > j.maxBytes {
+	var buf []byte
+	if len(lines) == 1 {
+		buf = lines[0]
+	} else {
+		buf = bytes.Join(lines, nil)
+	}
+	if st, err := f.Stat(); err == nil && locked && st.Size() > 0 && st.Size()+int64(len(buf)) > j.maxBytes.Load() {
 		f.Close()
 		if err := os.Rename(j.path, j.path+".1"); err != nil {
 			return err
@@ -227,7 +246,7 @@ func (j *journal) append(line []byte) error {
 			return err
 		}
 	}
-	_, err = f.Write(line) // one write(2): O_APPEND keeps it whole
+	_, err = f.Write(buf) // one write(2): O_APPEND keeps it whole
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -235,6 +254,8 @@ func (j *journal) append(line []byte) error {
 }
 
 // journalLockWait bounds the wait for the journal's and the ledger's flock.
+// Only writers wait on it (the journal sink, the exit-time ledger update),
+// each within its own deadline.
 const journalLockWait = 500 * time.Millisecond
 
 // flockWithin takes an exclusive flock on f, waiting at most d.

@@ -78,7 +78,7 @@ func TestJournalScrubsSecrets(t *testing.T) {
 	p.Gateway.StateDir = t.TempDir()
 	p.Lock.TokenEnv = "HERMES_TEST_BOT_TOKEN"
 	j := openJournal(p)
-	j.record("test", map[string]any{"a": key, "b": "Bearer " + key, "c": token, "d": fmt.Errorf("auth %s failed", token), "ok": "kept"})
+	j.record(evSignal, map[string]any{"a": key, "b": "Bearer " + key, "c": token, "d": fmt.Errorf("auth %s failed", token), "ok": "kept"})
 	b, _ := os.ReadFile(journalPath(p.Gateway.StateDir))
 	if strings.Contains(string(b), key) || strings.Contains(string(b), token) || strings.Contains(string(b), `"a"`) {
 		t.Errorf("journal holds a secret: %s", b)
@@ -91,7 +91,7 @@ func TestJournalScrubsSecrets(t *testing.T) {
 func TestJournalRotates(t *testing.T) {
 	j, dir := testJournal(t, 4096)
 	for i := 0; i < 300; i++ {
-		j.record("tick", map[string]any{"n": i, "pad": strings.Repeat("x", 50)})
+		j.record(evSignal, map[string]any{"n": i, "pad": strings.Repeat("x", 50)})
 	}
 	for _, path := range []string{journalPath(dir), journalPath(dir) + ".1"} {
 		st, err := os.Stat(path)
@@ -124,7 +124,7 @@ func TestJournalConcurrentAppenders(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < each; i++ {
-				j.append(j.line(time.Now(), "tick", map[string]any{"w": w, "i": i, "pad": strings.Repeat(string(rune('a'+w)), 100+w*300)}))
+				j.appendLines([][]byte{j.line(time.Now(), "tick", map[string]any{"w": w, "i": i, "pad": strings.Repeat(string(rune('a'+w)), 100+w*300)})})
 			}
 		}()
 	}
@@ -158,7 +158,7 @@ func TestJournalConcurrentProcessesWithRotation(t *testing.T) {
 					return
 				default:
 				}
-				j.record("tick", map[string]any{"w": w, "i": i, "pad": strings.Repeat("p", 200)})
+				j.record(evSignal, map[string]any{"w": w, "i": i, "pad": strings.Repeat("p", 200)})
 			}
 		}()
 	}
@@ -216,7 +216,7 @@ func BenchmarkJournalAppend(b *testing.B) {
 // delays an append by a bounded moment, never forever.
 func TestJournalStuckLockHolder(t *testing.T) {
 	j, dir := testJournal(t, 4096)
-	j.record("first", nil)
+	j.record(evStart, nil)
 	lk, err := os.OpenFile(journalPath(dir)+".lock", os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -226,11 +226,11 @@ func TestJournalStuckLockHolder(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	j.record("second", nil)
+	j.record(evReady, nil)
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("append waited %s on a stuck lock", d)
 	}
-	if lines := journalLines(t, dir); len(lines) != 2 || lines[1]["event"] != "second" {
+	if lines := journalLines(t, dir); len(lines) != 2 || lines[1]["event"] != "ready" {
 		t.Errorf("lines = %v, want first and second", lines)
 	}
 }

@@ -309,10 +309,12 @@ func startDetached(p *Policy) (int, <-chan int, error) {
 	cmd := exec.Command(exe, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	// Nothing of a manager's context leaks into a gateway it does not manage.
+	// Nothing of a manager's context leaks into a gateway it does not
+	// manage, and no test fault into a gateway that a test did not start.
 	for _, kv := range os.Environ() {
 		switch strings.SplitN(kv, "=", 2)[0] {
-		case "NOTIFY_SOCKET", "JOURNAL_STREAM", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "INVOCATION_ID":
+		case "NOTIFY_SOCKET", "JOURNAL_STREAM", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "INVOCATION_ID",
+			"HERMES_TEST_FAULT":
 			continue
 		}
 		cmd.Env = append(cmd.Env, kv)

@@ -35,6 +35,21 @@ func (n *notifier) send(lines ...string) error {
 	return err
 }
 
+// newNotifySink returns the sink the gateway's sd_notify messages go
+// through: a manager that reads its socket slowly delays them, never the
+// loop. Without NOTIFY_SOCKET it drops everything at once.
+func newNotifySink(n *notifier) *sink {
+	return newSink("sd_notify", func(batch [][]byte) error {
+		var first error
+		for _, b := range batch {
+			if err := n.send(string(b)); err != nil && first == nil {
+				first = err
+			}
+		}
+		return first
+	})
+}
+
 // watchdogPeriod returns systemd's watchdog period for this process, or 0.
 // WATCHDOG_PID, when set, must name us: the period is meant for that pid.
 func watchdogPeriod() time.Duration {

@@ -42,9 +42,9 @@ type ladderRun struct {
 	t0      time.Time
 	intr    *interrupter
 	in      *inspection
-	stop    bool // hermes stop: a planned stop, TERM instead of USR1
-	force   bool // --force: no long drain
-	journal *journal
+	stop    bool    // hermes stop: a planned stop, TERM instead of USR1
+	force   bool    // --force: no long drain
+	journal *logger // records the run's events (through a queue)
 	// progress, for the summary and for an interrupted run
 	rung     int
 	rungs    int
@@ -58,10 +58,9 @@ func (r *ladderRun) say(format string, args ...any) {
 // interrupter turns Ctrl-C (SIGINT) and TERM into a readable pipe, so every
 // wait (poll on a pidfd, kqueue) can wake on it without a sleep loop.
 type interrupter struct {
-	r, w   *os.File
-	ch     chan os.Signal
-	done   chan struct{} // closed when a signal arrived
-	signal os.Signal     // set before done is closed
+	r, w *os.File
+	ch   chan os.Signal
+	done chan struct{} // closed when a signal arrived
 }
 
 func newInterrupter() (*interrupter, error) {
@@ -72,8 +71,7 @@ func newInterrupter() (*interrupter, error) {
 	i := &interrupter{r: r, w: w, ch: make(chan os.Signal, 1), done: make(chan struct{})}
 	signal.Notify(i.ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
-		if s, ok := <-i.ch; ok {
-			i.signal = s
+		if _, ok := <-i.ch; ok {
 			close(i.done)
 			w.Write([]byte{1})
 		}
@@ -103,7 +101,7 @@ func (r *ladderRun) walk(ladder []Rung) error {
 		// Continue it first, then look again: a stopped gateway may be
 		// healthy (drain it) or frozen (skip the rungs that need its loop).
 		h.signal(syscall.SIGCONT)
-		in.classifyLive()
+		in.classifyLive(true)
 		r.say("sent CONT to stopped pid %d; it is now %s", in.PID, in.Verdict)
 		frozen = in.Verdict == verdictFrozen
 	}
@@ -117,6 +115,9 @@ func (r *ladderRun) walk(ladder []Rung) error {
 			r.say("rung %d/%d: skip %s: the loop of pid %d is frozen and cannot act on it", r.rung, r.rungs, name, in.PID)
 			continue
 		}
+		// Journaled before it goes: the gateway's own "signal" line is
+		// then always the later of the two, as cause and effect are.
+		r.record(evRungSent, "signal", name, "rung", r.rung, "target", in.PID, "wait", rung.Wait.String())
 		if err := h.signal(rung.Signal); err != nil {
 			if errors.Is(err, unix.ESRCH) || h.state() == 0 {
 				r.say("rung %d/%d: pid %d is already gone", r.rung, r.rungs, in.PID)
@@ -128,7 +129,6 @@ func (r *ladderRun) walk(ladder []Rung) error {
 			h.signal(syscall.SIGCONT) // a stopped process can act on it now
 		}
 		r.lastSent = fmt.Sprintf("%s sent to pid %d at %s", name, in.PID, fmtDur(time.Since(r.t0)))
-		r.record(evRungSent, "signal", name, "rung", r.rung, "target", in.PID, "wait", rung.Wait.String())
 		r.say("rung %d/%d: sent %s to pid %d; waiting up to %s for it to exit", r.rung, r.rungs, name, in.PID, rung.Wait)
 		sent := time.Now()
 		if r.force && !frozen && (rung.Signal == syscall.SIGTERM || rung.Signal == syscall.SIGINT) {
@@ -139,9 +139,9 @@ func (r *ladderRun) walk(ladder []Rung) error {
 			if exited, draining, interrupted := r.awaitDraining(h, sent.Add(min(rung.Wait/2, time.Second))); interrupted {
 				return errInterrupted
 			} else if draining && !exited {
+				r.record(evRungSent, "signal", name, "rung", r.rung, "target", in.PID, "again", "stop now")
 				h.signal(rung.Signal)
 				h.signal(syscall.SIGCONT)
-				r.record(evRungSent, "signal", name, "rung", r.rung, "target", in.PID, "again", "stop now")
 				r.say("rung %d/%d: pid %d is draining; sent %s again: stop now, open streams get their final event", r.rung, r.rungs, in.PID, name)
 			}
 		}
@@ -212,7 +212,7 @@ func (r *ladderRun) what() string {
 }
 
 // doneEvent is the event that closes this run in the journal.
-func (r *ladderRun) doneEvent() string {
+func (r *ladderRun) doneEvent() event {
 	if r.stop {
 		return evStopDone
 	}
@@ -220,20 +220,15 @@ func (r *ladderRun) doneEvent() string {
 }
 
 // record appends an event of this run to the lifecycle journal.
-func (r *ladderRun) record(event string, kv ...any) {
-	fields := make(map[string]any, len(kv)/2)
-	for i := 0; i+1 < len(kv); i += 2 {
-		if v := kv[i+1]; v != "" && v != 0 {
-			fields[fmt.Sprint(kv[i])] = v
-		}
-	}
-	r.journal.record(event, fields)
-}
+func (r *ladderRun) record(ev event, kv ...any) { r.journal.record(ev, kv...) }
 
 // lockRestart takes state_dir/restart.lock so two restarts (or stops) never
 // interleave their signals. It returns at once with an error naming the
-// holder unless wait is set.
-func lockRestart(p *Policy, wait bool) (*os.File, error) {
+// holder unless wait is set; then it waits for the holder, at most as long
+// as a whole restart may take (every rung's wait plus ready_timeout), and a
+// Ctrl-C ends the wait: a queued restart that was called off must never
+// signal the gateway the first one brought up.
+func lockRestart(p *Policy, wait bool, intr *interrupter) (*os.File, error) {
 	if err := os.MkdirAll(p.Gateway.StateDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -253,10 +248,25 @@ func lockRestart(p *Policy, wait bool) (*os.File, error) {
 			return nil, withHint(fmt.Errorf("a restart or stop is already in progress (%s)", who),
 				"wait for it to finish, or run this again with --wait to queue behind it")
 		}
-		fmt.Printf("hermes: waiting for the restart in progress (%s) to finish\n", who)
-		if err := flockWait(f); err != nil {
+		limit := p.Restart.longest()
+		fmt.Printf("hermes: waiting up to %s for the restart in progress (%s) to finish; Ctrl-C gives up\n", fmtDur(limit), who)
+		locked := make(chan error, 1)
+		go func() { locked <- flockWait(f) }()
+		t := time.NewTimer(limit)
+		defer t.Stop()
+		select {
+		case err := <-locked:
+			if err != nil {
+				f.Close()
+				return nil, err
+			}
+		case <-intr.done:
+			f.Close() // the waiting flock goes with the process
+			return nil, errors.New("interrupted while waiting for the restart in progress: nothing was done")
+		case <-t.C:
 			f.Close()
-			return nil, err
+			return nil, withHint(fmt.Errorf("the restart in progress (%s) did not finish within %s", who, fmtDur(limit)),
+				"see what it is doing with: hermes status%s", configFlag(p))
 		}
 	}
 	f.Truncate(0)
@@ -289,13 +299,17 @@ func restartOrStop(p *Policy, force, wait, stop bool) error {
 		return err
 	}
 	defer intr.close()
-	lock, err := lockRestart(p, wait)
+	lock, err := lockRestart(p, wait, intr)
 	if err != nil {
 		return err
 	}
 	defer lock.Close()
 
-	r := &ladderRun{p: p, out: os.Stdout, t0: time.Now(), intr: intr, force: force, stop: stop, journal: openJournal(p)}
+	// The run's journal lines go through a queue: the ladder never waits
+	// on the journal's lock or the disk. They get exit_flush at the end.
+	rec, jq := newRecorder(openJournal(p))
+	defer func() { jq.flush(time.Now().Add(p.Journal.ExitFlush)) }()
+	r := &ladderRun{p: p, out: os.Stdout, t0: time.Now(), intr: intr, force: force, stop: stop, journal: rec}
 	what := "restart"
 	if stop {
 		what = "stop"

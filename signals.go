@@ -16,127 +16,212 @@ import (
 // selfPipe is the only way a signal reaches the gateway.
 //
 // The signal side (the goroutine that drains signal.Notify's channel) does
-// one thing per signal: it sets the signal's bit in pending and writes one
-// byte into a non-blocking pipe. A full pipe means a wake-up is already
-// pending, so the write is dropped: repeated signals coalesce into state
-// ("drain requested"), never a count, and the signal side never blocks.
-// The gateway's loop reads the pipe, takes the pending bits and does all
-// the work (see gateway.go).
+// one thing per signal: it writes the signal's number, one byte, into a
+// non-blocking pipe. A reader hands the bytes to the loop in the order they
+// were written, as typed values on sigs. Nothing else happens on the signal
+// side: all the work is the loop's.
+//
+// Order. The pipe keeps every order it is given. Go's runtime, though,
+// keeps signals that arrive within the same few microseconds in a bitmask
+// and hands such a batch over in signal-number order (runtime/sigqueue.go:
+// signal_recv), and the kernel does the same for standard signals pending
+// together: `kill -TERM p; kill -USR1 p` typed on one line may reach any Go
+// program as USR1 then TERM. No user-space pipe can undo that, so the
+// gateway's rules (loop.go) are built to commute: any two different
+// signals have the same outcome in either order.
+//
+// A full pipe. 64 KiB of unread signals means a loop frozen for a long
+// time (the watchdog ends such a gateway); even then nothing is lost but
+// repeats: a signal that does not fit waits, in arrival order, in a list
+// that holds each signal at most once, and is written as soon as the
+// reader makes room. Only repeats of the same signal coalesce.
 type selfPipe struct {
-	r       *os.File // read end, read by the loop's wake-up reader
-	w       int      // write end, non-blocking
-	notify  chan os.Signal
-	pending atomic.Uint32
-	// since is when the oldest unread stop or restart signal arrived (unix
-	// nanoseconds), or 0. The watchdog reads it: a TERM that nobody reads
-	// means a frozen loop.
-	since atomic.Int64
+	r      *os.File // read end, read by reader
+	w      int      // write end, non-blocking, written by the signal side only
+	notify chan os.Signal
+	sigs   chan syscall.Signal // to the loop, in arrival order
+	space  chan struct{}       // the reader made room in the pipe
+	stop   chan struct{}       // closed by close: the reader stops forwarding
 
-	wakeOnce sync.Once
-	wake     chan struct{}
+	// The watchdog's view: a stop or restart signal written but not yet
+	// taken by the loop (see unreadFor). arrived and taken count such
+	// signals; waiting is since when the oldest of them waits (unix ns).
+	arrived, taken atomic.Uint64
+	waiting        atomic.Int64
+
+	sideDone  chan struct{}
+	closeOnce sync.Once
 }
 
 // handledSignals are the signals hermes serve owns. signal.Notify is never
 // called without a list: the runtime's own SIGURG would arrive too.
 var handledSignals = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGHUP}
 
-var sigBits = map[syscall.Signal]uint32{syscall.SIGTERM: 1, syscall.SIGINT: 2, syscall.SIGUSR1: 4, syscall.SIGHUP: 8}
+// stopsLoop reports whether a signal asks the loop to end (drain, stop):
+// the watchdog counts such a signal that nobody reads as a frozen loop.
+func stopsLoop(s syscall.Signal) bool { return s != syscall.SIGHUP }
 
 // installSignals must run first thing in serve: until signal.Notify is
 // called, SIGTERM, SIGINT and SIGHUP kill the process and SIGUSR1 is ignored.
 func installSignals() (*selfPipe, error) {
-	p := &selfPipe{notify: make(chan os.Signal, 16)}
+	p := &selfPipe{
+		notify:   make(chan os.Signal, 64),
+		sigs:     make(chan syscall.Signal, 64),
+		space:    make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		sideDone: make(chan struct{}),
+	}
 	signal.Notify(p.notify, handledSignals...)
 	var fds [2]int
 	if err := unix.Pipe(fds[:]); err != nil {
 		signal.Stop(p.notify)
 		return nil, fmt.Errorf("creating the self-pipe: %w", err)
 	}
-	for _, fd := range fds {
-		unix.CloseOnExec(fd)
-		if err := unix.SetNonblock(fd, true); err != nil {
-			signal.Stop(p.notify)
-			return nil, fmt.Errorf("creating the self-pipe: %w", err)
-		}
+	unix.CloseOnExec(fds[0])
+	unix.CloseOnExec(fds[1])
+	if err := unix.SetNonblock(fds[1], true); err != nil {
+		signal.Stop(p.notify)
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, fmt.Errorf("creating the self-pipe: %w", err)
 	}
 	p.r = os.NewFile(uintptr(fds[0]), "self-pipe")
 	p.w = fds[1]
 	go p.signalSide()
+	go p.reader()
 	return p, nil
 }
 
-// signalSide records each signal and writes one byte. Nothing else.
+// signalSide writes one byte per signal, in arrival order. Nothing else.
 func (p *selfPipe) signalSide() {
-	for s := range p.notify {
-		sig, ok := s.(syscall.Signal)
-		if !ok {
-			continue
-		}
-		bit := sigBits[sig]
-		if bit != 1<<3 { // every handled signal but HUP asks the loop to stop
-			p.since.CompareAndSwap(0, time.Now().UnixNano())
-		}
-		p.pending.Or(bit)
-		_, err := unix.Write(p.w, []byte{byte(bit)})
-		if err != nil && !errors.Is(err, unix.EAGAIN) {
-			// The pipe is gone (closing down): the bit stays recorded.
-			continue
+	defer close(p.sideDone)
+	var waiting []byte // did not fit in the pipe: each signal at most once, in order
+	flush := func() {
+		for len(waiting) > 0 {
+			if _, err := unix.Write(p.w, waiting[:1]); err != nil {
+				return // still full (EAGAIN): the reader will say when there is room
+			}
+			waiting = waiting[1:]
 		}
 	}
-}
-
-// wakeups feeds the loop: one value each time the pipe has bytes to read.
-// It owns no state; the loop calls take to learn which signals arrived.
-// Every call returns the same channel (one reader of the pipe): the
-// crash-loop delay waits on it before the loop does.
-func (p *selfPipe) wakeups() <-chan struct{} {
-	p.wakeOnce.Do(func() { p.wake = p.startWakeups() })
-	return p.wake
-}
-
-func (p *selfPipe) startWakeups() chan struct{} {
-	ch := make(chan struct{}, 1)
-	go func() {
-		buf := make([]byte, 64)
-		for {
-			if _, err := p.r.Read(buf); err != nil {
-				close(ch)
+	for {
+		select {
+		case s, ok := <-p.notify:
+			if !ok {
 				return
 			}
-			select {
-			case ch <- struct{}{}:
-			default: // a wake-up is already queued; the loop will take every bit
+			sig, ok := s.(syscall.Signal)
+			if !ok {
+				continue
 			}
-		}
-	}()
-	return ch
-}
-
-// take returns the signals recorded since the last call, oldest-first order
-// not kept (they are state). Only the loop calls it.
-func (p *selfPipe) take() []syscall.Signal {
-	bits := p.pending.Swap(0)
-	p.since.Store(0)
-	var out []syscall.Signal
-	for _, s := range []syscall.Signal{syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGTERM, syscall.SIGINT} {
-		if bits&sigBits[s] != 0 {
-			out = append(out, s)
+			b := byte(sig)
+			flush()
+			if len(waiting) > 0 {
+				if !containsByte(waiting, b) {
+					waiting = append(waiting, b)
+					p.arrive(sig)
+				}
+				continue
+			}
+			p.arrive(sig)
+			if _, err := unix.Write(p.w, []byte{b}); err != nil {
+				if errors.Is(err, unix.EAGAIN) {
+					waiting = append(waiting, b)
+				}
+			}
+		case <-p.space:
+			flush()
 		}
 	}
-	return out
 }
 
-// unreadFor tells how long a stop or restart signal has waited unread.
+func containsByte(bs []byte, b byte) bool {
+	for _, x := range bs {
+		if x == b {
+			return true
+		}
+	}
+	return false
+}
+
+// arrive records, for the watchdog, a stop or restart signal that the loop
+// has not taken yet.
+func (p *selfPipe) arrive(sig syscall.Signal) {
+	if !stopsLoop(sig) {
+		return
+	}
+	p.arrived.Add(1)
+	p.waiting.CompareAndSwap(0, time.Now().UnixNano())
+}
+
+// reader hands the pipe's bytes to the loop in order. When the loop does
+// not take them (frozen), it blocks here, the pipe fills, and the signal
+// side keeps what does not fit.
+func (p *selfPipe) reader() {
+	buf := make([]byte, 64)
+	for {
+		n, err := p.r.Read(buf)
+		if n > 0 {
+			select {
+			case p.space <- struct{}{}:
+			default:
+			}
+		}
+		for _, b := range buf[:n] {
+			select {
+			case p.sigs <- syscall.Signal(b):
+			case <-p.stop:
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// took is called by the loop (or the crash-loop delay) for every signal it
+// takes from sigs, so that unreadFor stays true.
+func (p *selfPipe) took(sig syscall.Signal) {
+	if !stopsLoop(sig) {
+		return
+	}
+	now := time.Now().UnixNano()
+	t := p.taken.Add(1)
+	if t != p.arrived.Load() {
+		// More are waiting; the loop just made progress, so the next one
+		// counts from now.
+		p.waiting.Store(now)
+		return
+	}
+	p.waiting.Store(0)
+	if p.arrived.Load() != t {
+		// One arrived between the two loads: it waits from now at the latest.
+		p.waiting.CompareAndSwap(0, now)
+	}
+}
+
+// unreadFor tells how long a stop or restart signal has waited for the
+// loop to take it: 0 when none waits.
 func (p *selfPipe) unreadFor(now time.Time) time.Duration {
-	s := p.since.Load()
+	s := p.waiting.Load()
 	if s == 0 {
 		return 0
 	}
-	return now.Sub(time.Unix(0, s))
+	return max(now.Sub(time.Unix(0, s)), 0)
 }
 
+// close stops signal delivery and then closes the pipe. signal.Stop
+// guarantees that no more signals are sent on notify, so the signal side
+// ends, and only then is the write end closed: it never writes to a closed
+// (or reused) descriptor.
 func (p *selfPipe) close() {
-	signal.Stop(p.notify)
-	p.r.Close()
-	unix.Close(p.w)
+	p.closeOnce.Do(func() {
+		signal.Stop(p.notify)
+		close(p.notify)
+		<-p.sideDone
+		close(p.stop)
+		unix.Close(p.w)
+		p.r.Close()
+	})
 }

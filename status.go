@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -23,11 +24,16 @@ const (
 	verdictNotRunning = "not running"
 )
 
-// Ping: a short timeout, a few tries. A healthy loop answers in
-// microseconds; three silences in a row are a frozen loop, not a busy one.
+// Asking the gateway. status is answered without its loop, from the loop's
+// heartbeat: a loop that missed staleTicks heartbeats is frozen (the
+// gateway reports its own threshold). A gateway whose control socket does
+// not answer status at all within statusTimeout has a stuck runtime, not
+// just a stuck loop: frozen too. A ping is answered by the loop itself; it
+// is used after SIGCONT, to give a resumed loop the chance to tick.
 const (
-	pingTimeout = 300 * time.Millisecond
-	pingTries   = 3
+	statusTimeout = time.Second
+	pingTimeout   = 300 * time.Millisecond
+	pingTries     = 3
 )
 
 // inspection is what hermes knows about the gateway before acting.
@@ -83,7 +89,7 @@ func inspect(p *Policy, mgr managerInfo) *inspection {
 		case 'T', 't':
 			in.Verdict, in.Detail = verdictStopped, fmt.Sprintf("pid %d is stopped (SIGSTOP): it cannot act until continued", rec.PID)
 		default:
-			in.classifyLive()
+			in.classifyLive(false)
 		}
 	}
 	if in.proc == nil && in.Verdict == verdictNotRunning && mgr.crashLooping() {
@@ -93,47 +99,65 @@ func inspect(p *Policy, mgr managerInfo) *inspection {
 	return in
 }
 
-// classifyLive asks the loop itself: a ping answered by the loop proves it
-// runs; silence means it is frozen.
-func (in *inspection) classifyLive() {
+// classifyLive reads the gateway's heartbeat: a ticking loop is serving or
+// draining (busy is not frozen: it walks the ladder with its drain); a
+// stale one is frozen. resumed means the process was just continued from a
+// stop: its heartbeat is as old as the stop, so the loop gets one ping, as
+// long as it may take to tick, before it is judged.
+func (in *inspection) classifyLive(resumed bool) {
 	ctl := controlPath(in.policy.Gateway.StateDir)
 	if until, ok := in.delaying(); ok {
 		// Waiting out a crash-loop delay before it listens: signals work
-		// (the self-pipe is up), ping does not yet.
+		// (the self-pipe is up), the control socket does not exist yet.
 		in.Verdict = verdictCrashLoop
 		in.Detail = fmt.Sprintf("pid %d is waiting out a crash-loop delay until %s (%s from now) before it listens",
 			in.PID, until.Local().Format("15:04:05"), fmtDur(time.Until(until)))
 		return
 	}
-	ans, err := pingGateway(ctl, pingTimeout, pingTries)
+	if resumed {
+		pingGateway(ctl, staleAfter(in.policy.Watchdog), 1)
+	}
+	ans, err := controlRequest(ctl, "status", statusTimeout)
 	if err != nil {
-		in.Verdict = verdictFrozen
-		if errors.Is(err, errNoAnswer) {
-			in.Detail = fmt.Sprintf("pid %d is alive but its loop did not answer %d pings (%s each)", in.PID, pingTries, pingTimeout)
-		} else {
+		switch {
+		case errors.Is(err, errNoAnswer):
+			in.Verdict = verdictFrozen
+			in.Detail = fmt.Sprintf("pid %d is alive but does not answer on its control socket within %s", in.PID, statusTimeout)
+		case errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED):
+			// The pid file goes up before the control socket: a gateway
+			// that is starting. Signals reach it already.
+			in.Verdict = verdictStarting
+			in.Detail = fmt.Sprintf("pid %d has no control socket yet: it is starting", in.PID)
+		default:
+			in.Verdict = verdictFrozen
 			in.Detail = fmt.Sprintf("pid %d is alive but its control socket does not work: %v", in.PID, err)
 		}
 		return
 	}
-	// "pong <pid> <state>"
-	f := strings.Fields(ans)
-	state := ""
-	if len(f) == 3 {
-		state = f[2]
+	var gs gatewayStatus
+	if err := json.Unmarshal([]byte(ans), &gs); err != nil {
+		in.Verdict = verdictFrozen
+		in.Detail = fmt.Sprintf("pid %d answered its control socket with something that is not hermes status: %.60q", in.PID, ans)
+		return
 	}
-	switch gwState(state) {
+	in.Gateway = &gs
+	stale := time.Duration(gs.StaleAfterMS) * time.Millisecond
+	if stale <= 0 {
+		stale = staleAfter(in.policy.Watchdog)
+	}
+	if age := time.Duration(gs.HeartbeatAgeMS) * time.Millisecond; age > stale {
+		in.Verdict = verdictFrozen
+		in.Detail = fmt.Sprintf("pid %d is alive but its loop has not ticked for %s (frozen after %s)", in.PID, fmtDur(age), fmtDur(stale))
+		return
+	}
+	switch gs.State {
 	case stateServing:
 		in.Verdict = verdictServing
 	case stateStarting:
 		in.Verdict = verdictStarting
 	default:
 		in.Verdict = verdictDraining
-	}
-	if st, err := controlRequest(ctl, "status", time.Second); err == nil {
-		var gs gatewayStatus
-		if json.Unmarshal([]byte(st), &gs) == nil {
-			in.Gateway = &gs
-		}
+		in.Detail = fmt.Sprintf("pid %d is draining (%s): %d sessions left", in.PID, gs.DrainReason, gs.ActiveSessions)
 	}
 }
 

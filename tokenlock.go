@@ -66,7 +66,7 @@ func warnReadable(log *logger, p *Policy) {
 		if err != nil || st.Mode().Perm()&0o044 == 0 {
 			continue
 		}
-		log.warn("file readable by others", "file", f.key, "path", f.path, "mode", fmt.Sprintf("%04o", st.Mode().Perm()),
+		log.warn(evFileReadable, "file", f.key, "path", f.path, "mode", fmt.Sprintf("%04o", st.Mode().Perm()),
 			"fix", "chmod 600 "+f.path)
 	}
 }
@@ -112,7 +112,7 @@ func acquireTokenLock(p *Policy, token string, log *logger) (*os.File, error) {
 	if err := flockExclusive(f); err != nil {
 		f.Close()
 		h := readTokenHolder(path)
-		log.errorf("lock conflict", "scope", p.Lock.Scope, "lock", path,
+		log.errorf(evLockConflict, "scope", p.Lock.Scope, "lock", path,
 			"holder_pid", h.PID, "holder_instance", h.Instance, "holder_policy", orDefault(h.Policy, "built-in defaults"))
 		return nil, &exitError{code: exitConfig, err: h.conflictError(p.Lock.Scope, path)}
 	}
@@ -122,7 +122,7 @@ func acquireTokenLock(p *Policy, token string, log *logger) (*os.File, error) {
 	if err := f.Truncate(0); err == nil {
 		f.WriteAt(append(rec, '\n'), 0)
 	}
-	log.info("token lock", "scope", p.Lock.Scope, "lock", path)
+	log.info(evTokenLock, "scope", p.Lock.Scope, "lock", path)
 	return f, nil
 }
 

@@ -52,12 +52,7 @@ func (g *gateway) startWatchdog(exit watchdogExit) {
 				}
 				last = n
 				w := g.policy.Load().Watchdog
-				if reason := g.watchdogCheck(w, n, resumed); reason != "" {
-					select {
-					case <-g.done: // the loop returned meanwhile: not frozen
-						return
-					default:
-					}
+				if reason := g.watchdogDecide(w, n, resumed); reason != "" {
 					g.watchdogFire(reason, exit)
 				}
 				every = watchdogEvery(w)
@@ -77,6 +72,18 @@ func watchdogEvery(w WatchdogPolicy) time.Duration {
 		}
 	}
 	return every
+}
+
+// watchdogDecide returns why the watchdog ends the process now, or "". A
+// reason comes with the exit claimed for the watchdog: check and act are
+// one decision, because the loop may be returning this very moment, and
+// then the exit is the loop's.
+func (g *gateway) watchdogDecide(w WatchdogPolicy, now, resumed int64) string {
+	reason := g.watchdogCheck(w, now, resumed)
+	if reason == "" || !g.ending.CompareAndSwap(0, endWatchdog) {
+		return ""
+	}
+	return reason
 }
 
 // watchdogCheck returns why the loop counts as frozen at now (unix
@@ -102,26 +109,34 @@ func (g *gateway) watchdogCheck(w WatchdogPolicy, now, resumed int64) string {
 }
 
 // watchdogFire dumps the stacks, says where the loop is stuck and ends the
-// process with exitWatchdog.
+// process with exitWatchdog. The stack file gets journal.exit_flush to
+// reach the disk, and the exit (log, ledger, queued lines) as much again:
+// a frozen loop on a stalled disk is still ended within twice that.
 func (g *gateway) watchdogFire(reason string, exit watchdogExit) {
 	stacks := allStacks()
 	fn, at, state := loopFrame(stacks)
 	path := filepath.Join(g.stateDir, fmt.Sprintf("watchdog-%d-%d.stack", time.Now().Unix(), g.pid))
 	header := fmt.Sprintf("hermes watchdog: pid %d, %s\nreason: %s\nloop stuck in: %s at %s [%s]\n\n",
 		g.pid, time.Now().UTC().Format(time.RFC3339Nano), reason, fn, at, state)
-	if err := os.WriteFile(path, append([]byte(header), stacks...), 0o600); err != nil {
-		g.log.errorf("watchdog stack file", "error", err)
+	var werr error
+	if !runWithin(time.Now().Add(g.policy.Load().Journal.ExitFlush), func() {
+		if werr = os.WriteFile(path, append([]byte(header), stacks...), 0o600); werr == nil {
+			pruneStackFiles(g.stateDir, stackKeep)
+		}
+	}) {
+		werr = fmt.Errorf("writing %s: the disk did not answer within journal.exit_flush", path)
+	}
+	if werr != nil {
+		g.log.errorf(evWatchdogStack, "error", werr)
 		path = ""
 	}
-	pruneStackFiles(g.stateDir, stackKeep)
 	g.log.errorf(evWatchdog, "reason", reason, "stuck_in", fn, "at", at, "blocked", state, "stack_file", path)
-	g.notify.send(fmt.Sprintf("STATUS=watchdog: loop stuck in %s; exiting %d", fn, exitWatchdog))
+	g.sd.put([]byte(fmt.Sprintf("STATUS=watchdog: loop stuck in %s; exiting %d", fn, exitWatchdog)))
 	exit(exitWatchdog, "watchdog: loop stuck in "+fn)
 	// os.Exit below run is justified here and only here: the deferred
 	// clean-up of runServe would run on the loop's goroutine, and that
 	// goroutine is the one that is frozen. exit above did what those defers
-	// would (pid file, ledger, exit log); stderr and the journal are
-	// unbuffered, so nothing is left to flush.
+	// would (pid file, ledger, exit log, flushing the queued lines).
 	os.Exit(exitWatchdog)
 }
 

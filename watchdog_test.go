@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,20 +59,16 @@ func TestWatchdogHealsFrozenLoop(t *testing.T) {
 }
 
 // A TERM that the frozen loop never reads ends the gateway by itself within
-// about signal_timeout: the recovery path `hermes restart` relies on.
+// about signal_timeout: the recovery path `hermes restart` relies on. (With
+// no signal waiting, a frozen loop is left to watchdog.timeout:
+// TestWatchdogCheck pins that rule.)
 func TestWatchdogTermToFrozenGateway(t *testing.T) {
 	e := newTestEnv(t, "[watchdog]\ntimeout = \"60s\"\nsignal_timeout = \"500ms\"\n")
 	sock, msgs := fakeNotifySocket(t)
 	g := e.startGateway(frozen, "NOTIFY_SOCKET="+sock)
-	time.Sleep(1200 * time.Millisecond) // idle and frozen, but no signal: no exit
-	select {
-	case <-g.exited:
-		t.Fatalf("the watchdog fired with no signal waiting: exit %d\n%s", g.code, g.stderr.String())
-	default:
-	}
 	start := time.Now()
 	g.signal(syscall.SIGTERM)
-	if code := g.wait(5 * time.Second); code != exitWatchdog {
+	if code := g.wait(10 * time.Second); code != exitWatchdog {
 		t.Fatalf("TERM to a frozen gateway: exit %d, want %d\n%s", code, exitWatchdog, g.stderr.String())
 	}
 	took := time.Since(start)
@@ -84,15 +82,69 @@ func TestWatchdogTermToFrozenGateway(t *testing.T) {
 	}
 }
 
+// waitStatus polls the gateway's /status (answered without its loop) until
+// cond holds; it fails the test if the gateway exits or time runs out.
+func (g *gatewayProc) waitStatus(timeout time.Duration, what string, cond func(gatewayStatus) bool) gatewayStatus {
+	g.t.Helper()
+	return waitStatusAt(g.t, g.url, g.exited, timeout, what, cond)
+}
+
+// waitStatusAt polls /status at url until cond holds, the process behind
+// it exits (exited, may be nil) or time runs out.
+func waitStatusAt(t testing.TB, url string, exited <-chan struct{}, timeout time.Duration, what string, cond func(gatewayStatus) bool) gatewayStatus {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var st gatewayStatus
+		if resp, err := http.Get(url + "/status"); err == nil {
+			json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+			if cond(st) {
+				return st
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s/status never showed %s within %s", url, what, timeout)
+		}
+		select {
+		case <-exited:
+			t.Fatalf("the gateway at %s exited while waiting for %s", url, what)
+		case <-tick.C:
+		}
+	}
+}
+
+// TestWatchdogDisabled: with both checks at 0, a frozen loop with a TERM
+// waiting is left alone, for longer than the default signal_timeout (3s);
+// the same gateway with the check on is ended. The enabled case shows the
+// test can tell the two apart.
 func TestWatchdogDisabled(t *testing.T) {
-	e := newTestEnv(t, "[watchdog]\ntimeout = \"0s\"\nsignal_timeout = \"0s\"\n")
-	g := e.startGateway(frozen)
-	g.signal(syscall.SIGTERM)
-	time.Sleep(1500 * time.Millisecond)
-	select {
-	case <-g.exited:
-		t.Fatalf("a disabled watchdog fired: exit %d\n%s", g.code, g.stderr.String())
-	default:
+	for _, tc := range []struct {
+		name   string
+		policy string
+		want   int // exit code, or -1: still running
+	}{
+		{"enabled", "[watchdog]\ntimeout = \"0s\"\nsignal_timeout = \"300ms\"\n", exitWatchdog},
+		{"disabled", "[watchdog]\ntimeout = \"0s\"\nsignal_timeout = \"0s\"\n", -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t, tc.policy)
+			g := e.startGateway(frozen)
+			g.signal(syscall.SIGTERM)
+			if tc.want >= 0 {
+				if code := g.wait(10 * time.Second); code != tc.want {
+					t.Fatalf("exit %d, want %d\n%s", code, tc.want, g.stderr.String())
+				}
+				return
+			}
+			// The gateway itself says how long the TERM has waited unread.
+			g.waitStatus(15*time.Second, "a TERM unread for 3.5s", func(st gatewayStatus) bool { return st.SignalUnreadMS >= 3500 })
+			if g.hasExited() || strings.Contains(g.stderr.String(), "watchdog fired") {
+				t.Fatalf("a disabled watchdog fired: exit %d\n%s", g.code, g.stderr.String())
+			}
+		})
 	}
 }
 
@@ -126,14 +178,15 @@ func TestWatchdogPrunesStackFiles(t *testing.T) {
 // frozen: resumed, it serves on, and a TERM that waited through the stop
 // drains it normally instead of tripping the watchdog. (After SIGCONT the
 // loop's tick and the watchdog race; TestWatchdogCheck pins the rule that
-// decides that race.)
+// decides that race.) The sleeps here are the scenario, not the proof: the
+// process has to stay stopped for longer than the watchdog's timeouts.
 func TestWatchdogToleratesSIGSTOP(t *testing.T) {
 	e := newTestEnv(t, quickDrain+"[watchdog]\ntimeout = \"2s\"\nsignal_timeout = \"500ms\"\n")
 	g := e.startGateway()
 	g.signal(syscall.SIGSTOP)
 	time.Sleep(3 * time.Second)
 	g.signal(syscall.SIGCONT)
-	time.Sleep(1500 * time.Millisecond)
+	g.waitStatus(10*time.Second, "a fresh heartbeat after SIGCONT", func(st gatewayStatus) bool { return !st.Frozen && st.State == stateServing })
 	if code, body := httpGet(t, g.url+"/readyz"); code != 200 {
 		t.Fatalf("after SIGCONT: readyz %d %s\n%s", code, body, g.stderr.String())
 	}
@@ -172,7 +225,7 @@ func TestWatchdogCheck(t *testing.T) {
 			g := &gateway{pipe: &selfPipe{}}
 			g.heartbeat.Store(n - int64(tc.beat))
 			if tc.unread > 0 {
-				g.pipe.since.Store(n - int64(tc.unread))
+				g.pipe.waiting.Store(n - int64(tc.unread))
 			}
 			var resumed int64
 			if tc.resumed > 0 {
@@ -183,5 +236,27 @@ func TestWatchdogCheck(t *testing.T) {
 				t.Errorf("got %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestWatchdogLeavesAnExitToTheLoop: once the loop has claimed the exit (it
+// is returning), a stale heartbeat no longer makes the watchdog fire; and
+// once the watchdog has claimed it, the loop leaves it to the watchdog.
+func TestWatchdogLeavesAnExitToTheLoop(t *testing.T) {
+	w := WatchdogPolicy{Heartbeat: 500 * time.Millisecond, Timeout: 2 * time.Second}
+	now := time.Now().UnixNano()
+	g := &gateway{pipe: &selfPipe{}}
+	g.heartbeat.Store(now - int64(time.Minute))
+	g.ending.Store(endLoop)
+	if r := g.watchdogDecide(w, now, 0); r != "" {
+		t.Errorf("the watchdog fired after the loop claimed the exit: %s", r)
+	}
+	g2 := &gateway{pipe: &selfPipe{}}
+	g2.heartbeat.Store(now - int64(time.Minute))
+	if r := g2.watchdogDecide(w, now, 0); r == "" || g2.ending.Load() != endWatchdog {
+		t.Errorf("a frozen loop: reason %q, ending %d; want a reason and the exit claimed", r, g2.ending.Load())
+	}
+	if g2.ending.CompareAndSwap(0, endLoop) {
+		t.Error("the loop could claim an exit the watchdog holds")
 	}
 }

@@ -1,0 +1,30 @@
+//go:build hermes_testfault
+
+package main
+
+import "os"
+
+// Test faults, for the test suite only. They exist only in a binary built
+// with -tags hermes_testfault (the tests build one); a release binary has
+// none of this code and ignores HERMES_TEST_FAULT. The faults:
+//
+//	freeze-after-ready   the loop blocks forever once it is ready (a frozen event loop)
+//	ignore-stop-signals  the loop drops TERM, INT and USR1 but keeps ticking
+//	exit-after-ready     the gateway exits 1 right after it is ready (a crash at start)
+const testFaultsBuilt = true
+
+// testFaultSet reports whether HERMES_TEST_FAULT names the fault.
+func testFaultSet(name string) bool { return os.Getenv("HERMES_TEST_FAULT") == name }
+
+// testFault blocks the calling goroutine forever when the fault is set.
+func testFault(name string) {
+	if testFaultSet(name) {
+		freezeLoopForTest()
+	}
+}
+
+// freezeLoopForTest is named so that a stack dump says plainly what froze.
+func freezeLoopForTest() {
+	block := make(chan struct{})
+	<-block
+}
