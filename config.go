@@ -59,10 +59,18 @@ func (d DrainPolicy) Budget() time.Duration { return d.Timeout + d.Grace }
 const autoWaitMargin = 5 * time.Second
 
 type RestartPolicy struct {
+	Mode         string        // modeHandoff or modeDrain: how `hermes restart` restarts a serving gateway
+	Probation    time.Duration // after a handoff, the old gateway stays this long, ready to serve again
 	Ladder       []Rung
 	Force        []Rung
 	ReadyTimeout time.Duration
 }
+
+// Restart modes.
+const (
+	modeHandoff = "handoff" // the gateway starts its successor and hands it the listening socket
+	modeDrain   = "drain"   // the gateway drains and exits; a fresh one starts after it
+)
 
 // longest is the most a whole restart may take: the longer ladder walked
 // to its end, then ready_timeout.
@@ -128,6 +136,8 @@ func defaultPolicy() *Policy {
 		Echo:  EchoPolicy{WordDelay: 50 * time.Millisecond},
 		Drain: DrainPolicy{Timeout: 90 * time.Second, Grace: 5 * time.Second},
 		Restart: RestartPolicy{
+			Mode:      modeHandoff,
+			Probation: 5 * time.Second,
 			Ladder: []Rung{
 				{Signal: syscall.SIGUSR1, Auto: true},
 				{Signal: syscall.SIGTERM, Wait: 10 * time.Second},
@@ -225,6 +235,8 @@ type filePolicy struct {
 		Grace   *string `toml:"grace"`
 	} `toml:"drain"`
 	Restart struct {
+		Mode         *string     `toml:"mode"`
+		Probation    *string     `toml:"probation"`
 		Ladder       *[]fileRung `toml:"ladder"`
 		Force        *[]fileRung `toml:"force"`
 		ReadyTimeout *string     `toml:"ready_timeout"`
@@ -400,7 +412,7 @@ func tomlError(path string, src []byte, err error) error {
 var knownKeys = []string{
 	"name", "gateway.listen", "gateway.upstream", "gateway.upstream_key_env", "gateway.state_dir",
 	"echo.word_delay", "drain.timeout", "drain.grace",
-	"restart.ladder", "restart.force", "restart.ready_timeout",
+	"restart.mode", "restart.probation", "restart.ladder", "restart.force", "restart.ready_timeout",
 	"service.restart_sec", "service.restart_max_delay", "service.start_limit_burst", "service.start_limit_interval",
 	"lock.token_env", "lock.token_file", "lock.scope", "lock.lock_dir",
 	"watchdog.heartbeat", "watchdog.timeout", "watchdog.signal_timeout",
@@ -541,6 +553,10 @@ func (v *validator) ladder(dst *[]Rung, src *[]fileRung, key string) {
 			v.fail(key, "rung %d: %v", i+1, err)
 			return
 		}
+		if sig == syscall.SIGUSR2 {
+			v.fail(key, "rung %d: USR2 hands the gateway over to a successor and is not a rung of the ladder: set restart.mode = \"handoff\" instead", i+1)
+			return
+		}
 		r := Rung{Signal: sig}
 		switch w := strings.TrimSpace(fr.Wait); w {
 		case "":
@@ -580,6 +596,15 @@ func (v *validator) apply(p *Policy, f *filePolicy) {
 	v.dur(&p.Echo.WordDelay, f.Echo.WordDelay, "echo.word_delay")
 	v.dur(&p.Drain.Timeout, f.Drain.Timeout, "drain.timeout")
 	v.dur(&p.Drain.Grace, f.Drain.Grace, "drain.grace")
+	if f.Restart.Mode != nil {
+		switch m := strings.TrimSpace(*f.Restart.Mode); m {
+		case modeHandoff, modeDrain:
+			p.Restart.Mode = m
+		default:
+			v.fail("restart.mode", "%q is not a restart mode: use \"handoff\" (no request refused) or \"drain\"", *f.Restart.Mode)
+		}
+	}
+	v.dur(&p.Restart.Probation, f.Restart.Probation, "restart.probation")
 	v.ladder(&p.Restart.Ladder, f.Restart.Ladder, "restart.ladder")
 	v.ladder(&p.Restart.Force, f.Restart.Force, "restart.force")
 	v.dur(&p.Restart.ReadyTimeout, f.Restart.ReadyTimeout, "restart.ready_timeout")
@@ -753,7 +778,7 @@ func drains(s syscall.Signal) bool {
 }
 
 var signalNames = map[string]syscall.Signal{
-	"TERM": syscall.SIGTERM, "INT": syscall.SIGINT, "USR1": syscall.SIGUSR1,
+	"TERM": syscall.SIGTERM, "INT": syscall.SIGINT, "USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2,
 	"HUP": syscall.SIGHUP, "QUIT": syscall.SIGQUIT, "KILL": syscall.SIGKILL,
 }
 
@@ -802,8 +827,8 @@ func (p *Policy) render() string {
 	fmt.Fprintf(&b, "\nupstream_key_env = %s\nstate_dir = %s\n\n", q(p.Gateway.UpstreamKeyEnv), q(p.Gateway.StateDir))
 	fmt.Fprintf(&b, "[echo]\nword_delay = %s\n\n", d(p.Echo.WordDelay))
 	fmt.Fprintf(&b, "[drain]\ntimeout = %s\ngrace = %s\n\n", d(p.Drain.Timeout), d(p.Drain.Grace))
-	fmt.Fprintf(&b, "[restart]\n# \"auto\" waits %s here (drain.timeout + drain.grace + %s)\nladder = %s\nforce = %s\nready_timeout = %s\n\n",
-		p.Drain.Budget()+autoWaitMargin, autoWaitMargin, rungs(p.Restart.Ladder), rungs(p.Restart.Force), d(p.Restart.ReadyTimeout))
+	fmt.Fprintf(&b, "[restart]\nmode = %s\nprobation = %s\n# \"auto\" waits %s here (drain.timeout + drain.grace + %s)\nladder = %s\nforce = %s\nready_timeout = %s\n\n",
+		q(p.Restart.Mode), d(p.Restart.Probation), p.Drain.Budget()+autoWaitMargin, autoWaitMargin, rungs(p.Restart.Ladder), rungs(p.Restart.Force), d(p.Restart.ReadyTimeout))
 	fmt.Fprintf(&b, "[service]\nrestart_sec = %s\nrestart_max_delay = %s\nstart_limit_burst = %d\nstart_limit_interval = %s\n\n",
 		d(p.Service.RestartSec), d(p.Service.RestartMaxDelay), p.Service.StartLimitBurst, d(p.Service.StartLimitInterval))
 	fmt.Fprintf(&b, "[lock]\ntoken_env = %s\ntoken_file = %s\nscope = %s\nlock_dir = %s\n\n",

@@ -36,22 +36,57 @@ func peerUID(c *net.UnixConn) (int, error) {
 
 func controlPath(stateDir string) string { return filepath.Join(stateDir, "control.sock") }
 
-func listenControl(path string) (*net.UnixListener, error) {
-	// The instance lock is held: a socket file here is a dead gateway's.
-	os.Remove(path)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+// controlSocket is the control socket this gateway listens on, and the
+// file it made at the path: a successor replaces that file (a new socket
+// renamed over the path, so there is never a moment with none), and then
+// the path is no longer this gateway's to remove.
+type controlSocket struct {
+	*net.UnixListener
+	path string
+	node os.FileInfo
+}
+
+// listenControl binds a new socket beside path and renames it over path:
+// whoever connects to path from then on reaches this gateway. The instance
+// lock is held, so a socket file already there is a dead gateway's or a
+// predecessor's.
+func listenControl(path string) (*controlSocket, error) {
+	tmp := fmt.Sprintf("%s.%d.new", path, os.Getpid())
+	os.Remove(tmp)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
 	if err != nil {
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
-	ln.SetUnlinkOnClose(true)
-	if err := os.Chmod(path, 0o600); err != nil {
+	ln.SetUnlinkOnClose(false)
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		ln.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		ln.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	node, err := os.Stat(path)
+	if err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
-	return ln, nil
+	return &controlSocket{UnixListener: ln, path: path, node: node}, nil
 }
 
-func (g *gateway) serveControl(ln *net.UnixListener) {
+// Close stops listening and removes the socket file, unless a successor's
+// has replaced it.
+func (c *controlSocket) Close() error {
+	err := c.UnixListener.Close()
+	if st, serr := os.Stat(c.path); serr == nil && os.SameFile(st, c.node) {
+		os.Remove(c.path)
+	}
+	return err
+}
+
+func (g *gateway) serveControl(ln *controlSocket) {
 	for {
 		c, err := ln.AcceptUnix()
 		if err != nil {
@@ -102,7 +137,42 @@ func (g *gateway) handleControl(c *net.UnixConn) {
 		b, _ := json.Marshal(g.status())
 		c.Write(append(b, '\n'))
 	default:
-		fmt.Fprintf(c, "error unknown command %q (ping, status)\n", strings.TrimSpace(line))
+		if by, ok := strings.CutPrefix(strings.TrimSpace(line), "handoff"); ok {
+			g.controlHandoff(c, uid, strings.TrimSpace(by))
+			return
+		}
+		fmt.Fprintf(c, "error unknown command %q (ping, status, handoff)\n", strings.TrimSpace(line))
+	}
+}
+
+// controlHandoff asks the loop for a handoff and answers with its outcome:
+// "ok <successor pid>" once the successor serves, or "error refused: ..."
+// / "error failed: ..." (the gateway serves on). by says who asks.
+func (g *gateway) controlHandoff(c *net.UnixConn, uid int, by string) {
+	p := g.policy.Load()
+	wait := handoffWait(p)
+	c.SetDeadline(time.Now().Add(wait + time.Second))
+	if by == "" {
+		by = "the control socket"
+	}
+	req := handoffReq{by: fmt.Sprintf("%s (uid %d)", by, uid), reply: make(chan string, 1)}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-g.done:
+		fmt.Fprintln(c, "error refused: the gateway is stopping")
+		return
+	case g.handoffs <- req:
+	case <-t.C:
+		return // silence: the loop does not take its inputs
+	}
+	select {
+	case ans := <-req.reply:
+		fmt.Fprintln(c, ans)
+	case <-g.done:
+		fmt.Fprintln(c, "error refused: the gateway stopped before the handoff was done")
+	case <-t.C:
+		fmt.Fprintf(c, "error failed: no outcome within %s\n", wait)
 	}
 }
 

@@ -55,8 +55,8 @@ type startLedger struct {
 const restartAskedFor = 5 * time.Minute
 
 // markRestartAsked records that a person asked for a fresh gateway now.
-func markRestartAsked(stateDir string) {
-	updateLedger(stateDir, func(l *startLedger) { l.RestartAsked = time.Now().UTC() })
+func markRestartAsked(stateDir string, wait time.Duration) {
+	updateLedger(stateDir, wait, func(l *startLedger) { l.RestartAsked = time.Now().UTC() })
 }
 
 func ledgerPath(stateDir string) string { return filepath.Join(stateDir, "starts.json") }
@@ -143,15 +143,17 @@ func (l startLedger) LastExit(pid int) (ledgerExit, bool) {
 
 // updateLedger reads, changes and writes the ledger under a flock, so a
 // start and the exit of the previous gateway never lose each other's
-// record. The write is atomic (temp file + rename).
-func updateLedger(stateDir string, change func(*startLedger)) (startLedger, error) {
+// record. The write is atomic (temp file + rename). The lock is waited for
+// at most wait (journal.exit_flush, from the caller's policy): a holder that
+// never lets go costs one record, never a start or an exit.
+func updateLedger(stateDir string, wait time.Duration, change func(*startLedger)) (startLedger, error) {
 	lk, err := os.OpenFile(ledgerPath(stateDir)+".lock", os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return startLedger{}, err
 	}
 	defer lk.Close()
-	if err := flockWithin(lk, journalLockWait); err != nil {
-		return startLedger{}, fmt.Errorf("locking the start ledger: %w", err)
+	if err := flockWithin(lk, wait); err != nil {
+		return startLedger{}, fmt.Errorf("locking the start ledger (waited %s): %w", wait, err)
 	}
 	l, err := readStartLedger(stateDir)
 	if err != nil {
@@ -172,10 +174,10 @@ func updateLedger(stateDir string, change func(*startLedger)) (startLedger, erro
 }
 
 // recordStart adds this start. It is planned when the previous gateway's
-// recorded exit was a planned stop or restart.
-func recordStart(stateDir string, pid int, now time.Time) (startLedger, error) {
-	return updateLedger(stateDir, func(l *startLedger) {
-		planned := false
+// recorded exit was a planned stop or restart, when `hermes restart` asked
+// for it, or when the caller says so (a successor in a handoff).
+func recordStart(stateDir string, pid int, now time.Time, planned bool, wait time.Duration) (startLedger, error) {
+	return updateLedger(stateDir, wait, func(l *startLedger) {
 		if n := len(l.Starts); n > 0 {
 			if ex, ok := l.LastExit(l.Starts[n-1].PID); ok {
 				planned = ex.Code == exitOK || ex.Code == exitRestart
@@ -190,8 +192,8 @@ func recordStart(stateDir string, pid int, now time.Time) (startLedger, error) {
 }
 
 // recordExit adds this process's exit, just before it exits.
-func recordExit(stateDir string, pid, code int, reason string) {
-	updateLedger(stateDir, func(l *startLedger) {
+func recordExit(stateDir string, pid, code int, reason string, wait time.Duration) {
+	updateLedger(stateDir, wait, func(l *startLedger) {
 		l.Exits = append(l.Exits, ledgerExit{Time: time.Now().UTC(), PID: pid, Code: code, Reason: reason})
 	})
 }

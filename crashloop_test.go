@@ -95,10 +95,10 @@ func TestCrashLoopLedger(t *testing.T) {
 	now := time.Now()
 	// Three starts, each after a crash: a loop.
 	for pid := 100; pid < 103; pid++ {
-		if _, err := recordStart(dir, pid, now); err != nil {
+		if _, err := recordStart(dir, pid, now, false, time.Second); err != nil {
 			t.Fatal(err)
 		}
-		recordExit(dir, pid, exitFailure, "crash")
+		recordExit(dir, pid, exitFailure, "crash", time.Second)
 	}
 	l, _ := readStartLedger(dir)
 	if loop, d := l.CrashLoop(cl, now); !loop || d != time.Second {
@@ -107,8 +107,8 @@ func TestCrashLoopLedger(t *testing.T) {
 	// Starts after planned stops and restarts do not count.
 	dir = t.TempDir()
 	for pid := 100; pid < 110; pid++ {
-		recordStart(dir, pid, now)
-		recordExit(dir, pid, []int{exitOK, exitRestart}[pid%2], "planned")
+		recordStart(dir, pid, now, false, time.Second)
+		recordExit(dir, pid, []int{exitOK, exitRestart}[pid%2], "planned", time.Second)
 	}
 	l, _ = readStartLedger(dir)
 	if loop, _ := l.CrashLoop(cl, now); loop {
@@ -125,7 +125,7 @@ func TestCrashLoopLedger(t *testing.T) {
 	}
 	// Bounded.
 	for pid := 0; pid < 2*ledgerKeep; pid++ {
-		recordStart(dir, pid, now)
+		recordStart(dir, pid, now, false, time.Second)
 	}
 	if l, _ = readStartLedger(dir); len(l.Starts) != ledgerKeep {
 		t.Errorf("ledger holds %d starts, want %d", len(l.Starts), ledgerKeep)

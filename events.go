@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -160,14 +161,15 @@ func spans(evs []journalEvent) {
 	}
 	byPID := map[int]cause{}
 	requests := map[int]cause{}
-	rungs := map[int]cause{} // the restarter's last rung, by its pid
+	rungs := map[int]cause{}    // the restarter's last rung, by its pid
+	handoffs := map[int]cause{} // a handoff asked of a gateway, by the gateway's pid
 	var lastExit *journalEvent
 	for i := range evs {
 		ev := &evs[i]
 		switch ev.Kind {
 		case evSignal:
 			sig := ev.str("signal")
-			if sig == "HUP" || ev.str("action") == "none" {
+			if sig == "HUP" || ev.str("action") == "none" || ev.str("action") == "handoff" {
 				break
 			}
 			if _, ok := byPID[ev.PID]; !ok {
@@ -177,13 +179,35 @@ func spans(evs []journalEvent) {
 			if _, ok := byPID[ev.PID]; !ok {
 				byPID[ev.PID] = cause{ev.Time, "watchdog fired"}
 			}
+		case evHandoffRequested:
+			handoffs[ev.PID] = cause{ev.Time, "handoff requested"}
+			byPID[ev.PID] = cause{ev.Time, "handoff requested"}
+		case evHandoffStarted, evHandoffReady, evHandoffDone, evHandoffFailed:
+			if c, ok := handoffs[ev.PID]; ok {
+				ev.elapsed = since(ev.Time, c.at) + " after " + c.what
+			}
+			if ev.Kind == evHandoffFailed {
+				delete(handoffs, ev.PID)
+				delete(byPID, ev.PID)
+			}
+		case evDrainEnd:
+			if c, ok := handoffs[ev.PID]; ok && ev.str("reason") == "handoff" {
+				ev.elapsed = since(ev.Time, c.at) + " after " + c.what
+			}
 		case evExit:
+			delete(handoffs, ev.PID)
 			if c, ok := byPID[ev.PID]; ok {
 				ev.elapsed = since(ev.Time, c.at) + " after " + c.what
 				delete(byPID, ev.PID)
 			}
 			lastExit = ev
 		case evReady:
+			if from, _ := strconv.Atoi(ev.str("handoff_from")); from != 0 {
+				if c, ok := handoffs[from]; ok {
+					ev.elapsed = since(ev.Time, c.at) + fmt.Sprintf(" after handoff requested of %d", from)
+				}
+				break
+			}
 			if lastExit != nil && lastExit.PID != ev.PID {
 				ev.elapsed = since(ev.Time, lastExit.Time) + fmt.Sprintf(" after exit of %d", lastExit.PID)
 			}

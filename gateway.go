@@ -9,20 +9,24 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
 // The gateway: one goroutine, the loop, owns every piece of state that
-// changes: the lifecycle state, the drain, the running policy. Its rules
-// are the pure transition in loop.go; this file is the driver that feeds it
-// inputs from typed channels and performs its effects, none of which
-// blocks. Sessions do not pass through the loop: an atomic admission gate
-// admits and counts them (session.go), and the loop reads the count.
-// Health, readiness and status are answered without the loop, from what it
-// publishes (routes.go), so they tell the truth when it is frozen.
+// changes: the lifecycle state, the drain, the running policy, a handoff.
+// Its rules are the pure transition in loop.go; this file is the driver
+// that feeds it inputs from typed channels and performs its effects, none
+// of which blocks (anything that could, such as starting a successor,
+// writing the pid file or reading the policy, runs on a goroutine of its own
+// and reports back as an input). Sessions do not pass through the loop: an
+// atomic admission gate admits and counts them (session.go), and the loop
+// reads the count. Health, readiness and status are answered without the
+// loop, from what it publishes (routes.go), so they tell the truth when it
+// is frozen. serve.go starts and ends the process around it.
 
 type gwState string
 
@@ -42,9 +46,12 @@ const (
 
 // snapshot is what the loop publishes for readers that must not wait on it.
 type snapshot struct {
-	State  gwState
-	Reason string // drain reason while draining
-	Policy *Policy
+	State       gwState
+	Reason      string // drain reason while draining
+	Policy      *Policy
+	HandedOff   bool
+	Successor   int // the successor a handoff started (or handed over to)
+	Predecessor *predecessor
 }
 
 // cutCause is the cancel cause of the sessions the drain ended.
@@ -64,23 +71,47 @@ type gateway struct {
 	listen   string
 	sdWD     time.Duration // systemd's watchdog period, 0 if none
 
+	// What serve.go set up, and a handoff hands over.
+	exe, ctlPath, pidPath string
+	args                  []string
+	inst, tokLock         *os.File
+	ln                    net.Listener
+	lnKind                string
+	lnClosed              atomic.Bool // this gateway stopped accepting (handed off)
+	spare                 *os.File    // the listening socket, kept while handed off, to fail back
+	ctl                   atomic.Pointer[controlSocket]
+	self                  pidRecord
+	pidSelf               *atomic.Pointer[pidRecord] // the pid file serve.go removes at exit
+	noHandoff             string                     // why this gateway cannot hand off, or ""
+	inh                   *inheritance               // what a predecessor handed this gateway
+	keeper                *keeperLink                // the process the service manager watches, if any
+
 	policy atomic.Pointer[Policy]
 	snap   atomic.Pointer[snapshot]
 	// heartbeat is when the loop last ran (unix nanoseconds): the watchdog,
 	// /healthz, /readyz and the control socket read it without the loop.
 	heartbeat atomic.Int64
 	gate      admission
+	conns     connTracker
+	handedOff atomic.Bool     // responses say Connection: close
 	cutCtx    context.Context // every request's context descends from it
 	cut       context.CancelCauseFunc
 
 	// The loop's other inputs.
-	pings    chan chan gwState
-	reloaded chan loopInput
-	fatal    chan error
-	done     chan struct{} // closed when the loop has returned
+	pings     chan chan gwState
+	reloaded  chan loopInput
+	fatal     chan error
+	handoffs  chan handoffReq // asked for on the control socket
+	handoffIn chan loopInput  // a handoff's progress, from its goroutines
+	done      chan struct{}   // closed when the loop has returned
 	// ending decides, once, who ends the process: the loop (1) or the
 	// watchdog (2). Whoever loses the race leaves the exit to the winner.
 	ending atomic.Int32
+
+	// Owned by the loop.
+	succ      *successorProc
+	replies   map[int]chan string
+	nextReply int
 
 	srv    *http.Server
 	client *http.Client
@@ -88,22 +119,26 @@ type gateway struct {
 
 func newGateway(p *Policy, flagPath string, pipe *selfPipe, log *logger, logq *logQueues, sd *sink) *gateway {
 	g := &gateway{
-		pid:      os.Getpid(),
-		started:  time.Now(),
-		flagPath: flagPath,
-		log:      log,
-		logq:     logq,
-		sd:       sd,
-		pipe:     pipe,
-		stateDir: p.Gateway.StateDir,
-		listen:   p.Gateway.Listen,
-		sdWD:     watchdogPeriod(),
-		pings:    make(chan chan gwState, 16),
-		reloaded: make(chan loopInput, 1),
-		fatal:    make(chan error, 1),
-		done:     make(chan struct{}),
+		pid:       os.Getpid(),
+		started:   time.Now(),
+		flagPath:  flagPath,
+		log:       log,
+		logq:      logq,
+		sd:        sd,
+		pipe:      pipe,
+		stateDir:  p.Gateway.StateDir,
+		listen:    p.Gateway.Listen,
+		sdWD:      watchdogPeriod(),
+		pings:     make(chan chan gwState, 16),
+		reloaded:  make(chan loopInput, 1),
+		fatal:     make(chan error, 1),
+		handoffs:  make(chan handoffReq, 4),
+		handoffIn: make(chan loopInput, 16),
+		done:      make(chan struct{}),
+		replies:   map[int]chan string{},
 	}
 	g.gate.init()
+	g.conns.changed = g.gate.wake
 	g.cutCtx, g.cut = context.WithCancelCause(context.Background())
 	g.policy.Store(p)
 	g.client = &http.Client{Transport: newUpstreamTransport(), CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -119,6 +154,17 @@ func newID() string {
 }
 
 func (g *gateway) beat(now time.Time) { g.heartbeat.Store(now.UnixNano()) }
+
+func (g *gateway) control() *controlSocket { return g.ctl.Load() }
+
+// tell hands a loop input over from a goroutine of the gateway's, or drops
+// it once the loop has returned.
+func (g *gateway) tell(in loopInput) {
+	select {
+	case g.handoffIn <- in:
+	case <-g.done:
+	}
+}
 
 // loopTimer is a timer the loop selects on; a nil channel never fires.
 type loopTimer struct {
@@ -148,9 +194,11 @@ func (lt *loopTimer) arm(at time.Time) {
 func (g *gateway) loop(ready func()) (int, string) {
 	p := g.policy.Load()
 	s := newLoopState(p, g.sdWD > 0, testFaultSet("ignore-stop-signals"))
+	s.noHandoff = g.noHandoff
+	s.standby = g.inh != nil
 	tick := time.NewTicker(p.Watchdog.Heartbeat)
 	defer tick.Stop()
-	var drainT, graceT, extendT loopTimer
+	var drainT, graceT, extendT, handoffT, probationT loopTimer
 
 	g.publish(s)
 	g.beat(time.Now())
@@ -179,12 +227,26 @@ func (g *gateway) loop(ready func()) (int, string) {
 		case <-extendT.c:
 			extendT.c = nil
 			in.kind = inExtendTimer
+		case <-handoffT.c:
+			handoffT.c = nil
+			in.kind = inHandoffTimer
+		case <-probationT.c:
+			probationT.c = nil
+			in.kind = inProbationTimer
 		case <-g.gate.changed:
 			in.kind = inSessions
 		case r := <-g.reloaded:
 			in = r
 		case err := <-g.fatal:
 			in = loopInput{kind: inFatal, err: err}
+		case req := <-g.handoffs:
+			g.nextReply++
+			g.replies[g.nextReply] = req.reply
+			in = loopInput{kind: inHandoff, id: g.nextReply, by: req.by}
+		case in = <-g.handoffIn:
+			if in.kind == inSpawned && in.err == nil {
+				g.succ = in.proc
+			}
 		case reply := <-g.pings:
 			g.beat(time.Now())
 			reply <- s.state // buffered: never waits
@@ -192,6 +254,7 @@ func (g *gateway) loop(ready func()) (int, string) {
 		}
 		in.now = time.Now()
 		in.sessions = g.gate.count()
+		in.conns = g.conns.count()
 		g.beat(in.now)
 		fx := s.step(in)
 		for i := 0; i < len(fx); i++ {
@@ -204,6 +267,11 @@ func (g *gateway) loop(ready func()) (int, string) {
 			case effStopAdmitting:
 				n := g.gate.close()
 				g.srv.SetKeepAlivesEnabled(false)
+				if g.lnKind == listenerSystemd {
+					// systemd holds the socket: connections queue there
+					// for the next gateway instead of getting a 503 here.
+					g.stopAccepting()
+				}
 				fx = append(fx, s.step(loopInput{kind: inSessions, now: in.now, sessions: n})...)
 			case effCut:
 				g.cut(&cutCause{reason: e.reason})
@@ -213,6 +281,10 @@ func (g *gateway) loop(ready func()) (int, string) {
 				graceT.arm(e.at)
 			case effExtendTimer:
 				extendT.arm(e.at)
+			case effHandoffTimer:
+				handoffT.arm(e.at)
+			case effProbationTimer:
+				probationT.arm(e.at)
 			case effReload:
 				go g.reload(g.policy.Load())
 			case effUsePolicy:
@@ -221,6 +293,40 @@ func (g *gateway) loop(ready func()) (int, string) {
 				}
 				g.policy.Store(e.policy)
 				g.log.journal.maxBytes.Store(e.policy.Journal.MaxBytes)
+			case effSpawn:
+				go g.spawn()
+			case effCommit:
+				g.succ.peer.say("go")
+			case effHandOver:
+				g.handOver(e.code)
+				fx = append(fx, s.step(loopInput{kind: inSessions, now: in.now, sessions: g.gate.count(), conns: g.conns.count()})...)
+			case effKillSuccessor:
+				g.killSuccessor()
+			case effReply:
+				if ch, ok := g.replies[e.code]; ok {
+					delete(g.replies, e.code)
+					if e.reason == "" {
+						ch <- fmt.Sprintf("ok %d", s.successor)
+					} else {
+						ch <- "error " + e.reason
+					}
+				}
+			case effCloseIdle:
+				g.conns.closeIdle(in.now, idleCloseAfter)
+			case effTakeOver:
+				go g.commit(e.code)
+			case effTakeBack:
+				g.takeBack()
+			case effPeerSay:
+				// "stop-now" and "stopping" go to the predecessor; the rest
+				// to the successor.
+				if strings.HasPrefix(e.reason, "stop") {
+					if g.inh != nil {
+						g.inh.peer.say(e.reason)
+					}
+				} else if g.succ != nil {
+					g.succ.peer.say(e.reason)
+				}
 			case effExit:
 				g.publish(s)
 				return e.code, e.reason
@@ -233,10 +339,50 @@ func (g *gateway) loop(ready func()) (int, string) {
 // publish stores what readers see without the loop, when it changed.
 func (g *gateway) publish(s *loopState) {
 	old := g.snap.Load()
-	if old.State == s.state && old.Reason == s.reason && old.Policy == s.policy {
+	succ := s.successor
+	if s.handoff != nil {
+		succ = s.handoff.pid
+	}
+	var pred *predecessor
+	if s.pred != nil {
+		cp := *s.pred
+		pred = &cp
+	}
+	if old.State == s.state && old.Reason == s.reason && old.Policy == s.policy && old.HandedOff == s.handedOff &&
+		old.Successor == succ && samePredecessor(old.Predecessor, pred) {
 		return
 	}
-	g.snap.Store(&snapshot{State: s.state, Reason: s.reason, Policy: s.policy})
+	g.snap.Store(&snapshot{State: s.state, Reason: s.reason, Policy: s.policy, HandedOff: s.handedOff, Successor: succ, Predecessor: pred})
+}
+
+func samePredecessor(a, b *predecessor) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+// serveHTTP starts accepting on the listening socket.
+func (g *gateway) serveHTTP() {
+	go func() {
+		err := g.srv.Serve(g.ln)
+		if err == nil || errors.Is(err, http.ErrServerClosed) || g.lnClosed.Load() {
+			return
+		}
+		select {
+		case g.fatal <- fmt.Errorf("http server: %w", err):
+		default:
+		}
+	}()
+}
+
+// stopAccepting closes this process's descriptor of the listening socket.
+// The socket itself stays open where another holds it (the successor, or
+// systemd), so nothing is refused; connections already here go on.
+func (g *gateway) stopAccepting() {
+	if g.lnClosed.CompareAndSwap(false, true) {
+		g.ln.Close() // close(2) of this descriptor, never shutdown(2)
+	}
 }
 
 // reload reads the policy again, off the loop, and hands the result to it.
@@ -298,274 +444,184 @@ func keepBound(old, p *Policy) []string {
 	return later
 }
 
-const serveUsage = `Run the gateway in the foreground.
-
-    $ hermes serve
-    $ hermes serve --config /etc/hermes/hermes.toml
-
-Signals: TERM or INT drain and exit 0; USR1 drains and exits 75 (restart);
-HUP reloads the policy; a second TERM or INT during a stop's drain stops
-now; a TERM during a restart's drain turns it into a stop.
-`
-
-func runServe(args []string) (err error) {
-	// First thing: until Notify runs, TERM/INT/HUP kill us and USR1 is lost.
-	pipe, err := installSignals()
+// spawn starts the successor, off the loop (exec reads the binary from a
+// disk that may be slow), and follows it: its lines, and its exit.
+func (g *gateway) spawn() {
+	var kf *os.File
+	if g.keeper != nil {
+		kf = g.keeper.file
+	}
+	succ, err := spawnSuccessor(g.exe, g.args, g.ln, g.inst, g.tokLock, kf)
 	if err != nil {
-		return err
+		g.tell(loopInput{kind: inSpawned, err: err})
+		return
 	}
-	defer pipe.close()
+	pid := succ.cmd.Process.Pid
+	g.tell(loopInput{kind: inSpawned, pid: pid, proc: succ})
+	go succ.peer.read(func(f []string) {
+		switch f[0] {
+		case "ready":
+			g.tell(loopInput{kind: inSuccessorReady, pid: pid})
+		case "serving":
+			g.tell(loopInput{kind: inSuccessorServing, pid: pid})
+		case "stop-now":
+			g.tell(loopInput{kind: inPeerStopNow, pid: pid})
+		case "stopping":
+			g.tell(loopInput{kind: inPeerStopping, pid: pid})
+		}
+	})
+	go func() {
+		succ.cmd.Wait()
+		code := succ.cmd.ProcessState.ExitCode()
+		if ws, ok := succ.cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			code = 128 + int(ws.Signal())
+		}
+		succ.peer.close()
+		g.tell(loopInput{kind: inSuccessorExited, pid: pid, code: code})
+	}()
+}
 
-	fs := newFlagSet("serve", serveUsage)
-	configPath := fs.String("config", "", "policy `FILE` (default: see 'hermes help')")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+// handOver: the successor serves. Stop accepting (the socket stays open in
+// the successor), answer every request from here with Connection: close,
+// close connections as they idle, and tell systemd who the main process is.
+func (g *gateway) handOver(successor int) {
+	g.handedOff.Store(true)
+	g.conns.closing.Store(true)
+	g.gate.watch()
+	if f, err := listenerFile(g.ln); err == nil {
+		g.spare = f
 	}
-	p, err := loadPolicy(*configPath)
-	if err != nil {
-		newLogger(os.Stderr).errorf(evExit, "code", exitConfig, "reason", "policy error", "error", err)
-		return &exitError{code: exitConfig, err: err}
+	g.stopAccepting()
+	if g.keeper == nil {
+		g.sd.put([]byte(fmt.Sprintf("MAINPID=%d", successor)))
 	}
-	// From here on every lifecycle line is a journal line too, and lines
-	// leave through queues: nothing below waits on stderr or the disk but
-	// the start itself (the ledger and the pid file, before ready).
-	log, logq := newAsyncLogger(os.Stderr, openJournal(p))
-	sd := newNotifySink(newNotifier())
-	for _, w := range p.Warnings {
-		log.warn(evPolicyWarning, "warning", w)
-	}
+}
 
-	// The exit is logged (and so journaled) and recorded in the start
-	// ledger once, by the defer below or by the watchdog, and all of it,
-	// queued lines included, gets journal.exit_flush and no more: a process
-	// that is exiting on a stalled disk still exits.
-	pid := os.Getpid()
-	exitReason := ""
-	var pidSelf *pidRecord
-	var exited atomic.Bool
-	finish := func(code int, reason string, err error) {
-		if !exited.CompareAndSwap(false, true) {
+// mainPID is the sd_notify line that names this gateway systemd's main
+// process, or nothing under a keeper (the keeper is, for good).
+func (g *gateway) mainPID() string {
+	if g.keeper != nil {
+		return ""
+	}
+	return fmt.Sprintf("\nMAINPID=%d", g.pid)
+}
+
+// takeBack undoes handOver: the successor died after taking over, and
+// this gateway, which still holds the socket and the locks, serves again.
+func (g *gateway) takeBack() {
+	g.handedOff.Store(false)
+	g.conns.closing.Store(false)
+	g.gate.unwatch()
+	if g.spare != nil {
+		ln, err := net.FileListener(g.spare)
+		g.spare.Close()
+		g.spare = nil
+		if err != nil {
+			g.log.errorf(evServeFailed, "error", fmt.Errorf("taking the listening socket back: %w", err))
 			return
 		}
-		kv := []any{"code", code, "reason", reason}
-		var ee *exitError
-		if err != nil && !(errors.As(err, &ee) && ee.err == nil) {
-			kv = append(kv, "error", err)
-		}
-		if code == exitOK || code == exitRestart {
-			log.info(evExit, kv...)
-		} else {
-			log.errorf(evExit, kv...)
-		}
-		deadline := time.Now().Add(p.Journal.ExitFlush)
-		runWithin(deadline, func() {
-			if pidSelf != nil {
-				removeOwnPidFile(pidFilePath(p.Gateway.StateDir), *pidSelf)
-			}
-			recordExit(p.Gateway.StateDir, pid, code, reason)
-		})
-		flushAll(deadline, logq.stderr, logq.journal, sd)
+		g.ln = ln
+		g.lnClosed.Store(false)
+		g.serveHTTP()
 	}
-	// The locks are let go last, after the exit is on record: a successor
-	// that takes them finds its predecessor's exit in the ledger.
-	var inst, tokLock *os.File
-	defer func() {
-		if exitReason == "" {
-			exitReason = "failure"
-		}
-		finish(codeOf(err), exitReason, err)
-		if tokLock != nil {
-			tokLock.Close()
-		}
-		if inst != nil {
-			inst.Close()
-		}
-	}()
+	go g.reclaim()
+	g.keeper.current()
+	g.sd.put([]byte("READY=1\nSTATUS=serving (the successor failed)" + g.mainPID()))
+}
 
-	if err := os.MkdirAll(p.Gateway.StateDir, 0o700); err != nil {
-		exitReason = "cannot create the state dir"
-		return fmt.Errorf("creating state dir: %w", err)
+// killSuccessor ends a successor that failed. It is this process's child,
+// not yet reaped, so its pid cannot name anything else. If it had been
+// told to take over, this gateway takes back its pid file and control
+// socket.
+func (g *gateway) killSuccessor() {
+	succ := g.succ
+	g.succ = nil
+	if succ == nil {
+		return
 	}
-	inst, err = lockInstance(p.Gateway.StateDir)
-	if err != nil {
-		exitReason = "instance already running"
-		return &exitError{code: exitConfig, err: err}
-	}
-
-	// One token, one gateway: a conflict exits 78 before this gateway counts
-	// as a start, and nothing (systemd, launchd, hermes restart) loops on 78.
-	token, err := readLockToken(p)
-	if err != nil {
-		exitReason = "policy error"
-		return &exitError{code: exitConfig, err: err}
-	}
-	if token != "" {
-		warnReadable(log, p)
-	} else if p.Lock.TokenEnv != "" || p.Lock.TokenFile != "" {
-		log.warn(evTokenLockOff, "reason", "lock.token_env and lock.token_file give no token",
-			"token_env", p.Lock.TokenEnv, "token_file", p.Lock.TokenFile)
-	}
-	tokLock, err = acquireTokenLock(p, token, log)
-	if err != nil {
-		exitReason = "lock conflict"
-		return err
-	}
-
-	// Every start goes into the ledger the crash-loop guard reads.
-	ledger, lerr := recordStart(p.Gateway.StateDir, pid, time.Now())
-	if lerr != nil {
-		log.warn(evStartLedger, "error", lerr)
-	}
-
-	// The pid file goes up before any crash-loop delay, so `hermes status`
-	// and `hermes restart` see a live gateway waiting out its backoff (and
-	// can end the wait with a signal) rather than "not running". It is
-	// written again with the listen address once the gateway listens.
-	self, err := selfRecord()
-	if err != nil {
-		return err
-	}
-	self.Name, self.Policy = p.Name, p.Path
-	pidPath := pidFilePath(p.Gateway.StateDir)
-	if err := writePidFile(pidPath, self); err != nil {
-		exitReason = "cannot write the pid file"
-		return err
-	}
-	pidSelf = &self
-
-	np, code, stop := crashLoopDelay(ledger, p, *configPath, pipe, sd, log)
-	if stop {
-		exitReason = "stopped during crash-loop delay"
-		if code == exitOK {
-			return nil
-		}
-		exitReason = "restart requested during crash-loop delay"
-		return &exitError{code: code}
-	}
-	p = np
-
-	g := newGateway(p, *configPath, pipe, log, logq, sd)
-	log.info(evStart, "version", version, "name", p.Name, "policy", p.policyLabel(), "listen", p.Gateway.Listen,
-		"upstream", upstreamLabel(p), "state_dir", p.Gateway.StateDir)
-
-	ln, err := net.Listen("tcp", p.Gateway.Listen)
-	if err != nil {
-		exitReason = "cannot listen"
-		return fmt.Errorf("listening on %s: %w", p.Gateway.Listen, err)
-	}
-	g.srv = &http.Server{
-		Handler:           g,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		BaseContext:       func(net.Listener) context.Context { return g.cutCtx },
-	}
-
-	ctlPath := controlPath(p.Gateway.StateDir)
-	ctl, err := listenControl(ctlPath)
-	if err != nil {
-		ln.Close()
-		exitReason = "cannot listen on the control socket"
-		return err
-	}
-	self.Listen, self.Control = ln.Addr().String(), ctlPath
-	if err := writePidFile(pidPath, self); err != nil {
-		ln.Close()
-		ctl.Close()
-		exitReason = "cannot write the pid file"
-		return err
-	}
-
+	told := true // it may have got as far as the pid file and control socket
+	succ.cmd.Process.Kill()
+	succ.peer.close()
+	pid := succ.cmd.Process.Pid
 	go func() {
-		if err := g.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			select {
-			case g.fatal <- fmt.Errorf("http server: %w", err):
-			default:
-			}
+		recordExit(g.stateDir, pid, 128+int(syscall.SIGKILL), "killed: the handoff to it failed", g.policy.Load().Journal.ExitFlush)
+		if told {
+			g.reclaim()
 		}
 	}()
-	go g.serveControl(ctl)
-	g.startWatchdog(func(code int, reason string) {
-		ctl.Close() // unlinks the socket: status must not find a dead one
-		finish(code, reason, nil)
-	})
-
-	code, reason := g.loop(func() {
-		g.sd.put([]byte(fmt.Sprintf("READY=1\nSTATUS=serving\nMAINPID=%d", g.pid)))
-		log.info(evReady, "listen", ln.Addr().String(), "pid_file", pidPath, "control", ctlPath)
-	})
-	if !g.ending.CompareAndSwap(0, endLoop) {
-		// The watchdog decided first: it is writing its stack dump and
-		// will end the process itself.
-		select {}
-	}
-	close(g.done)
-
-	// Every session has ended or was told to; close what is left.
-	ctl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-	if err := g.srv.Shutdown(ctx); err != nil {
-		g.srv.Close()
-	}
-	cancel()
-	exitReason = reason
-	if code == exitOK {
-		return nil
-	}
-	return &exitError{code: code}
 }
 
-// Who ends the process (gateway.ending).
-const (
-	endLoop     = 1
-	endWatchdog = 2
-)
-
-// codeOf is the exit code err will end the process with (see exitCode).
-func codeOf(err error) int {
-	var ee *exitError
-	var ce *configError
-	switch {
-	case err == nil:
-		return exitOK
-	case errors.As(err, &ee):
-		return ee.code
-	case errors.As(err, &ce):
-		return exitConfig
-	}
-	return exitFailure
-}
-
-func upstreamLabel(p *Policy) string {
-	if p.Gateway.Upstream == "" {
-		return "built-in echo"
-	}
-	return p.Gateway.Upstream
-}
-
-// lockInstance holds state_dir/gateway.lock for the process's life, so two
-// gateways of one instance never share a pid file and control socket. The
-// kernel drops the flock when the process dies: it cannot go stale.
-func lockInstance(stateDir string) (*os.File, error) {
-	path := filepath.Join(stateDir, "gateway.lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("opening %s: %w", path, err)
-	}
-	if err := flockExclusive(f); err != nil {
-		f.Close()
-		holder := "another process"
-		if rec, rerr := readPidFile(pidFilePath(stateDir)); rerr == nil {
-			holder = fmt.Sprintf("pid %d (policy %s)", rec.PID, orDefault(rec.Policy, "built-in defaults"))
+// reclaim makes the pid file and the control socket this gateway's again.
+func (g *gateway) reclaim() {
+	if ctl, err := listenControl(g.ctlPath); err == nil {
+		old := g.ctl.Swap(ctl)
+		go g.serveControl(ctl)
+		if old != nil {
+			old.UnixListener.Close() // its file is the new one now: not removed
 		}
-		return nil, withHint(fmt.Errorf("another gateway already runs with state dir %s: %s", stateDir, holder),
-			"stop it first with 'hermes stop', or give this one another name in its policy")
 	}
-	return f, nil
+	if self := g.pidSelf.Load(); self != nil {
+		writePidFile(g.pidPath, *self)
+	}
 }
 
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
+// standBy is a successor's ready: it says so to its predecessor and waits
+// for "go" (or the predecessor's exit, which also means go: someone has to
+// serve).
+func (g *gateway) standBy() {
+	peer, from := g.inh.peer, g.inh.from
+	if !testFaultSet("never-ready") {
+		peer.say(fmt.Sprintf("ready %d", g.pid))
 	}
-	return s
+	go func() {
+		var committed atomic.Bool
+		take := func() {
+			if committed.CompareAndSwap(false, true) {
+				g.tell(loopInput{kind: inGo, pid: from})
+			}
+		}
+		peer.read(func(f []string) {
+			switch f[0] {
+			case "go":
+				take()
+			case "drain":
+				if len(f) == 3 {
+					n, _ := strconv.Atoi(f[1])
+					ms, _ := strconv.ParseInt(f[2], 10, 64)
+					g.tell(loopInput{kind: inPredecessor, n: n, until: time.UnixMilli(ms)})
+				}
+			}
+		})
+		take() // the predecessor is gone; if it never said go, serve anyway
+		g.tell(loopInput{kind: inPredecessorGone, pid: from})
+	}()
+}
+
+// commit takes over as the gateway: accept, own the control socket and the
+// pid file, tell systemd and the predecessor.
+func (g *gateway) commit(from int) {
+	g.serveHTTP()
+	ctl, err := listenControl(g.ctlPath)
+	if err != nil {
+		g.log.errorf(evServeFailed, "error", err)
+	} else {
+		g.ctl.Store(ctl)
+		go g.serveControl(ctl)
+	}
+	self := g.self
+	self.Listen, self.Control = g.ln.Addr().String(), g.ctlPath
+	if err := writePidFile(g.pidPath, self); err != nil {
+		g.log.errorf(evServeFailed, "error", err)
+	} else {
+		g.pidSelf.Store(&self)
+	}
+	g.keeper.current()
+	g.sd.put([]byte("READY=1\nSTATUS=serving" + g.mainPID()))
+	g.inh.peer.say(fmt.Sprintf("serving %d", g.pid))
+	if testFaultSet("crash-after-takeover") {
+		g.inh.peer.out.flush(time.Now().Add(time.Second))
+		panic("test fault crash-after-takeover")
+	}
+	g.log.info(evReady, "listen", g.ln.Addr().String(), "pid_file", g.pidPath, "control", g.ctlPath, "handoff_from", from)
+	g.tell(loopInput{kind: inCommitted, pid: from})
 }

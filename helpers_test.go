@@ -154,9 +154,14 @@ func (e *testEnv) killGateway() {
 }
 
 // killProven ends the process rec names, only if rec still proves it, and
-// waits for its exit.
+// waits for its exit; and the rest of its process group (a predecessor
+// still draining, started like it by a test's gateway or hermes restart),
+// unless that group is the test's own.
 func killProven(rec pidRecord) {
 	if h, err := openProc(rec.PID, rec.StartTime); err == nil {
+		if pgid, err := syscall.Getpgid(rec.PID); err == nil && pgid != syscall.Getpgrp() {
+			syscall.Kill(-pgid, syscall.SIGKILL)
+		}
 		h.signal(syscall.SIGKILL)
 		h.wait(5*time.Second, -1)
 		h.close()
@@ -240,15 +245,36 @@ func (e *testEnv) spawnGateway(extraEnv ...string) *gatewayProc {
 // spawnGatewayBin starts `bin serve` (another build of hermes).
 func (e *testEnv) spawnGatewayBin(bin string, extraEnv ...string) *gatewayProc {
 	e.t.Helper()
-	cmd := exec.Command(bin, "serve")
+	return e.spawnGatewayCmd([]string{bin, "serve"}, extraEnv...)
+}
+
+// spawnGatewayCmd starts argv, a command that runs `hermes serve` (under
+// unshare, say).
+func (e *testEnv) spawnGatewayCmd(argv []string, extraEnv ...string) *gatewayProc {
+	e.t.Helper()
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(append([]string{}, e.env...), extraEnv...)
 	cmd.Dir = e.dir
+	// Its own process group, which the successors of a handoff join: the
+	// test ends them all. Its output goes through a pipe the test reads
+	// itself: a successor inherits the write end, and the test's reader
+	// runs until the last of them exits, while cmd.Wait returns at the
+	// gateway's own exit.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	r, w, err := os.Pipe()
+	if err != nil {
+		e.t.Fatal(err)
+	}
 	g := &gatewayProc{t: e.t, cmd: cmd, stderr: &syncBuffer{}, exited: make(chan struct{}), url: "http://" + e.addr}
-	cmd.Stderr = g.stderr
-	cmd.Stdout = g.stderr
+	cmd.Stderr, cmd.Stdout = w, w
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)
 	}
+	w.Close()
+	go func() {
+		io.Copy(g.stderr, r)
+		r.Close()
+	}()
 	go func() {
 		err := cmd.Wait()
 		g.code = 0
@@ -268,6 +294,8 @@ func (e *testEnv) spawnGatewayBin(bin string, extraEnv ...string) *gatewayProc {
 			cmd.Process.Kill()
 			<-g.exited
 		}
+		// Successors it started (a handoff) are in its process group.
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		if e.t.Failed() {
 			e.t.Logf("gateway pid %d log:\n%s", cmd.Process.Pid, g.stderr.String())
 		}
@@ -448,7 +476,7 @@ func waitFrozen(t testing.TB, url string, timeout time.Duration) string {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		resp, err := http.Get(url + "/healthz")
+		resp, err := freshClient.Get(url + "/healthz")
 		if err == nil {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
@@ -463,9 +491,36 @@ func waitFrozen(t testing.TB, url string, timeout time.Duration) string {
 	}
 }
 
+func copyFile(t *testing.T, src, dst string, perm os.FileMode) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, perm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// freshClient opens a new connection for every request, as a new client
+// would: a pooled keep-alive connection may still lead to a gateway that
+// handed off (which answers it, rightly, then closes it).
+var freshClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
 func httpGet(t testing.TB, url string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(url)
+	resp, err := freshClient.Get(url)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}

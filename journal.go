@@ -60,7 +60,17 @@ const (
 	evStartLedger
 	evUpstreamError
 	evUpstreamBroken
-	evLogDropped    // fields: sink, dropped: lines a full queue dropped
+	evHandoffRequested  // fields: by
+	evHandoffRefused    // fields: by, reason
+	evHandoffStarted    // fields: successor
+	evHandoffReady      // fields: successor, ready_ms
+	evHandoffDone       // fields: successor, took_ms: it serves; this gateway drains
+	evHandoffFailed     // fields: successor, reason
+	evHandoffFailback   // fields: successor, code: it died after taking over; this gateway serves again
+	evPredecessorExited // fields: pid (logged by the successor)
+	evKeeperStart       // fields: gateway, why
+	evKeeperExit        // fields: code
+	evLogDropped        // fields: sink, dropped: lines a full queue dropped
 	evJournalFailed // writes to the journal fail (or work again)
 
 	// The restarter's (hermes restart and hermes stop).
@@ -86,6 +96,9 @@ var eventNames = [evCount]string{
 	evCrashLoopDelay: "crash loop delay", evExit: "exit", evServeFailed: "serve failed",
 	evPolicyWarning: "policy warning", evFileReadable: "file readable by others", evStartLedger: "start ledger",
 	evUpstreamError: "upstream error", evUpstreamBroken: "upstream stream broken",
+	evHandoffRequested: "handoff requested", evHandoffRefused: "handoff refused", evHandoffStarted: "handoff successor started",
+	evHandoffReady: "handoff successor ready", evHandoffDone: "handoff done", evHandoffFailed: "handoff failed", evHandoffFailback: "handoff failback",
+	evPredecessorExited: "predecessor exited", evKeeperStart: "keeper start", evKeeperExit: "keeper exit",
 	evLogDropped: "log lines dropped", evJournalFailed: "journal write failed",
 	evRestartRequested: "restart requested", evStopRequested: "stop requested", evVerdict: "verdict",
 	evRungSent: "rung sent", evExitObserved: "exit observed", evManagerAction: "manager action",

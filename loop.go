@@ -28,6 +28,19 @@ import (
 // (signals.go), so "in the order they came" can only be kept where the
 // runtime keeps it; where it cannot, the outcome is the same anyway.
 // A reload never sends READY=1 during a drain.
+//
+// A handoff (USR2, or `hermes restart` in handoff mode, through the control
+// socket) is a restart that refuses nothing: the gateway starts its
+// successor with the listening socket and the locks, keeps serving while
+// the successor starts, tells it to take over once it is ready ("go"), and
+// when the successor serves, stops accepting and drains what it has. A
+// successor that dies or is not ready within restart.ready_timeout is
+// killed, and the gateway serves on as if nothing had happened. TERM or
+// INT during a handoff stops it and drains to a stop; USR1 and a second
+// handoff are refused while one runs. The successor, for its part, does
+// not end its own drain before its predecessor has exited (under systemd's
+// KillMode=mixed the predecessor would be killed), and passes a stop-now
+// on to it.
 
 // stopNowGrace caps the grace after a second stop signal: "stop now" exits
 // within 1 s, whatever drain.grace says.
@@ -51,8 +64,40 @@ type loopState struct {
 	reloading   bool // a reload runs off the loop
 	reloadAgain bool // a HUP came while it ran: read the file once more
 
-	sdWatchdog  bool // systemd wants WATCHDOG=1 from every tick
-	ignoreStops bool // test fault ignore-stop-signals
+	sdWatchdog       bool // systemd wants WATCHDOG=1 from every tick (and this gateway is the one it watches)
+	sdWatchdogWanted bool // systemd has a watchdog for this service
+	ignoreStops      bool // test fault ignore-stop-signals
+
+	// The handoff this gateway started, until the successor serves or fails.
+	handoff *handoffRun
+	// handedOff: the successor serves; this gateway only drains what it has.
+	handedOff bool
+	successor int
+	conns     int       // open client connections (counted once handed off)
+	probation time.Time // handed off: stay, ready to fail back, until then
+	// noHandoff says why this gateway cannot hand off ("" when it can).
+	noHandoff string
+
+	// The successor's side: the gateway that handed off to this one, while
+	// it drains; standby until this one was told to take over.
+	standby bool
+	pred    *predecessor
+}
+
+// handoffRun is a handoff in progress.
+type handoffRun struct {
+	requested time.Time
+	by        string
+	pid       int  // the successor, once started
+	told      bool // the successor was told to take over ("go")
+	replies   []int
+}
+
+// predecessor is what a successor knows of the gateway it took over from.
+type predecessor struct {
+	pid      int
+	sessions int
+	until    time.Time // its drain's deadline
 }
 
 type inputKind uint8
@@ -66,6 +111,23 @@ const (
 	inSessions // the session count changed while sessions are not admitted
 	inReloaded // a reload finished: policy, or err
 	inFatal    // the HTTP server failed
+
+	// Handoff, the predecessor's side.
+	inHandoff          // a handoff was asked for (id: who waits for the outcome; 0 none)
+	inSpawned          // the successor was started (pid), or could not be (err)
+	inSuccessorReady   // it is ready and waits for "go"
+	inSuccessorServing // it took over: it accepts, wrote the pid file, owns the control socket
+	inSuccessorExited  // it exited (code)
+	inHandoffTimer     // restart.ready_timeout ran out
+	inPeerStopNow      // the successor, being stopped, asks for a stop-now
+	inPeerStopping     // the successor drains: no failback from here, end the probation
+	inProbationTimer   // restart.probation after the handover
+
+	// Handoff, the successor's side.
+	inGo              // the predecessor says take over (or is gone, which means the same)
+	inCommitted       // this gateway took over (accepts, pid file, control socket)
+	inPredecessor     // the predecessor's drain: sessions, until
+	inPredecessorGone // it has exited
 )
 
 // loopInput is one input. sessions is the admission gate's count when the
@@ -78,6 +140,14 @@ type loopInput struct {
 	policy   *Policy  // inReloaded: the new policy (nil when err)
 	later    []string // inReloaded: keys that take effect only after a restart
 	err      error
+	conns    int       // open client connections, once handed off
+	id       int       // inHandoff: who waits for the outcome
+	by       string    // inHandoff: who asked
+	pid      int       // the successor's (or predecessor's) pid
+	code     int       // inSuccessorExited
+	n        int       // inPredecessor: its sessions
+	until    time.Time // inPredecessor
+	proc     *successorProc // inSpawned: for the driver, which keeps it
 }
 
 type effectKind uint8
@@ -93,6 +163,18 @@ const (
 	effReload    // read the policy again, off the loop
 	effUsePolicy // policy is the running policy from now on
 	effExit      // the loop returns code
+
+	effSpawn         // start the successor, off the loop
+	effHandoffTimer  // arm at `at`; zero disarms
+	effProbationTimer
+	effCommit        // tell the successor to take over ("go")
+	effHandOver      // the successor serves: stop accepting, close connections as they idle, MAINPID=code
+	effKillSuccessor // kill the successor (code: its pid) and take back the pid file and control socket
+	effReply         // answer handoff request code: ok (reason "") or the reason it failed
+	effCloseIdle     // close connections idle for a while (handed off)
+	effPeerSay       // one line to the peer (reason)
+	effTakeOver      // (successor) accept, take the pid file and control socket, say serving
+	effTakeBack      // the successor died after taking over: accept again, take everything back
 )
 
 type effect struct {
@@ -118,7 +200,7 @@ func (fx *effects) notify(lines ...string) {
 func (fx *effects) add(e effect) { *fx = append(*fx, e) }
 
 func newLoopState(p *Policy, sdWatchdog, ignoreStops bool) *loopState {
-	return &loopState{state: stateServing, policy: p, sdWatchdog: sdWatchdog, ignoreStops: ignoreStops}
+	return &loopState{state: stateServing, policy: p, sdWatchdog: sdWatchdog, sdWatchdogWanted: sdWatchdog, ignoreStops: ignoreStops}
 }
 
 // step is the loop's transition.
@@ -128,17 +210,25 @@ func (s *loopState) step(in loopInput) effects {
 		return fx // the loop has returned; nothing changes any more
 	}
 	s.sessions = in.sessions
+	if s.handedOff {
+		s.conns = in.conns
+	}
 	switch in.kind {
 	case inSignal:
 		s.signal(in, &fx)
 	case inTick:
-		if s.sdWatchdog {
+		if s.sdWatchdog && !s.standby {
 			fx.notify("WATCHDOG=1")
+		}
+		if s.handedOff {
+			fx.add(effect{kind: effCloseIdle})
 		}
 	case inSessions:
 		if s.state == stateDraining {
-			if in.sessions == 0 {
+			if s.drained(in.now) {
 				s.exit(in.now, &fx)
+			} else if s.handedOff {
+				fx.add(effect{kind: effPeerSay, reason: fmt.Sprintf("drain %d %d", in.sessions, s.drainStart.Add(s.policy.Drain.Timeout).UnixMilli())})
 			} else {
 				fx.notify(s.drainStatus())
 			}
@@ -150,12 +240,15 @@ func (s *loopState) step(in loopInput) effects {
 		}
 	case inGraceTimer:
 		if s.state == stateDraining && s.cut {
+			if s.pred != nil {
+				fx.log(levelWarn, evDrainGraceOver, "predecessor", s.pred.pid, "note", "exiting before it: a manager may kill it")
+			}
 			fx.log(levelWarn, evDrainGraceOver, "sessions", in.sessions)
 			s.state = stateStopping
 			fx.add(effect{kind: effExit, code: s.exitCode, reason: s.exitReason()})
 		}
 	case inExtendTimer:
-		if s.state == stateDraining {
+		if s.state == stateDraining && !s.handedOff {
 			// Keep systemd's stop timeout ahead of the drain the policy
 			// allows, even when a reload lengthened it after the unit was
 			// written.
@@ -173,8 +266,160 @@ func (s *loopState) step(in loopInput) effects {
 		s.exitCode = exitFailure
 		s.state = stateStopping
 		fx.add(effect{kind: effExit, code: exitFailure, reason: "serve failed: " + in.err.Error()})
+	case inHandoff:
+		s.requestHandoff(in, &fx)
+	case inSpawned, inSuccessorReady, inSuccessorServing, inSuccessorExited, inHandoffTimer:
+		s.handoffProgress(in, &fx)
+	case inPeerStopNow:
+		if s.handedOff {
+			s.stopNowNow(in, "successor", &fx)
+		}
+	case inPeerStopping, inProbationTimer:
+		if s.handedOff {
+			if in.kind == inPeerStopping {
+				s.probation = time.Time{}
+			}
+			if s.state == stateDraining && s.drained(in.now) {
+				s.exit(in.now, &fx)
+			}
+		}
+	case inGo:
+		// Only a live loop takes over: one that has returned, or is
+		// draining, leaves its predecessor to find it gone.
+		if s.standby && s.state == stateServing && s.pred == nil {
+			s.pred = &predecessor{pid: in.pid}
+			fx.add(effect{kind: effTakeOver, code: in.pid})
+		}
+	case inCommitted:
+		s.standby = false
+	case inPredecessor:
+		if s.pred != nil {
+			s.pred.sessions, s.pred.until = in.n, in.until
+		}
+	case inPredecessorGone:
+		if s.pred != nil {
+			fx.log(levelInfo, evPredecessorExited, "predecessor", s.pred.pid)
+			s.pred = nil
+		}
+		if s.state == stateDraining && s.drained(in.now) {
+			s.exit(in.now, &fx)
+		}
 	}
 	return fx
+}
+
+// drained reports whether a drain may end: no session left and, once
+// handed off, no client connection and the probation over; and no
+// predecessor still draining (its sessions would die with this gateway
+// under KillMode=mixed).
+func (s *loopState) drained(now time.Time) bool {
+	if s.handedOff && (s.conns > 0 || now.Before(s.probation)) {
+		return false
+	}
+	return s.sessions == 0 && s.pred == nil
+}
+
+// requestHandoff starts a handoff, or refuses it and says why.
+func (s *loopState) requestHandoff(in loopInput, fx *effects) {
+	refuse := func(why string) {
+		fx.log(levelWarn, evHandoffRefused, "by", in.by, "reason", why)
+		fx.add(effect{kind: effReply, code: in.id, reason: "refused: " + why})
+	}
+	switch {
+	case s.noHandoff != "":
+		refuse(s.noHandoff)
+		if in.id == 0 && s.state == stateServing {
+			// USR2 has no one to tell: do what can be done, a drain
+			// restart, and say so.
+			fx.log(levelInfo, evSignal, "signal", "USR2", "action", "drain restart instead of a handoff", "reason", s.noHandoff)
+			s.startDrain(in, "USR2", reasonRestart, exitRestart, fx)
+		}
+	case s.handoff != nil:
+		refuse(fmt.Sprintf("a handoff is already running (successor pid %d, asked %s ago by %s)",
+			s.handoff.pid, fmtDur(in.now.Sub(s.handoff.requested)), s.handoff.by))
+	case s.state != stateServing || s.standby:
+		refuse(fmt.Sprintf("the gateway is %s", s.state))
+	default:
+		s.handoff = &handoffRun{requested: in.now, by: in.by}
+		if in.id != 0 {
+			s.handoff.replies = append(s.handoff.replies, in.id)
+		}
+		fx.log(levelInfo, evHandoffRequested, "by", in.by, "sessions", in.sessions)
+		fx.add(effect{kind: effSpawn})
+		fx.add(effect{kind: effHandoffTimer, at: in.now.Add(s.policy.Restart.ReadyTimeout)})
+	}
+}
+
+// handoffProgress follows the successor from its start to its taking over.
+func (s *loopState) handoffProgress(in loopInput, fx *effects) {
+	h := s.handoff
+	if h == nil && in.kind == inSuccessorExited && s.handedOff && in.pid == s.successor && !s.cut && !s.stopNow {
+		// The successor took over and then died: this gateway still has
+		// the socket (a spare descriptor) and the locks, so it serves
+		// again rather than leave nobody serving.
+		fx.log(levelError, evHandoffFailback, "successor", in.pid, "code", in.code, "action", "serving again")
+		s.handedOff, s.successor = false, 0
+		s.state, s.reason, s.exitCode = stateServing, "", exitOK
+		s.sdWatchdog = s.sdWatchdogWanted
+		fx.add(effect{kind: effDrainTimer})
+		fx.add(effect{kind: effProbationTimer})
+		fx.add(effect{kind: effTakeBack})
+		return
+	}
+	if h == nil || (h.pid != 0 && in.pid != 0 && in.pid != h.pid) {
+		return // about a successor this gateway already gave up on
+	}
+	switch in.kind {
+	case inSpawned:
+		if in.err != nil {
+			s.handoffFailed(in, "cannot start the successor: "+in.err.Error(), fx)
+			return
+		}
+		h.pid = in.pid
+		fx.log(levelInfo, evHandoffStarted, "successor", in.pid)
+	case inSuccessorReady:
+		h.told = true
+		fx.log(levelInfo, evHandoffReady, "successor", h.pid, "ready_ms", in.now.Sub(h.requested).Milliseconds())
+		fx.add(effect{kind: effCommit})
+	case inSuccessorServing:
+		// The successor accepts. From here this gateway takes no new
+		// connection and drains what it has; no request was refused.
+		s.handoff = nil
+		s.handedOff, s.successor = true, h.pid
+		s.state, s.reason, s.exitCode, s.drainStart = stateDraining, reasonRestart, exitOK, in.now
+		s.sdWatchdog = false // the successor is the one systemd watches now
+		fx.add(effect{kind: effHandoffTimer})
+		fx.log(levelInfo, evHandoffDone, "successor", h.pid, "took_ms", in.now.Sub(h.requested).Milliseconds(), "sessions", in.sessions)
+		fx.log(levelInfo, evDrainStart, "reason", "handoff", "sessions", in.sessions, "timeout", s.policy.Drain.Timeout, "grace", s.policy.Drain.Grace)
+		for _, id := range h.replies {
+			fx.add(effect{kind: effReply, code: id})
+		}
+		fx.add(effect{kind: effDrainTimer, at: in.now.Add(s.policy.Drain.Timeout)})
+		if p := s.policy.Restart.Probation; p > 0 {
+			s.probation = in.now.Add(p)
+			fx.add(effect{kind: effProbationTimer, at: s.probation})
+		}
+		fx.add(effect{kind: effHandOver, code: h.pid})
+	case inSuccessorExited:
+		s.handoffFailed(in, fmt.Sprintf("the successor (pid %d) exited with code %d before it took over", in.pid, in.code), fx)
+	case inHandoffTimer:
+		s.handoffFailed(in, fmt.Sprintf("the successor (pid %d) was not ready within restart.ready_timeout (%s)", h.pid, s.policy.Restart.ReadyTimeout), fx)
+	}
+}
+
+// handoffFailed gives up on the successor: it is killed, and this gateway
+// serves on as before.
+func (s *loopState) handoffFailed(in loopInput, why string, fx *effects) {
+	h := s.handoff
+	s.handoff = nil
+	fx.log(levelError, evHandoffFailed, "successor", h.pid, "reason", why, "action", "the gateway serves on")
+	fx.add(effect{kind: effHandoffTimer})
+	if h.pid != 0 {
+		fx.add(effect{kind: effKillSuccessor, code: h.pid})
+	}
+	for _, id := range h.replies {
+		fx.add(effect{kind: effReply, code: id, reason: "failed: " + why})
+	}
 }
 
 func (s *loopState) signal(in loopInput, fx *effects) {
@@ -196,7 +441,14 @@ func (s *loopState) signal(in loopInput, fx *effects) {
 		}
 		s.reloading = true
 		fx.add(effect{kind: effReload})
+	case syscall.SIGUSR2:
+		fx.log(levelInfo, evSignal, "signal", name, "action", "handoff")
+		s.requestHandoff(loopInput{kind: inHandoff, now: in.now, sessions: in.sessions, by: "USR2"}, fx)
 	case syscall.SIGUSR1:
+		if s.state == stateServing && s.handoff != nil {
+			fx.log(levelInfo, evSignal, "signal", name, "action", "ignored", "reason", "a handoff is running")
+			return
+		}
 		if s.state == stateServing {
 			s.startDrain(in, name, reasonRestart, exitRestart, fx)
 			return
@@ -205,31 +457,45 @@ func (s *loopState) signal(in loopInput, fx *effects) {
 	case syscall.SIGTERM, syscall.SIGINT:
 		switch {
 		case s.state == stateServing:
+			if s.handoff != nil {
+				s.handoffFailed(in, "stopped by "+name, fx)
+			}
 			s.startDrain(in, name, reasonShutdown, exitOK, fx)
 		case s.reason == reasonRestart && !s.cut:
 			// A stop asked during a restart's drain: the drain goes on,
 			// nothing is cut, and it ends in a stop.
 			s.reason, s.exitCode = reasonShutdown, exitOK
 			fx.log(levelInfo, evSignal, "signal", name, "action", "drain continues as a stop", "sessions", in.sessions)
+			if s.handedOff {
+				s.probation = time.Time{} // a stop asked: no waiting to fail back
+				if s.drained(in.now) {
+					s.exit(in.now, fx)
+				}
+				return
+			}
 			fx.notify(s.drainStatus())
 		case !s.stopNow:
-			// A second stop request: stop now. Open sessions get their
-			// final event and the gateway exits within a second.
-			s.stopNow = true
-			s.reason, s.exitCode = reasonShutdown, exitOK
-			fx.log(levelInfo, evSignal, "signal", name, "action", "stop-now", "sessions", in.sessions)
-			grace := min(s.policy.Drain.Grace, stopNowGrace)
-			if !s.cut {
-				s.cutSessions(in.now, grace, fx)
-			} else if end := in.now.Add(grace); end.Before(s.graceEnd) {
-				s.graceEnd = end
-				fx.add(effect{kind: effGraceTimer, at: end})
-			}
+			s.stopNowNow(in, name, fx)
 		default:
 			fx.log(levelInfo, evSignal, "signal", name, "action", "none (stopping now)", "sessions", in.sessions)
 		}
 	default:
 		fx.log(levelWarn, evSignal, "signal", name, "action", "none (not handled)")
+	}
+}
+
+// stopNowNow: a second stop request. Open sessions get their final event
+// and the gateway exits within a second.
+func (s *loopState) stopNowNow(in loopInput, by string, fx *effects) {
+	s.stopNow = true
+	s.reason, s.exitCode = reasonShutdown, exitOK
+	fx.log(levelInfo, evSignal, "signal", by, "action", "stop-now", "sessions", in.sessions)
+	grace := min(s.policy.Drain.Grace, stopNowGrace)
+	if !s.cut {
+		s.cutSessions(in.now, grace, fx)
+	} else if end := in.now.Add(grace); end.Before(s.graceEnd) {
+		s.graceEnd = end
+		fx.add(effect{kind: effGraceTimer, at: end})
 	}
 }
 
@@ -240,6 +506,9 @@ func (s *loopState) startDrain(in loopInput, sigName, reason string, code int, f
 	fx.log(levelInfo, evSignal, "signal", sigName, "action", "drain", "reason", reason, "sessions", in.sessions)
 	fx.log(levelInfo, evDrainStart, "reason", reason, "sessions", in.sessions, "timeout", d.Timeout, "grace", d.Grace)
 	fx.notify("STOPPING=1", s.drainStatus())
+	if s.pred != nil {
+		fx.add(effect{kind: effPeerSay, reason: "stopping"}) // no failback to this one
+	}
 	fx.add(effect{kind: effDrainTimer, at: in.now.Add(d.Timeout)})
 	fx.add(effect{kind: effExtendTimer, at: in.now})
 	fx.add(effect{kind: effStopAdmitting})
@@ -251,18 +520,30 @@ func (s *loopState) cutSessions(now time.Time, grace time.Duration, fx *effects)
 	s.cut = true
 	s.graceEnd = now.Add(grace)
 	fx.add(effect{kind: effCut, reason: s.reason})
+	if s.pred != nil {
+		// The predecessor's sessions get their final event too, rather
+		// than a kill when this gateway exits.
+		fx.add(effect{kind: effPeerSay, reason: "stop-now"})
+	}
 	fx.add(effect{kind: effDrainTimer})
 	fx.add(effect{kind: effGraceTimer, at: s.graceEnd})
 }
 
 // exit ends a drain whose last session has ended.
 func (s *loopState) exit(now time.Time, fx *effects) {
-	fx.log(levelInfo, evDrainEnd, "reason", s.reason, "duration", now.Sub(s.drainStart))
+	reason := s.reason
+	if s.handedOff {
+		reason = "handoff"
+	}
+	fx.log(levelInfo, evDrainEnd, "reason", reason, "duration", now.Sub(s.drainStart))
 	s.state = stateStopping
 	fx.add(effect{kind: effExit, code: s.exitCode, reason: s.exitReason()})
 }
 
 func (s *loopState) exitReason() string {
+	if s.handedOff && s.exitCode == exitOK {
+		return fmt.Sprintf("handed off to pid %d", s.successor)
+	}
 	switch s.exitCode {
 	case exitOK:
 		return "planned stop"

@@ -293,3 +293,128 @@ func TestLoopExtendTimeout(t *testing.T) {
 		t.Errorf("extend: %+v, want EXTEND_TIMEOUT_USEC=22000000", fx)
 	}
 }
+
+// handedOffState walks a loop through a handoff to the point where the
+// successor serves, with open sessions and connections.
+func handedOffState(t *testing.T, open int) (*loopState, effects) {
+	t.Helper()
+	s := newLoopState(testLoopPolicy(), true, false)
+	var fx effects
+	step := func(in loopInput) {
+		in.sessions, in.conns = open, open
+		fx = append(fx, s.step(in)...)
+	}
+	step(loopInput{kind: inHandoff, now: t0, id: 7, by: "test"})
+	step(loopInput{kind: inSpawned, now: t0, pid: 42})
+	step(loopInput{kind: inSuccessorReady, now: t0, pid: 42})
+	step(loopInput{kind: inSuccessorServing, now: t0.Add(time.Millisecond), pid: 42})
+	return s, fx
+}
+
+func TestLoopHandoff(t *testing.T) {
+	t.Run("the successor serves: the gateway stops accepting, drains, answers ok", func(t *testing.T) {
+		s, fx := handedOffState(t, 2)
+		if !s.handedOff || s.state != stateDraining || s.successor != 42 || s.sdWatchdog {
+			t.Errorf("state %+v", s)
+		}
+		if !fx.has(effSpawn) || !fx.has(effCommit) || !fx.has(effHandOver) || fx.has(effStopAdmitting) || fx.has(effCut) {
+			t.Errorf("effects %+v: want spawn, commit (go), hand over; the gate stays open, nothing cut", fx)
+		}
+		if r, ok := fx.find(effReply); !ok || r.code != 7 || r.reason != "" {
+			t.Errorf("reply %+v, want ok to request 7", r)
+		}
+		// Sessions end, connections close: still there for the probation.
+		fx = s.step(loopInput{kind: inSessions, now: t0.Add(time.Second), sessions: 0, conns: 0})
+		if fx.has(effExit) {
+			t.Errorf("exited during the probation: %+v", fx)
+		}
+		fx = s.step(loopInput{kind: inProbationTimer, now: t0.Add(6 * time.Second)})
+		if e, ok := fx.find(effExit); !ok || e.code != exitOK || e.reason != "handed off to pid 42" {
+			t.Errorf("after the probation: %+v, want exit 0 handed off", fx)
+		}
+	})
+	t.Run("open connections hold the exit until they close", func(t *testing.T) {
+		s, _ := handedOffState(t, 1)
+		fx := s.step(loopInput{kind: inSessions, now: t0.Add(10 * time.Second), sessions: 0, conns: 1})
+		if fx.has(effExit) {
+			t.Errorf("exited with a connection open: %+v", fx)
+		}
+		fx = s.step(loopInput{kind: inSessions, now: t0.Add(11 * time.Second), sessions: 0, conns: 0})
+		if !fx.has(effExit) {
+			t.Errorf("all closed after the probation, no exit: %+v", fx)
+		}
+	})
+	t.Run("the successor dies after taking over: serve again", func(t *testing.T) {
+		s, _ := handedOffState(t, 1)
+		fx := s.step(loopInput{kind: inSuccessorExited, now: t0.Add(time.Second), pid: 42, code: 2})
+		if !fx.has(effTakeBack) || s.state != stateServing || s.handedOff || !s.sdWatchdog {
+			t.Errorf("failback: state %+v effects %+v", s, fx)
+		}
+	})
+	t.Run("the successor never gets ready: kill it, serve on", func(t *testing.T) {
+		s := newLoopState(testLoopPolicy(), false, false)
+		s.step(loopInput{kind: inHandoff, now: t0, id: 3})
+		s.step(loopInput{kind: inSpawned, now: t0, pid: 42})
+		fx := s.step(loopInput{kind: inHandoffTimer, now: t0.Add(30 * time.Second)})
+		k, _ := fx.find(effKillSuccessor)
+		r, _ := fx.find(effReply)
+		if k.code != 42 || !strings.HasPrefix(r.reason, "failed: ") || s.handoff != nil || s.state != stateServing {
+			t.Errorf("timeout: kill %+v reply %+v state %s", k, r, s.state)
+		}
+	})
+	t.Run("a second handoff is refused", func(t *testing.T) {
+		s := newLoopState(testLoopPolicy(), false, false)
+		s.step(loopInput{kind: inHandoff, now: t0, id: 1})
+		fx := s.step(loopInput{kind: inHandoff, now: t0, id: 2})
+		if r, _ := fx.find(effReply); r.code != 2 || !strings.Contains(r.reason, "already running") || fx.has(effSpawn) {
+			t.Errorf("second handoff: %+v", fx)
+		}
+	})
+	t.Run("TERM during a handoff: give it up, drain to a stop", func(t *testing.T) {
+		s := newLoopState(testLoopPolicy(), false, false)
+		s.step(loopInput{kind: inHandoff, now: t0, id: 1})
+		s.step(loopInput{kind: inSpawned, now: t0, pid: 42})
+		fx := runLoop(s, 1, sig(syscall.SIGTERM, time.Second))
+		if !fx.has(effKillSuccessor) || s.state != stateDraining || s.reason != reasonShutdown || s.handoff != nil {
+			t.Errorf("TERM during handoff: %+v state %s", fx, s.state)
+		}
+	})
+	t.Run("impossible here: refused, and USR2 drains to a restart instead", func(t *testing.T) {
+		s := newLoopState(testLoopPolicy(), false, false)
+		s.noHandoff = "PID 1"
+		fx := runLoop(s, 1, sig(syscall.SIGUSR2, 0))
+		if !fx.logged(evHandoffRefused, "") || s.state != stateDraining || s.exitCode != exitRestart {
+			t.Errorf("USR2 as PID 1: %+v state %s code %d", fx, s.state, s.exitCode)
+		}
+		s = newLoopState(testLoopPolicy(), false, false)
+		s.noHandoff = "PID 1"
+		fx = s.step(loopInput{kind: inHandoff, now: t0, id: 5})
+		if r, _ := fx.find(effReply); !strings.Contains(r.reason, "PID 1") || s.state != stateServing {
+			t.Errorf("control handoff as PID 1: %+v (the restarter falls back itself)", fx)
+		}
+	})
+	t.Run("successor side: waits for its predecessor, passes stop-now on", func(t *testing.T) {
+		s := newLoopState(testLoopPolicy(), false, false)
+		s.standby = true
+		fx := s.step(loopInput{kind: inGo, now: t0, pid: 9})
+		if !fx.has(effTakeOver) || s.pred == nil {
+			t.Fatalf("go: %+v", fx)
+		}
+		s.step(loopInput{kind: inCommitted, now: t0, pid: 9})
+		fx = runLoop(s, 0, sig(syscall.SIGTERM, time.Second))
+		if fx.has(effExit) {
+			t.Errorf("exited while its predecessor drains: %+v", fx)
+		}
+		if e, _ := fx.find(effPeerSay); e.reason != "stopping" {
+			t.Errorf("the predecessor was not told: %+v", fx)
+		}
+		fx = runLoop(s, 0, sig(syscall.SIGTERM, 2*time.Second))
+		if e, ok := fx.find(effPeerSay); !ok || e.reason != "stop-now" {
+			t.Errorf("stop-now not passed on: %+v", fx)
+		}
+		fx = s.step(loopInput{kind: inPredecessorGone, now: t0.Add(3 * time.Second), pid: 9})
+		if !fx.has(effExit) {
+			t.Errorf("predecessor gone, no sessions: %+v, want exit", fx)
+		}
+	})
+}

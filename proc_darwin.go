@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"syscall"
 	"time"
 
@@ -135,3 +136,10 @@ func (h *procHandle) wait(timeout time.Duration, intr int) (exited, interrupted 
 }
 
 func (h *procHandle) close() { unix.Close(h.kq) }
+
+// keeperSupported: macOS has no child subreaper, so a keeper would lose
+// the successors whose predecessors exit to launchd; under launchd a
+// handoff falls back to a drain instead (handoffPossible).
+const keeperSupported = false
+
+func setSubreaper() error { return errors.New("no child subreaper on macOS") }

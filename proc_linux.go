@@ -130,3 +130,12 @@ func (h *procHandle) wait(timeout time.Duration, intr int) (exited, interrupted 
 }
 
 func (h *procHandle) close() { unix.Close(h.fd) }
+
+// keeperSupported: Linux has child subreapers, so a keeper gets back the
+// successors whose predecessors exit.
+const keeperSupported = true
+
+// setSubreaper makes this process the reaper of its orphaned descendants
+// (PR_SET_CHILD_SUBREAPER): a gateway's successor comes back to the keeper
+// when the gateway that started it exits.
+func setSubreaper() error { return unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }

@@ -26,3 +26,7 @@ func (h *procHandle) wait(timeout time.Duration, intr int) (bool, bool, error) {
 	return false, false, errPlatform
 }
 func (h *procHandle) close() {}
+
+const keeperSupported = false
+
+func setSubreaper() error { return errPlatform }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -19,11 +20,16 @@ import (
 // it, walk the escalation ladder, then make sure a fresh gateway is up
 // (restart) or that nothing brings it back (stop).
 
-const restartUsage = `Drain the gateway, escalate if it will not go, and bring a fresh one up.
-Works on a gateway that is serving, draining, frozen, stopped, crash-looping
-or not running at all. Exit 0 when a new gateway is ready, 1 when not.
+const restartUsage = `Bring a fresh gateway up, whatever state the old one is in: serving,
+draining, frozen, stopped, crash-looping or not running at all. A serving
+gateway hands over to its successor (restart.mode = "handoff": no request is
+refused; the binary now at its path starts, so this is also how to upgrade)
+or drains first (--mode drain); any other is walked down the escalation
+ladder. Exit 0 when a new gateway is ready, 1 when not.
 
     $ hermes restart
+    $ mv hermes.new /usr/local/bin/hermes && hermes restart   # upgrade
+    $ hermes restart --mode drain   # drain, exit, start afresh
     $ hermes restart --force        # no drain: streams get their final event now
     $ hermes restart --config /etc/hermes/hermes.toml
 `
@@ -157,7 +163,7 @@ func (r *ladderRun) walk(ladder []Rung) error {
 			if rung.Signal == syscall.SIGKILL {
 				// A killed gateway cannot record its own exit: do it for it,
 				// so status shows why it went and the crash-loop guard sees it.
-				recordExit(r.p.Gateway.StateDir, in.PID, 128+int(syscall.SIGKILL), fmt.Sprintf("killed by hermes %s (%s)", r.what(), in.Verdict))
+				recordExit(r.p.Gateway.StateDir, in.PID, 128+int(syscall.SIGKILL), fmt.Sprintf("killed by hermes %s (%s)", r.what(), in.Verdict), r.p.Journal.ExitFlush)
 			}
 			r.say("pid %d exited %s after %s", in.PID, fmtDur(time.Since(sent)), name)
 			return nil
@@ -283,12 +289,23 @@ func runLadderCommand(name, usage string, args []string, stop bool) error {
 	configPath := fs.String("config", "", "policy `FILE` (default: see 'hermes help')")
 	force := fs.Bool("force", false, "walk restart.force (stop now: streams get their final event, no drain) instead of restart.ladder")
 	wait := fs.Bool("wait", false, "if another restart or stop is in progress, wait for it instead of exiting")
+	var mode *string
+	if !stop {
+		mode = fs.String("mode", "", "`handoff` or drain: how to restart a serving gateway (default: restart.mode)")
+	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	p, err := loadPolicy(*configPath)
 	if err != nil {
 		return err
+	}
+	if mode != nil && *mode != "" {
+		if *mode != modeHandoff && *mode != modeDrain {
+			fmt.Fprintf(fs.Output(), "hermes restart: --mode %q: use handoff or drain\n", *mode)
+			return errUsage
+		}
+		p.Restart.Mode = *mode
 	}
 	return restartOrStop(p, *force, *wait, stop)
 }
@@ -331,6 +348,17 @@ func restartOrStop(p *Policy, force, wait, stop bool) error {
 	}
 	finishCmd := "hermes " + what + map[bool]string{true: " --force", false: ""}[force] + configFlag(p)
 
+	if !stop && !force && p.Restart.Mode == modeHandoff {
+		switch err := r.handoff(); {
+		case err == nil:
+			return nil
+		case errors.Is(err, errNoHandoff):
+			r.say("%v; draining instead", err)
+		default:
+			return err
+		}
+	}
+
 	// A healthy gateway under a manager stops through the manager, which
 	// drains it with the same budget (TimeoutStopSec / ExitTimeOut come
 	// from the policy) and will not bring it back.
@@ -351,6 +379,92 @@ func restartOrStop(p *Policy, force, wait, stop bool) error {
 		return r.finishStop(mgr, managedStop, finishCmd)
 	}
 	return r.bringBack(mgr, finishCmd)
+}
+
+// errNoHandoff: this gateway cannot hand off now, and a drain restart can
+// do the job instead.
+var errNoHandoff = errors.New("no handoff")
+
+type noHandoffError struct{ why string }
+
+func (e noHandoffError) Error() string { return "no handoff: " + e.why }
+func (e noHandoffError) Is(t error) bool { return t == errNoHandoff }
+
+// handoff asks a serving gateway to hand over to its successor and waits
+// until the successor serves and answers ping and /readyz. It does not
+// wait for the old gateway's drain. errNoHandoff means the gateway cannot
+// hand off now (not serving, PID 1, launchd, an old version); a handoff
+// that was tried and failed is an error of its own, and the old gateway
+// serves on.
+func (r *ladderRun) handoff() error {
+	in, p := r.in, r.p
+	if in.Verdict != verdictServing {
+		return noHandoffError{fmt.Sprintf("a handoff needs a serving gateway, and this one is %s", in.Verdict)}
+	}
+	t0 := time.Now()
+	r.say("asking pid %d to hand over to a successor (restart.mode handoff)", in.PID)
+	type answer struct {
+		line string
+		err  error
+	}
+	ch := make(chan answer, 1)
+	go func() {
+		line, err := controlRequest(controlPath(p.Gateway.StateDir), fmt.Sprintf("handoff pid %d (hermes restart)", os.Getpid()), handoffWait(p)+time.Second)
+		ch <- answer{line, err}
+	}()
+	var a answer
+	select {
+	case a = <-ch:
+	case <-r.intr.done:
+		r.record(evRestartDone, "ok", false, "error", "interrupted during a handoff")
+		return withHint(errors.New("interrupted while the gateway hands over: the handoff goes on without this command, and either completes or leaves the old gateway serving"),
+			"check with: hermes status%s", configFlag(p))
+	}
+	if a.err != nil {
+		if strings.HasPrefix(a.err.Error(), "unknown command") {
+			return noHandoffError{fmt.Sprintf("pid %d (hermes %s) does not know handoff", in.PID, in.Record.Version)}
+		}
+		if why, ok := strings.CutPrefix(a.err.Error(), "refused: "); ok {
+			if strings.HasPrefix(why, "a handoff is already running") {
+				r.record(evRestartDone, "ok", false, "error", a.err.Error())
+				return withHint(fmt.Errorf("refused: %s", why), "wait for it: hermes status%s shows when the new gateway serves", configFlag(p))
+			}
+			return noHandoffError{why}
+		}
+		r.record(evRestartDone, "ok", false, "error", a.err.Error())
+		tail := r.in.Manager.logTail(p, 20)
+		err := fmt.Errorf("the handoff failed: %s", strings.TrimPrefix(a.err.Error(), "failed: "))
+		if tail != "" {
+			err = fmt.Errorf("%w\nlast lines of the log:\n%s", err, strings.TrimRight(tail, "\n"))
+		}
+		return withHint(err, "the old gateway (pid %d) serves on; fix what the log says, or restart with a drain: hermes restart --mode drain%s", in.PID, configFlag(p))
+	}
+	newPid, _ := strconv.Atoi(strings.TrimPrefix(a.line, "ok "))
+	// The successor said it serves; see for ourselves, as after any restart.
+	deadline := time.Now().Add(p.Restart.ReadyTimeout)
+	for {
+		rec, ok := gatewayReady(p, in.Record)
+		if ok && rec.PID == newPid {
+			r.record(evRestartDone, "ok", true, "new_pid", newPid, "mode", modeHandoff, "total_ms", time.Since(r.t0).Milliseconds())
+			sessions := 0
+			if in.Gateway != nil {
+				sessions = in.Gateway.ActiveSessions
+			}
+			r.say("handed off: pid %d (%s) -> pid %d serving on %s; %s after asking, %s in all", in.PID, in.Verdict, newPid, rec.Listen,
+				fmtDur(time.Since(t0)), fmtDur(time.Since(r.t0)))
+			r.say("pid %d finishes its sessions (%d when asked) in the background, within drain.timeout (%s)", in.PID, sessions, p.Drain.Timeout)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			r.record(evRestartDone, "ok", false, "error", "the successor said it serves, but does not answer")
+			return fmt.Errorf("pid %d said it serves (%q), but its pid file, ping and /readyz do not agree within restart.ready_timeout (%s)", newPid, a.line, p.Restart.ReadyTimeout)
+		}
+		select {
+		case <-r.intr.done:
+			return withHint(errors.New("interrupted while checking the new gateway"), "check with: hermes status%s", configFlag(p))
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // interrupted reports where a Ctrl-C stopped the ladder and what to run.
@@ -381,7 +495,7 @@ func (r *ladderRun) bringBack(mgr managerInfo, finishCmd string) error {
 	defer cancel()
 	var childExit <-chan int
 	t0 := time.Now()
-	markRestartAsked(p.Gateway.StateDir) // a person asked: no crash-loop delay for this start
+	markRestartAsked(p.Gateway.StateDir, p.Journal.ExitFlush) // a person asked: no crash-loop delay for this start
 	switch mgr.Kind {
 	case managerNone:
 		pid, exited, err := startDetached(p)

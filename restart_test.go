@@ -93,6 +93,8 @@ func (b *bgCommand) wait(t *testing.T, timeout time.Duration) int {
 	}
 }
 
+// restartPolicy is for the tests of the drain ladder: a serving gateway
+// is restarted by a drain here (handoff_test.go has the handoff's).
 const restartPolicy = `
 [echo]
 word_delay = "25ms"
@@ -100,6 +102,7 @@ word_delay = "25ms"
 timeout = "10s"
 grace = "1s"
 [restart]
+mode = "drain"
 ready_timeout = "20s"
 `
 
@@ -191,6 +194,7 @@ func TestRestartEscalatesToKill(t *testing.T) {
 timeout = "500ms"
 grace = "500ms"
 [restart]
+mode = "drain"
 ladder = [{ signal = "USR1", wait = "1s" }, { signal = "TERM", wait = "1s" }, { signal = "KILL", wait = "5s" }]
 `)
 	g := e.startGateway("HERMES_TEST_FAULT=ignore-stop-signals")

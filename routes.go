@@ -23,6 +23,11 @@ const staleTicks = 3
 func staleAfter(w WatchdogPolicy) time.Duration { return staleTicks * w.Heartbeat }
 
 func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if g.handedOff.Load() {
+		// The successor takes every new connection: this one ends after
+		// this answer, cleanly, so the client's next request goes there.
+		w.Header().Set("Connection", "close")
+	}
 	switch {
 	case r.URL.Path == "/healthz":
 		g.serveProbe(w, false)
@@ -95,7 +100,19 @@ type gatewayStatus struct {
 	Policy         string  `json:"policy"`
 	Name           string  `json:"name"`
 	Listen         string  `json:"listen"`
+	Socket         string  `json:"socket,omitempty"` // where the listening socket came from
 	DrainReason    string  `json:"drain_reason,omitempty"`
+	// A handoff: the successor this gateway started (or handed over to),
+	// and, on a successor, the predecessor still finishing its sessions.
+	HandedOff   bool               `json:"handed_off,omitempty"`
+	Successor   int                `json:"successor,omitempty"`
+	Predecessor *predecessorStatus `json:"predecessor,omitempty"`
+}
+
+type predecessorStatus struct {
+	PID         int   `json:"pid"`
+	Sessions    int   `json:"sessions"`
+	DrainLeftMS int64 `json:"drain_left_ms"`
 }
 
 func (g *gateway) status() gatewayStatus {
@@ -103,13 +120,28 @@ func (g *gateway) status() gatewayStatus {
 	s := g.snap.Load()
 	up := now.Sub(g.started)
 	frozen, _ := g.frozen(now)
-	return gatewayStatus{
+	st := gatewayStatus{
 		PID: g.pid, State: s.State, Frozen: frozen,
 		HeartbeatAgeMS: g.heartbeatAge(now).Milliseconds(), StaleAfterMS: staleAfter(s.Policy.Watchdog).Milliseconds(),
 		SignalUnreadMS: g.pipe.unreadFor(now).Milliseconds(),
 		UptimeSeconds:  up.Seconds(), Uptime: up.Round(time.Second).String(),
 		ActiveSessions: g.gate.count(), LogLinesLost: g.logq.lost() + g.sd.lost(),
 		Version: version, Policy: s.Policy.policyLabel(),
-		Name: s.Policy.Name, Listen: g.listen, DrainReason: s.Reason,
+		Name: s.Policy.Name, Listen: g.listenAddr(), Socket: g.lnKind, DrainReason: s.Reason,
+		HandedOff: s.HandedOff, Successor: s.Successor,
 	}
+	if pr := s.Predecessor; pr != nil {
+		st.Predecessor = &predecessorStatus{PID: pr.pid, Sessions: pr.sessions}
+		if !pr.until.IsZero() {
+			st.Predecessor.DrainLeftMS = max(pr.until.Sub(now), 0).Milliseconds()
+		}
+	}
+	return st
+}
+
+func (g *gateway) listenAddr() string {
+	if g.ln != nil {
+		return g.ln.Addr().String()
+	}
+	return g.listen
 }

@@ -29,7 +29,11 @@ type admission struct {
 	changed chan struct{}
 }
 
-const gateClosed = int64(1) << 62
+const (
+	gateClosed  = int64(1) << 62
+	gateWatched = int64(1) << 61 // open, but the loop wants to hear of every session's end (handed off)
+	gateFlags   = gateClosed | gateWatched
+)
 
 func (a *admission) init() { a.changed = make(chan struct{}, 1) }
 
@@ -48,19 +52,29 @@ func (a *admission) enter() bool {
 
 // leave ends an admitted session.
 func (a *admission) leave() {
-	if a.word.Add(-1)&gateClosed != 0 {
-		select {
-		case a.changed <- struct{}{}:
-		default:
-		}
+	if a.word.Add(-1)&gateFlags != 0 {
+		a.wake()
+	}
+}
+
+// wake tells the loop the count changed; one pending wake-up is enough.
+func (a *admission) wake() {
+	select {
+	case a.changed <- struct{}{}:
+	default:
 	}
 }
 
 // close shuts the gate and returns the count at that moment; it only falls
 // from there.
-func (a *admission) close() int { return int(a.word.Or(gateClosed) &^ gateClosed) }
+func (a *admission) close() int { return int(a.word.Or(gateClosed) &^ gateFlags) }
 
-func (a *admission) count() int { return int(a.word.Load() &^ gateClosed) }
+// watch keeps the gate open but has every session's end wake the loop.
+func (a *admission) watch() { a.word.Or(gateWatched) }
+
+func (a *admission) unwatch() { a.word.And(^gateWatched) }
+
+func (a *admission) count() int { return int(a.word.Load() &^ gateFlags) }
 
 func (a *admission) admitting() bool { return a.word.Load()&gateClosed == 0 }
 

@@ -55,7 +55,7 @@ type selfPipe struct {
 
 // handledSignals are the signals hermes serve owns. signal.Notify is never
 // called without a list: the runtime's own SIGURG would arrive too.
-var handledSignals = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGHUP}
+var handledSignals = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGHUP}
 
 // stopsLoop reports whether a signal asks the loop to end (drain, stop):
 // the watchdog counts such a signal that nobody reads as a frozen loop.

@@ -231,6 +231,9 @@ type statusJSON struct {
 	UnitFile       string       `json:"unit_file,omitempty"`
 	UnitDiffers    bool         `json:"unit_differs_from_policy,omitempty"`
 	Version        string       `json:"version"`
+	// A handoff in progress or just done.
+	Successor   int                `json:"successor,omitempty"`
+	Predecessor *predecessorStatus `json:"predecessor,omitempty"`
 }
 
 func runStatus(args []string) error {
@@ -253,6 +256,10 @@ func runStatus(args []string) error {
 	}
 	if g := in.Gateway; g != nil {
 		st.UptimeSeconds, st.ActiveSessions, st.Listen = g.UptimeSeconds, g.ActiveSessions, g.Listen
+		st.Predecessor = g.Predecessor
+		if !g.HandedOff {
+			st.Successor = g.Successor
+		}
 	}
 	if l, err := readStartLedger(p.Gateway.StateDir); err == nil {
 		if loop, delay := l.CrashLoop(p.CrashLoop, time.Now()); loop {
@@ -287,6 +294,13 @@ func runStatus(args []string) error {
 		}
 		if g := in.Gateway; g != nil {
 			fmt.Printf("uptime:   %s\nsessions: %d active\nlisten:   %s\n", g.Uptime, g.ActiveSessions, g.Listen)
+			if pr := g.Predecessor; pr != nil {
+				fmt.Printf("handoff:  pid %d (the gateway before this one) finishes %d sessions, %s of its drain left\n",
+					pr.PID, pr.Sessions, fmtDur(time.Duration(pr.DrainLeftMS)*time.Millisecond))
+			}
+			if st.Successor != 0 {
+				fmt.Printf("handoff:  handing over to pid %d\n", st.Successor)
+			}
 		}
 		fmt.Printf("manager:  %s\n", in.Manager.describe())
 		if unitNote != "" {

@@ -9,3 +9,5 @@ const testFaultsBuilt = false
 func testFaultSet(string) bool { return false }
 
 func testFault(string) {}
+
+func successorTestFault() string { return "" }

@@ -28,3 +28,10 @@ func freezeLoopForTest() {
 	block := make(chan struct{})
 	<-block
 }
+
+// successorTestFault is the fault a gateway passes to the successor it
+// starts in a handoff (HERMES_TEST_SUCCESSOR_FAULT): a test can break the
+// successor without breaking the gateway under test. The successor-only
+// faults: never-ready (it starts and ticks but never reports ready) and
+// crash-after-takeover (it panics right after it took over).
+func successorTestFault() string { return os.Getenv("HERMES_TEST_SUCCESSOR_FAULT") }

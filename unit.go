@@ -263,6 +263,7 @@ type systemdUnitData struct {
 	CrashLoopMaxDelay, TimeoutStartSec   string
 	DrainBudget, Margin, TimeoutStopSec  string
 	WatchdogSec                          string
+	NotifyAccess                         string
 	System                               bool
 	User, StateDirectory, ReadWritePaths string
 	WantedBy                             string
@@ -295,6 +296,10 @@ func systemdData(p *Policy, o unitOptions, args []string) systemdUnitData {
 		TimeoutStopSec:     sdDuration(p.Drain.Budget() + autoWaitMargin),
 		System:             o.System,
 		WantedBy:           "default.target",
+		NotifyAccess:       "main",
+	}
+	if p.Restart.Mode == modeHandoff {
+		d.NotifyAccess = "all"
 	}
 	if p.Path != "" {
 		d.PolicyLabel = "policy " + strconv.Quote(p.Path)

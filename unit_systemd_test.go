@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -110,27 +109,6 @@ func (h *harness) waitFor(what string, timeout time.Duration, cond func() bool) 
 	}
 }
 
-func copyFile(t *testing.T, src, dst string, perm os.FileMode) {
-	t.Helper()
-	in, err := os.Open(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, perm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // TestUnitSystemdHarness installs the generated unit in a real systemd 252
 // and holds it to its promises: READY=1 makes it active, kill -9 brings it
@@ -219,11 +197,88 @@ restart_sec = "1s"
 		}
 	})
 
-	t.Run("hermes restart while a stream is in flight", func(t *testing.T) {
-		pid := h.show(unit, "MainPID")
+	// The gateway's pid, from its pid file inside the harness.
+	gatewayPid := func() string {
+		out, _ := h.exec("sh", "-c", "head -c 200 /var/lib/hermes/"+name+"/gateway.pid | tr -dc '0-9 :,\n' | grep -o '[0-9][0-9]*' | head -1")
+		return strings.TrimSpace(out)
+	}
+
+	t.Run("hermes restart hands off with a stream in flight", func(t *testing.T) {
+		// The unit's main process is the keeper, and stays: the gateway
+		// moves to a new process among its children, and systemd sees no
+		// restart and no failure. (A successor made main by MAINPID= would
+		// be "alien" to systemd, which then SIGKILLs the whole cgroup at
+		// the next stop: see keeper.go.)
+		mainPid := h.show(unit, "MainPID")
+		pid := gatewayPid()
+		restarts := h.show(unit, "NRestarts")
 		s := startStream(t, url, 40) // 40 words at 50ms: 2s, inside drain.timeout
 		s.waitLines(t, 4, 10*time.Second)
 		out, err := h.exec(bin, "restart", "--config", policy)
+		if err != nil {
+			t.Fatalf("hermes restart: %v\n%s", err, out)
+		}
+		if !strings.Contains(out, "handed off: pid "+pid) {
+			t.Errorf("restart output:\n%s", out)
+		}
+		newPid := gatewayPid()
+		if newPid == pid || h.show(unit, "MainPID") != mainPid || h.show(unit, "ActiveState") != "active" || h.show(unit, "SubState") != "running" {
+			t.Errorf("gateway %s -> %s, MainPID %s -> %s, %s/%s", pid, newPid, mainPid, h.show(unit, "MainPID"), h.show(unit, "ActiveState"), h.show(unit, "SubState"))
+		}
+		if got := h.show(unit, "NRestarts"); got != restarts {
+			t.Errorf("NRestarts %s -> %s: systemd counted a handoff as a restart", restarts, got)
+		}
+		body := s.waitDone(t, 15*time.Second)
+		if !strings.Contains(body, "data: [DONE]") || strings.Contains(body, "event: error") {
+			t.Errorf("the stream did not finish across the handoff:\n%s", body)
+		}
+		// The old gateway drains and exits; the unit stays as it was.
+		h.waitFor("the old gateway gone", 20*time.Second, func() bool {
+			out, _ := h.exec("sh", "-c", "kill -0 "+pid+" 2>/dev/null && echo alive")
+			return !strings.Contains(out, "alive")
+		})
+		if h.show(unit, "ActiveState") != "active" || h.show(unit, "MainPID") != mainPid || h.show(unit, "NRestarts") != restarts {
+			t.Errorf("after the old gateway exited: %s MainPID %s NRestarts %s", h.show(unit, "ActiveState"), h.show(unit, "MainPID"), h.show(unit, "NRestarts"))
+		}
+		if code, _ := httpGet(t, url+"/readyz"); code != 200 {
+			t.Errorf("/readyz after the handoff: %d", code)
+		}
+	})
+
+	t.Run("systemctl stop during a handoff's drain drains both gateways", func(t *testing.T) {
+		// KillMode=mixed: once the main process (the successor) exits,
+		// systemd kills what is left in the cgroup, a predecessor still
+		// draining included. So the successor waits for it.
+		old := startStream(t, url, 60) // 3 s, on the gateway about to hand off
+		old.waitLines(t, 4, 10*time.Second)
+		if out, err := h.exec(bin, "restart", "--config", policy); err != nil {
+			t.Fatalf("hermes restart: %v\n%s", err, out)
+		}
+		fresh := startStream(t, url, 30) // 1.5 s, on the successor
+		fresh.waitLines(t, 4, 10*time.Second)
+		if out, err := h.exec("systemctl", "stop", unit); err != nil {
+			t.Fatalf("systemctl stop: %v\n%s", err, out)
+		}
+		for name, s := range map[string]*stream{"predecessor's": old, "successor's": fresh} {
+			if body := s.waitDone(t, 15*time.Second); !strings.Contains(body, "data: [DONE]") || strings.Contains(body, "event: error") {
+				t.Errorf("the %s stream was cut by the stop:\n%s", name, body)
+			}
+		}
+		if got := h.show(unit, "Result"); got != "success" {
+			t.Errorf("Result=%s after the stop, want success", got)
+		}
+		if out, err := h.exec("systemctl", "start", unit); err != nil {
+			t.Fatalf("systemctl start: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("hermes restart --mode drain while a stream is in flight", func(t *testing.T) {
+		// A drain restart: the gateway exits 75, the keeper with it, and
+		// systemd starts the unit again (RestartForceExitStatus=75).
+		pid, mainPid := gatewayPid(), h.show(unit, "MainPID")
+		s := startStream(t, url, 40) // 40 words at 50ms: 2s, inside drain.timeout
+		s.waitLines(t, 4, 10*time.Second)
+		out, err := h.exec(bin, "restart", "--mode", "drain", "--config", policy)
 		if err != nil {
 			t.Fatalf("hermes restart: %v\n%s", err, out)
 		}
@@ -231,9 +286,9 @@ restart_sec = "1s"
 		if !strings.Contains(body, "data: [DONE]") || strings.Contains(body, "event: error") {
 			t.Errorf("the stream did not finish across the restart:\n%s", body)
 		}
-		newPid := h.show(unit, "MainPID")
-		if newPid == pid || newPid == "0" || h.show(unit, "ActiveState") != "active" {
-			t.Errorf("MainPID %s -> %s, %s: no new gateway", pid, newPid, h.show(unit, "ActiveState"))
+		newPid := gatewayPid()
+		if newPid == pid || newPid == "" || h.show(unit, "MainPID") == mainPid || h.show(unit, "ActiveState") != "active" {
+			t.Errorf("gateway %s -> %s, MainPID %s -> %s, %s: no new gateway", pid, newPid, mainPid, h.show(unit, "MainPID"), h.show(unit, "ActiveState"))
 		}
 		for _, want := range []string{"manager systemd", "verdict: serving", "sent USR1", "restarted: pid " + pid} {
 			if !strings.Contains(out, want) {

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -98,7 +97,7 @@ func waitStatusAt(t testing.TB, url string, exited <-chan struct{}, timeout time
 	defer tick.Stop()
 	for {
 		var st gatewayStatus
-		if resp, err := http.Get(url + "/status"); err == nil {
+		if resp, err := freshClient.Get(url + "/status"); err == nil {
 			json.NewDecoder(resp.Body).Decode(&st)
 			resp.Body.Close()
 			if cond(st) {

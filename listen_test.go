@@ -1,0 +1,108 @@
+//go:build linux
+
+package main
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// activated starts `hermes serve` the way systemd's socket activation does:
+// the listening socket at fd 3, LISTEN_FDS=1 and LISTEN_PID naming the
+// gateway (sh's $$, which exec keeps).
+func activated(t *testing.T, e *testEnv, sock *os.File) *gatewayProc {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=http exec "$0" serve`, hermesBin)
+	cmd.Env, cmd.Dir = e.env, e.dir
+	cmd.ExtraFiles = []*os.File{sock}
+	log := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	g := &gatewayProc{t: t, cmd: cmd, stderr: log, exited: make(chan struct{})}
+	go func() { cmd.Wait(); g.code = cmd.ProcessState.ExitCode(); close(g.exited) }()
+	t.Cleanup(func() {
+		if !g.hasExited() {
+			cmd.Process.Kill()
+			<-g.exited
+		}
+	})
+	g.waitLog(" ready ", 20*time.Second)
+	return g
+}
+
+// TestSocketActivation: the gateway serves on the socket systemd passed
+// (not on gateway.listen), and a drain restart queues the connections that
+// arrive meanwhile on that socket, for the next gateway, instead of
+// refusing them: the socket outlives every gateway.
+func TestSocketActivation(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // what systemd's .socket unit holds
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	sock, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	url := "http://" + ln.Addr().String()
+	e := newTestEnv(t, strings.Replace(restartPolicy, `word_delay = "25ms"`, `word_delay = "20ms"`, 1))
+
+	g := activated(t, e, sock)
+	if !strings.Contains(g.stderr.String(), `socket="systemd socket activation"`) || !strings.Contains(g.stderr.String(), "listen="+ln.Addr().String()) {
+		t.Fatalf("the gateway did not take the activated socket:\n%s", g.stderr.String())
+	}
+	s := startStream(t, url, 40) // 0.8 s
+	s.waitLines(t, 4, 5*time.Second)
+	g.signal(syscall.SIGUSR1) // a drain restart
+	g.waitLog("drain start", 5*time.Second)
+
+	// A request during the drain: connected by the kernel, queued.
+	type result struct {
+		code int
+		body string
+		err  error
+	}
+	queued := make(chan result, 1)
+	go func() {
+		resp, err := freshClient.Post(url+"/v1/chat/completions", "application/json",
+			strings.NewReader(`{"messages":[{"role":"user","content":"queued not refused"}]}`))
+		if err != nil {
+			queued <- result{err: err}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		queued <- result{code: resp.StatusCode, body: string(b)}
+	}()
+	if out := s.waitDone(t, 10*time.Second); !strings.Contains(out, "[DONE]") {
+		t.Errorf("the stream in flight was cut:\n%s", out)
+	}
+	if code := g.wait(10 * time.Second); code != exitRestart {
+		t.Fatalf("exit %d, want %d", code, exitRestart)
+	}
+	select {
+	case r := <-queued:
+		t.Fatalf("the request made during the drain was answered by the draining gateway: %+v", r)
+	default:
+	}
+	// The manager starts the next gateway on the same socket.
+	activated(t, e, sock)
+	select {
+	case r := <-queued:
+		if r.err != nil || r.code != http.StatusOK || !strings.Contains(r.body, "queued not refused") {
+			t.Errorf("the queued request: %d %q %v, want 200 from the next gateway", r.code, r.body, r.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the queued request was never answered")
+	}
+}
