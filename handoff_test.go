@@ -178,7 +178,9 @@ func TestHandoffByUSR2(t *testing.T) {
 		t.Fatalf("pid file after the handoff: %+v %v", rec, err)
 	}
 	st := waitStatusAt(t, g.url, nil, 10*time.Second, "the successor showing its predecessor",
-		func(st gatewayStatus) bool { return st.PID == rec.PID && st.Predecessor != nil && st.Predecessor.Sessions == 1 })
+		func(st gatewayStatus) bool {
+			return st.PID == rec.PID && st.Predecessor != nil && st.Predecessor.Sessions == 1
+		})
 	if st.Predecessor.PID != g.pid() || st.Predecessor.DrainLeftMS <= 0 {
 		t.Errorf("predecessor in the successor's status = %+v", st.Predecessor)
 	}

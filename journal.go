@@ -71,7 +71,7 @@ const (
 	evKeeperStart       // fields: gateway, why
 	evKeeperExit        // fields: code
 	evLogDropped        // fields: sink, dropped: lines a full queue dropped
-	evJournalFailed // writes to the journal fail (or work again)
+	evJournalFailed     // writes to the journal fail (or work again)
 
 	// The restarter's (hermes restart and hermes stop).
 	evRestartRequested // fields: by_pid, user, force

@@ -140,13 +140,13 @@ type loopInput struct {
 	policy   *Policy  // inReloaded: the new policy (nil when err)
 	later    []string // inReloaded: keys that take effect only after a restart
 	err      error
-	conns    int       // open client connections, once handed off
-	id       int       // inHandoff: who waits for the outcome
-	by       string    // inHandoff: who asked
-	pid      int       // the successor's (or predecessor's) pid
-	code     int       // inSuccessorExited
-	n        int       // inPredecessor: its sessions
-	until    time.Time // inPredecessor
+	conns    int            // open client connections, once handed off
+	id       int            // inHandoff: who waits for the outcome
+	by       string         // inHandoff: who asked
+	pid      int            // the successor's (or predecessor's) pid
+	code     int            // inSuccessorExited
+	n        int            // inPredecessor: its sessions
+	until    time.Time      // inPredecessor
 	proc     *successorProc // inSpawned: for the driver, which keeps it
 }
 
@@ -164,8 +164,8 @@ const (
 	effUsePolicy // policy is the running policy from now on
 	effExit      // the loop returns code
 
-	effSpawn         // start the successor, off the loop
-	effHandoffTimer  // arm at `at`; zero disarms
+	effSpawn        // start the successor, off the loop
+	effHandoffTimer // arm at `at`; zero disarms
 	effProbationTimer
 	effCommit        // tell the successor to take over ("go")
 	effHandOver      // the successor serves: stop accepting, close connections as they idle, MAINPID=code

@@ -387,7 +387,7 @@ var errNoHandoff = errors.New("no handoff")
 
 type noHandoffError struct{ why string }
 
-func (e noHandoffError) Error() string { return "no handoff: " + e.why }
+func (e noHandoffError) Error() string   { return "no handoff: " + e.why }
 func (e noHandoffError) Is(t error) bool { return t == errNoHandoff }
 
 // handoff asks a serving gateway to hand over to its successor and waits

@@ -109,7 +109,6 @@ func (h *harness) waitFor(what string, timeout time.Duration, cond func() bool) 
 	}
 }
 
-
 // TestUnitSystemdHarness installs the generated unit in a real systemd 252
 // and holds it to its promises: READY=1 makes it active, kill -9 brings it
 // back after RestartSec, stop drains a stream in flight within
