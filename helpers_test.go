@@ -26,6 +26,9 @@ import (
 var hermesBin string
 
 func TestMain(m *testing.M) {
+	if role := os.Getenv("HERMES_TEST_ROLE"); role != "" {
+		os.Exit(runTestRole(role, os.Args[1:]))
+	}
 	for _, a := range os.Args[1:] {
 		// A fuzz worker runs only the fuzz target, which needs no binary:
 		// building one per worker would eat the fuzzing time.
