@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -10,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -65,6 +68,29 @@ func startSleeper(b *testing.B) (*exec.Cmd, *procHandle) {
 		b.Fatal(err)
 	}
 	return cmd, h
+}
+
+// BenchmarkStartReady times `hermes serve` from exec to READY=1 on its
+// notify socket (the listener bound, the state written, the loop running),
+// and reports the idle gateway's resident memory right after. Both are
+// targets: start to ready in single-digit milliseconds, idle RSS at most
+// 10 MB. The binary is the static one (CGO_ENABLED=0) the README builds.
+func BenchmarkStartReady(b *testing.B) {
+	var rss []float64
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		e := newTestEnv(b, "")
+		sock, msgs := fakeNotifySocket(b)
+		b.StartTimer()
+		g := e.spawnGateway("NOTIFY_SOCKET=" + sock)
+		wantNotify(b, msgs, "READY=1")
+		b.StopTimer()
+		rss = append(rss, float64(vmRSS(g.pid()))/1024)
+		g.signal(syscall.SIGTERM)
+		g.wait(10 * time.Second)
+	}
+	sort.Float64s(rss)
+	b.ReportMetric(rss[len(rss)/2], "idle-RSS-MiB")
 }
 
 // BenchmarkRestart times the whole `hermes restart`, from the command's
@@ -161,14 +187,167 @@ func BenchmarkStreamProxy(b *testing.B) {
 	}
 }
 
-// vmRSS reads a process's resident set size in KiB (Linux), or 0.
-func vmRSS(pid int) int {
+// BenchmarkConcurrentStreams holds N concurrent SSE streams open through a
+// real `hermes serve` (N = $HERMES_BENCH_STREAMS, default 10,000) and
+// reports the gateway's peak resident memory (VmHWM), per stream and in
+// all, with the errors. "echo": the built-in echo upstream (one
+// connection per session); "upstream": a fake OpenAI-compatible upstream
+// (two connections per session: the client's and the upstream's). Every
+// stream runs 20 chunks 200 ms apart, and all N are open at once before
+// any ends; each must arrive whole, ending in [DONE].
+//
+//	go test -run XXX -bench ConcurrentStreams -benchtime 1x .
+func BenchmarkConcurrentStreams(b *testing.B) {
+	n := 10000
+	if s := os.Getenv("HERMES_BENCH_STREAMS"); s != "" {
+		n, _ = strconv.Atoi(s)
+	}
+	// Open files: the soft limit up to the hard one (the gateways started
+	// here inherit it). A stream through the fake upstream takes two
+	// descriptors in the gateway and two in this process (its client and
+	// the upstream's server side): that case runs as many streams as fit.
+	var lim syscall.Rlimit
+	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+	lim.Cur = lim.Max
+	syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	fit := func(perStream int) int { return min(n, (int(lim.Cur)-1024)/perStream) }
+	const chunks, every = 20, 200 * time.Millisecond
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		fl := w.(http.Flusher)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for i := 0; i < chunks; i++ {
+			fmt.Fprintf(w, "data: {\"choices\":[{\"delta\":{\"content\":\"w%d \"}}]}\n\n", i)
+			fl.Flush()
+			select {
+			case <-t.C:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		io.WriteString(w, "data: [DONE]\n\n")
+	}))
+	up.Config.ReadHeaderTimeout = time.Minute
+	up.Start()
+	defer up.Close()
+	for _, tc := range []struct {
+		name, policy string
+		n            int
+	}{
+		{"echo", fmt.Sprintf("[echo]\nword_delay = %q\n", every), fit(1)},
+		{"upstream", fmt.Sprintf("upstream = %q\n", up.URL), fit(2)},
+	} {
+		n := tc.n
+		b.Run(tc.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				e := newTestEnv(b, tc.policy)
+				g := e.startGateway()
+				idle := vmHWM(g.pid())
+				started, ok, failed := streamFlood(b, e.addr, n, chunks)
+				peak := vmHWM(g.pid())
+				g.signal(syscall.SIGTERM)
+				g.wait(60 * time.Second)
+				b.ReportMetric(float64(peak)/1024, "peak-RSS-MiB")
+				b.ReportMetric(float64(peak-idle)*1024/float64(n), "bytes/stream")
+				b.ReportMetric(float64(failed), "errors")
+				b.Logf("%s: %d streams open at once, %d whole, %d failed; gateway peak RSS %d MiB (idle %d MiB)",
+					tc.name, started, ok, failed, peak/1024, idle/1024)
+				if failed > 0 || started < n {
+					b.Errorf("%d of %d streams failed; %d were open at once", failed, n, started)
+				}
+			}
+		})
+	}
+}
+
+// streamFlood opens n streams (raw connections: the client's own memory
+// stays small), waits until all n have their first chunk, then reads them
+// to the end. It returns how many were open at once, whole, and failed.
+func streamFlood(b *testing.B, addr string, n, chunks int) (started, ok, failed int) {
+	words := make([]string, chunks)
+	for i := range words {
+		words[i] = fmt.Sprintf("w%d", i)
+	}
+	body := fmt.Sprintf(`{"stream":true,"messages":[{"role":"user","content":%q}]}`, strings.Join(words, " "))
+	req := fmt.Sprintf("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	var mu sync.Mutex
+	var opened, good, bad int
+	allOpen := make(chan struct{})
+	var wg sync.WaitGroup
+	dial := make(chan struct{}, 256) // a steady ramp, within the listen backlog
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		dial <- struct{}{}
+		go func() {
+			defer wg.Done()
+			c, err := net.DialTimeout("tcp", addr, 30*time.Second)
+			if err == nil {
+				_, err = io.WriteString(c, req)
+			}
+			<-dial
+			if err != nil {
+				mu.Lock()
+				bad++
+				mu.Unlock()
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Minute))
+			br := bufio.NewReaderSize(c, 512)
+			first := true
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					mu.Lock()
+					bad++
+					mu.Unlock()
+					return
+				}
+				if first && strings.HasPrefix(line, "data:") {
+					first = false
+					mu.Lock()
+					opened++
+					if opened == n {
+						close(allOpen)
+					}
+					mu.Unlock()
+				}
+				if strings.HasPrefix(line, "data: [DONE]") {
+					mu.Lock()
+					good++
+					mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	select {
+	case <-allOpen:
+	case <-time.After(2 * time.Minute):
+	}
+	mu.Lock()
+	started = opened
+	mu.Unlock()
+	wg.Wait()
+	return started, good, bad
+}
+
+// vmRSS and vmHWM read a process's resident set size and its peak, in
+// KiB (Linux), or 0.
+func vmRSS(pid int) int { return procStatusKB(pid, "VmRSS:") }
+
+func vmHWM(pid int) int { return procStatusKB(pid, "VmHWM:") }
+
+// procStatusKB reads one kB figure of /proc/PID/status.
+func procStatusKB(pid int, key string) int {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(l, key); ok {
 			n, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
 			return n
 		}

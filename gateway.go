@@ -2,10 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -113,8 +114,28 @@ type gateway struct {
 	replies   map[int]chan string
 	nextReply int
 
-	srv    *http.Server
-	client *http.Client
+	srv      *http.Server
+	client   *http.Client // net/http's Transport: where the upstream client cannot serve
+	upstream atomic.Pointer[upstreamRoute]
+}
+
+// upstreamRoute is the fast upstream client for one upstream base URL.
+type upstreamRoute struct {
+	base   string
+	client *upstreamClient // nil: use the Transport
+}
+
+// upstreamFor returns the upstream client for base, making one when the
+// policy named another upstream since (a reload).
+func (g *gateway) upstreamFor(base string) *upstreamClient {
+	if r := g.upstream.Load(); r != nil && r.base == base {
+		return r.client
+	}
+	r := &upstreamRoute{base: base, client: newUpstreamClient(base)}
+	if old := g.upstream.Swap(r); old != nil && old.client != nil {
+		old.client.closeIdle()
+	}
+	return r.client
 }
 
 func newGateway(p *Policy, flagPath string, pipe *selfPipe, log *logger, logq *logQueues, sd *sink) *gateway {
@@ -147,9 +168,12 @@ func newGateway(p *Policy, flagPath string, pipe *selfPipe, log *logger, logq *l
 	return g
 }
 
+// newID names a session (X-Hermes-Session, log lines): unique enough to
+// tell sessions apart in a journal, and not a secret, so it costs no
+// system call (math/rand/v2's generator is per thread).
 func newID() string {
 	var b [8]byte
-	rand.Read(b[:])
+	binary.LittleEndian.PutUint64(b[:], rand.Uint64())
 	return hex.EncodeToString(b[:])
 }
 

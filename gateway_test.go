@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -388,6 +389,172 @@ func TestProxyStreamsUnbufferedAndAddsKey(t *testing.T) {
 	}
 }
 
+// TestProxyPassesRequestThrough checks what the upstream receives: the
+// method, path and query as sent, the body byte for byte (small bodies are
+// read whole and sent with the head; large and chunked ones stream), the
+// client's headers without the hop-by-hop ones, and the policy's key in
+// place of the client's Authorization. And what the client gets back: the
+// upstream's headers without its hop-by-hop ones.
+func TestProxyPassesRequestThrough(t *testing.T) {
+	type seen struct {
+		Method, URI, Host, Body, Auth, Custom, Te, ProxyAuth, Conn string
+		Length                                                     int64
+		Chunked                                                    bool
+	}
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Upstream", "yes")
+		w.Header().Set("Keep-Alive", "timeout=5") // hop-by-hop: must not reach the client
+		json.NewEncoder(w).Encode(seen{
+			Method: r.Method, URI: r.RequestURI, Host: r.Host, Body: string(b),
+			Auth: r.Header.Get("Authorization"), Custom: r.Header.Get("X-Custom"),
+			Te: r.Header.Get("Te"), ProxyAuth: r.Header.Get("Proxy-Authorization"),
+			Conn: r.Header.Get("Connection"), Length: r.ContentLength,
+			Chunked: len(r.TransferEncoding) > 0,
+		})
+	}))
+	defer upstream.Close()
+	e := newTestEnv(t, fmt.Sprintf("upstream = %q\nupstream_key_env = \"TEST_UPSTREAM_KEY\"\n", upstream.URL+"/v1"))
+	g := e.startGateway("TEST_UPSTREAM_KEY=sk-policy")
+	big := strings.Repeat("x", 100<<10)
+	for _, tc := range []struct {
+		name, method, path, body string
+		chunked                  bool
+	}{
+		{"small POST", "POST", "/v1/chat/completions?a=1&b=%2F", `{"stream":false}`, false},
+		{"GET without body", "GET", "/v1/models", "", false},
+		{"8 KB POST (head and body in one writev)", "POST", "/v1/embeddings", big[:8<<10], false},
+		{"large POST (streams)", "POST", "/v1/files", big, false},
+		{"chunked POST", "POST", "/v1/chat/completions", `{"chunked":true}`, true},
+		{"escaped path", "DELETE", "/v1/files/a%20b%2Fc", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var body io.Reader = strings.NewReader(tc.body)
+			if tc.chunked {
+				body = io.MultiReader(strings.NewReader(tc.body)) // no length: sent chunked
+			}
+			req, _ := http.NewRequest(tc.method, g.url+tc.path, body)
+			if tc.body == "" {
+				req.Body = nil
+			}
+			req.Header.Set("Authorization", "Bearer client-token")
+			req.Header.Set("X-Custom", "kept")
+			req.Header.Set("Te", "trailers")
+			req.Header.Set("Proxy-Authorization", "Basic c2VjcmV0")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var got seen
+			if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+				t.Fatalf("status %d: %v", resp.StatusCode, err)
+			}
+			wantURI := strings.TrimPrefix(tc.path, "/v1")
+			wantURI = "/v1" + wantURI
+			if got.Method != tc.method || got.URI != wantURI || got.Body != tc.body {
+				t.Errorf("upstream got %s %s with %d body bytes, want %s %s with %d", got.Method, got.URI, len(got.Body), tc.method, wantURI, len(tc.body))
+			}
+			if got.Host != strings.TrimPrefix(upstream.URL, "http://") {
+				t.Errorf("Host %q", got.Host)
+			}
+			if got.Auth != "Bearer sk-policy" || got.Custom != "kept" || got.Te != "" || got.ProxyAuth != "" {
+				t.Errorf("headers: Authorization %q X-Custom %q Te %q Proxy-Authorization %q", got.Auth, got.Custom, got.Te, got.ProxyAuth)
+			}
+			if tc.chunked != got.Chunked || (!tc.chunked && got.Length != int64(len(tc.body))) {
+				t.Errorf("upstream saw length %d chunked %v", got.Length, got.Chunked)
+			}
+			if resp.Header.Get("X-Upstream") != "yes" || resp.Header.Get("Keep-Alive") != "" {
+				t.Errorf("answer headers %v", resp.Header)
+			}
+		})
+	}
+}
+
+// TestProxyUpstreamClosedIdleConnection: an upstream that closes a
+// keep-alive connection after its answer (a restart, an idle timeout)
+// must not cost the next request its answer. The fake upstream answers
+// one request per connection, claims keep-alive, then closes; the test
+// sends the next request only once the close has happened, so the
+// gateway's pooled connection is certainly dead when it is reused.
+func TestProxyUpstreamClosedIdleConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	closed := make(chan int, 16)
+	go func() {
+		for n := 0; ; n++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			req, err := http.ReadRequest(bufio.NewReader(c))
+			if err == nil {
+				io.Copy(io.Discard, req.Body)
+				body := fmt.Sprintf(`{"answer":%d}`, n)
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+			}
+			c.Close()
+			closed <- n
+		}
+	}()
+	e := newTestEnv(t, fmt.Sprintf("upstream = %q\n", "http://"+ln.Addr().String()))
+	g := e.startGateway()
+	for i := 0; i < 3; i++ {
+		resp, err := http.Post(g.url+"/v1/chat/completions", "application/json", strings.NewReader(`{"stream":false}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != fmt.Sprintf(`{"answer":%d}`, i) {
+			t.Fatalf("request %d: %d %s", i, resp.StatusCode, b)
+		}
+		select {
+		case <-closed:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the upstream did not close its connection")
+		}
+	}
+}
+
+// TestProxyHTTPSUpstream streams through an https upstream, whose
+// certificate the gateway trusts through SSL_CERT_FILE (the way a host adds
+// a private CA), and checks that the upstream sees the policy's key.
+func TestProxyHTTPSUpstream(t *testing.T) {
+	var gotAuth atomic.Value
+	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gotAuth.Store(r.Header.Get("Authorization"))
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := 0; i < 3; i++ {
+			fmt.Fprintf(w, "data: {\"chunk\":%d}\n\n", i)
+			w.(http.Flusher).Flush()
+		}
+		fmt.Fprint(w, "data: [DONE]\n\n")
+	}))
+	defer up.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: up.Certificate().Raw}), 0o644)
+	e := newTestEnv(t, fmt.Sprintf("upstream = %q\nupstream_key_env = \"TEST_UPSTREAM_KEY\"\n", up.URL))
+	g := e.startGateway("SSL_CERT_FILE="+ca, "TEST_UPSTREAM_KEY=sk-tls")
+	for i := 0; i < 2; i++ { // the second reuses the pooled TLS connection
+		resp, err := http.Post(g.url+"/v1/chat/completions", "application/json", strings.NewReader(`{"stream":true}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(b), `"chunk":2`) || !strings.HasSuffix(string(b), "data: [DONE]\n\n") {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, b)
+		}
+	}
+	if got := gotAuth.Load(); got != "Bearer sk-tls" {
+		t.Errorf("upstream saw Authorization %q", got)
+	}
+}
+
 func TestClientDisconnectCancelsUpstream(t *testing.T) {
 	up := newFakeUpstream(t)
 	e := newTestEnv(t, fmt.Sprintf("upstream = %q\n", up.srv.URL))
@@ -680,5 +847,48 @@ func TestAfterTheLoopReturned(t *testing.T) {
 	ans, err := controlRequest(sock, "ping", 5*time.Second)
 	if err != nil || !strings.HasSuffix(ans, string(stateStopping)) {
 		t.Errorf("a ping after the loop returned = %q, %v; want an answer saying stopping", ans, err)
+	}
+}
+
+// TestEchoStreamIsValidJSON: every data line of an echo stream is one JSON
+// chunk, and the deltas put back together are the words sent, escapes and
+// all.
+func TestEchoStreamIsValidJSON(t *testing.T) {
+	e := newTestEnv(t, "[echo]\nword_delay = \"1ms\"\n")
+	g := e.startGateway()
+	words := "plain \"quoted\" back\\slash tab\there ünïcødé 日本 emoji\U0001F600 \x01ctl"
+	body, _ := json.Marshal(map[string]any{"stream": true, "model": "m\"odel", "messages": []any{map[string]any{"role": "user", "content": words}}})
+	resp, err := http.Post(g.url+"/v1/chat/completions", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	var got strings.Builder
+	done := false
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		if line == "[DONE]" {
+			done = true
+			continue
+		}
+		var c struct {
+			Object  string
+			Model   string
+			Choices []struct {
+				Delta        struct{ Content string }
+				FinishReason *string `json:"finish_reason"`
+			}
+		}
+		if err := json.Unmarshal([]byte(line), &c); err != nil || c.Object != "chat.completion.chunk" || c.Model != "m\"odel" || len(c.Choices) != 1 {
+			t.Fatalf("bad chunk %q: %v", line, err)
+		}
+		got.WriteString(c.Choices[0].Delta.Content)
+	}
+	if want := strings.Join(strings.Fields(words), " "); got.String() != want || !done {
+		t.Errorf("deltas = %q (done %v), want %q", got.String(), done, want)
 	}
 }

@@ -299,7 +299,9 @@ func TestHandoffBinaryUpgrade(t *testing.T) {
 	if raceEnabled {
 		args = append(args, "-race")
 	}
-	if out, err := exec.Command("go", append(args, ".")...).CombinedOutput(); err != nil {
+	build := exec.Command("go", append(args, ".")...)
+	build.Env = buildEnv()
+	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building the upgrade: %v\n%s", err, out)
 	}
 	e := newTestEnv(t, handoffPolicy)

@@ -48,6 +48,7 @@ func TestMain(m *testing.M) {
 		args = append(args, "-race")
 	}
 	cmd := exec.Command("go", append(args, ".")...)
+	cmd.Env = buildEnv()
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building hermes:", err)
@@ -56,6 +57,15 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// buildEnv is the environment hermes is built in: static (no cgo), as the
+// README builds it, except for -race, which needs cgo.
+func buildEnv() []string {
+	if raceEnabled {
+		return os.Environ()
+	}
+	return append(os.Environ(), "CGO_ENABLED=0")
 }
 
 const syscallTERM = syscall.SIGTERM
@@ -534,7 +544,7 @@ func httpGet(t testing.TB, url string) (int, string) {
 
 // fakeNotifySocket is a datagram socket standing in for systemd's
 // NOTIFY_SOCKET; it returns the socket path and the messages received.
-func fakeNotifySocket(t *testing.T) (string, <-chan string) {
+func fakeNotifySocket(t testing.TB) (string, <-chan string) {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "sdn") // short: a socket path has ~100 bytes
 	if err != nil {
@@ -563,7 +573,7 @@ func fakeNotifySocket(t *testing.T) (string, <-chan string) {
 
 // wantNotify waits for a message that contains every one of want, and
 // returns it.
-func wantNotify(t *testing.T, msgs <-chan string, want ...string) string {
+func wantNotify(t testing.TB, msgs <-chan string, want ...string) string {
 	t.Helper()
 	deadline := time.After(5 * time.Second)
 	for {

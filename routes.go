@@ -28,6 +28,19 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// this answer, cleanly, so the client's next request goes there.
 		w.Header().Set("Connection", "close")
 	}
+	// A session streams on this goroutine: nothing else is in this frame
+	// (see serveSession).
+	if strings.HasPrefix(r.URL.Path, "/v1/") {
+		g.serveSession(w, r)
+		return
+	}
+	g.serveOther(w, r)
+}
+
+// serveOther answers everything but sessions.
+//
+//go:noinline
+func (g *gateway) serveOther(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.URL.Path == "/healthz":
 		g.serveProbe(w, false)
@@ -36,8 +49,6 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.URL.Path == "/status":
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(g.status())
-	case strings.HasPrefix(r.URL.Path, "/v1/"):
-		g.serveSession(w, r)
 	default:
 		writeAPIError(w, http.StatusNotFound, "invalid_request_error", "unknown_url",
 			fmt.Sprintf("no route for %s: the gateway serves /v1/..., /healthz, /readyz and /status", r.URL.Path))

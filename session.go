@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -79,36 +77,66 @@ func (a *admission) count() int { return int(a.word.Load() &^ gateFlags) }
 func (a *admission) admitting() bool { return a.word.Load()&gateClosed == 0 }
 
 // serveSession runs one in-flight request as a session the drain can see.
+// The functions on the stack while a session streams keep small frames
+// (what is cold, such as logging and errors, is in functions of their
+// own): a goroutine's stack keeps its deepest size for its whole life, and
+// net/http's own frames on the way to a write are deep already. Kept under
+// 8 KB, 10,000 streams take 80 MB less.
 func (g *gateway) serveSession(w http.ResponseWriter, r *http.Request) {
 	if !g.gate.enter() {
 		g.refuse(w)
 		return
 	}
 	defer g.gate.leave()
-	id := newID()
-	started := time.Now()
-	p := g.policy.Load()
-	w.Header().Set("X-Hermes-Session", id)
-	rec := &responseRecorder{ResponseWriter: w}
-	if p.Gateway.Upstream == "" {
-		serveEcho(rec, r, p.Echo.WordDelay)
+	s := g.beginSession(w, r)
+	if s.p.Gateway.Upstream == "" {
+		serveEcho(s.rec, r, s.p.Echo.WordDelay)
 	} else {
-		g.proxy(rec, r, p)
+		g.proxy(s.rec, r, s.p)
 	}
+	g.endSession(s, r)
+}
+
+// sessionRun is one session's own state.
+type sessionRun struct {
+	id      string
+	started time.Time
+	p       *Policy
+	rec     *responseRecorder
+}
+
+//go:noinline
+func (g *gateway) beginSession(w http.ResponseWriter, r *http.Request) *sessionRun {
+	s := &sessionRun{id: newID(), started: time.Now(), p: g.policy.Load(), rec: &responseRecorder{ResponseWriter: w}}
+	w.Header().Set("X-Hermes-Session", s.id)
+	return s
+}
+
+// endSession says how the session ended: the drain cut it (it gets its
+// final event), the client went, or it finished during a drain.
+//
+//go:noinline
+func (g *gateway) endSession(s *sessionRun, r *http.Request) {
 	ctx := r.Context()
 	var cc *cutCause
+	ev := evNone
 	switch {
 	case errors.As(context.Cause(ctx), &cc):
-		g.finalEvent(rec, cc.reason, p.Drain.Grace)
-		g.log.info(evSessionCut, "session", id, "path", r.URL.Path, "duration", time.Since(started), "sessions", g.gate.count()-1)
+		g.finalEvent(s.rec, cc.reason, s.p.Drain.Grace)
+		ev = evSessionCut
 	case ctx.Err() != nil:
-		g.log.info(evSessionClientGone, "session", id, "path", r.URL.Path, "duration", time.Since(started), "sessions", g.gate.count()-1)
+		ev = evSessionClientGone
 	case !g.gate.admitting():
-		g.log.info(evSessionFinished, "session", id, "path", r.URL.Path, "duration", time.Since(started), "sessions", g.gate.count()-1)
+		ev = evSessionFinished
+	}
+	if ev != evNone {
+		g.log.info(ev, "session", s.id, "path", r.URL.Path, "duration", time.Since(s.started), "sessions", g.gate.count()-1)
 	}
 }
 
 // refuse answers a request that arrives while the gateway drains.
+//
+//go:noinline
 func (g *gateway) refuse(w http.ResponseWriter) {
 	s := g.snap.Load()
 	reason := s.Reason
@@ -147,6 +175,8 @@ func (r *responseRecorder) sse() bool {
 // finalEvent tells a client whose session the drain ended why, so it knows
 // to reconnect: an SSE error event if the stream had started, else a 503.
 // Both carry the same error object.
+//
+//go:noinline
 func (g *gateway) finalEvent(rec *responseRecorder, reason string, grace time.Duration) {
 	rc := http.NewResponseController(rec)
 	rc.SetWriteDeadline(time.Now().Add(max(grace, 100*time.Millisecond)))
@@ -169,98 +199,4 @@ func (g *gateway) finalEvent(rec *responseRecorder, reason string, grace time.Du
 		fmt.Fprintf(rec, "event: error\ndata: %s\n\n", body)
 		rc.Flush()
 	}
-}
-
-var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
-
-// newUpstreamTransport is the transport to the upstream: the client's
-// encoding passes through untouched.
-func newUpstreamTransport() *http.Transport {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.DisableCompression = true
-	return tr
-}
-
-// proxy passes the request to the upstream and streams the answer back chunk
-// by chunk as it arrives: SSE is never buffered. The API key is added here,
-// on the upstream side only.
-func (g *gateway) proxy(w *responseRecorder, r *http.Request, p *Policy) {
-	base := strings.TrimSuffix(p.Gateway.Upstream, "/")
-	path := r.URL.Path
-	if strings.HasSuffix(base, "/v1") {
-		path = strings.TrimPrefix(path, "/v1")
-	}
-	target := base + path
-	if r.URL.RawQuery != "" {
-		target += "?" + r.URL.RawQuery
-	}
-	// The transport may still be reading the request body (its final EOF
-	// check) when the upstream's answer starts; without full duplex the
-	// HTTP/1 server closes that body at our first write and the transport
-	// then drops the upstream connection mid-stream.
-	http.NewResponseController(w).EnableFullDuplex()
-	req, err := http.NewRequestWithContext(r.Context(), r.Method, target, r.Body)
-	if err != nil {
-		writeAPIError(w, http.StatusBadGateway, "server_error", "bad_upstream", "cannot build the upstream request")
-		return
-	}
-	req.ContentLength = r.ContentLength
-	for k, vs := range r.Header {
-		req.Header[k] = vs
-	}
-	for _, h := range hopHeaders {
-		req.Header.Del(h)
-	}
-	if p.Gateway.UpstreamKeyEnv != "" {
-		if key := os.Getenv(p.Gateway.UpstreamKeyEnv); key != "" {
-			req.Header.Set("Authorization", "Bearer "+key)
-		}
-	}
-	resp, err := g.client.Do(req)
-	if err != nil {
-		if r.Context().Err() != nil {
-			return
-		}
-		g.log.warn(evUpstreamError, "error", redactURL(err, target), "path", r.URL.Path)
-		writeAPIError(w, http.StatusBadGateway, "server_error", "upstream_unreachable", "the gateway could not reach its upstream")
-		return
-	}
-	defer resp.Body.Close()
-	for k, vs := range resp.Header {
-		w.Header()[k] = vs
-	}
-	for _, h := range hopHeaders {
-		w.Header().Del(h)
-	}
-	w.WriteHeader(resp.StatusCode)
-	rc := http.NewResponseController(w)
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := resp.Body.Read(buf)
-		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return // the client went away
-			}
-			if rc.Flush() != nil {
-				return
-			}
-		}
-		if err != nil {
-			if err != io.EOF && r.Context().Err() == nil {
-				g.log.warn(evUpstreamBroken, "error", err, "path", r.URL.Path)
-			}
-			return
-		}
-	}
-}
-
-// redactURL keeps the error but drops the query string of target, which may
-// carry credentials some APIs take there.
-func redactURL(err error, target string) string {
-	msg := err.Error()
-	if i := strings.Index(target, "?"); i >= 0 {
-		msg = strings.ReplaceAll(msg, target, target[:i]+"?…")
-	}
-	return msg
 }

@@ -7,6 +7,7 @@
 #   bash bench/load.sh                                    # everything: a few minutes
 #   MODES=drain RESTARTS=3 DURATION=20s bash bench/load.sh    # quick, drain mode only
 #   ROUNDS=0 MODES=drain bash bench/load.sh               # restarts only, no steady state
+#   MODES= ROUNDS=5 bash bench/load.sh                    # steady state only, side by side
 #
 # Knobs (environment variables; defaults in brackets):
 #
@@ -24,6 +25,7 @@
 #   SPREAD         a stream has CHUNKS×(1±SPREAD) chunks, uniformly, so the
 #                  workers do not march in step [0.5]
 #   CHUNK_DELAY    delay between two chunks (a Go duration) [10ms]
+#   WRK_CHUNKS     chunks per SSE stream in the wrk runs, sent with no delay [20]
 #   ROUNDS         steady-state rounds of direct, nginx, hermes (medians) [3]
 #   STEADY         length of each steady-state run (loadgen, wrk SSE, wrk short) [5s]
 #   SETTLE         a request within this of a restart counts as "during" it [1s]
@@ -74,7 +76,7 @@ cd "$(dirname "$0")/.."
 
 # The command line, for the report: the knobs that were set, then the script.
 cmdline=""
-for v in MODES RESTARTS DURATION UPGRADE_MODES CONCURRENCY SHORT_FRAC CHUNKS SPREAD CHUNK_DELAY ROUNDS STEADY SETTLE DRAIN_TIMEOUT OUT KEEP; do
+for v in MODES RESTARTS DURATION UPGRADE_MODES CONCURRENCY SHORT_FRAC CHUNKS WRK_CHUNKS SPREAD CHUNK_DELAY ROUNDS STEADY SETTLE DRAIN_TIMEOUT OUT KEEP; do
   if [ -n "${!v+x}" ]; then
     val=${!v}
     case $val in *[!A-Za-z0-9._/:-]*|"") val="'$val'" ;; esac
@@ -83,13 +85,14 @@ for v in MODES RESTARTS DURATION UPGRADE_MODES CONCURRENCY SHORT_FRAC CHUNKS SPR
 done
 cmdline+="bash bench/load.sh"
 
-MODES=${MODES:-handoff drain}
+MODES=${MODES-handoff drain}
 RESTARTS=${RESTARTS:-20}
 DURATION=${DURATION:-60s}
 UPGRADE_MODES=${UPGRADE_MODES:-handoff}
 CONCURRENCY=${CONCURRENCY:-32}
 SHORT_FRAC=${SHORT_FRAC:-0.5}
 CHUNKS=${CHUNKS:-100}
+WRK_CHUNKS=${WRK_CHUNKS:-20}
 SPREAD=${SPREAD:-0.5}
 CHUNK_DELAY=${CHUNK_DELAY:-10ms}
 ROUNDS=${ROUNDS:-3}
@@ -366,7 +369,7 @@ for kind in stream short; do
 wrk.method = "POST"
 wrk.body = '{"model":"fake","stream":$stream,"messages":[{"role":"user","content":"hello"}]}'
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["X-Fake-Chunks"] = "$CHUNKS"
+wrk.headers["X-Fake-Chunks"] = "$WRK_CHUNKS"
 wrk.headers["X-Fake-Delay"] = "0s"
 EOF
 done
@@ -452,7 +455,9 @@ stop_gateway
 
 # --- 3. the plot and the report ---------------------------------------------
 title="hermes restarts under load: $CONCURRENCY workers, $(awk -v f="$SHORT_FRAC" 'BEGIN { printf "%d", f * 100 }')% short, streams of $CHUNKS±$(awk -v c="$CHUNKS" -v s="$SPREAD" 'BEGIN { printf "%d", c * s }') chunks $CHUNK_DELAY apart"
-role plot -out "$OUT/latency.svg" -title "$title" "${plots[@]}"
+if [ ${#plots[@]} -gt 0 ]; then
+  role plot -out "$OUT/latency.svg" -title "$title" "${plots[@]}"
+fi
 rc=0
 role report -dir "$OUT" -command "$cmdline" -modes "$MODES" \
   -note "machine: $(nproc) cores, $(uname -sr), $(go version | cut -d' ' -f3), $(nginx -v 2>&1 | sed 's/.*version: //'), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2); $(date -u '+%Y-%m-%d %H:%M UTC'); shared machine: compare ratios, not absolute figures" \

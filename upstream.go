@@ -1,0 +1,334 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// upstreamClient speaks HTTP/1.1 to the one upstream, on the session's own
+// goroutine. net/http's Transport hands every request to a writer goroutine
+// and every response back from a reader goroutine per connection: two
+// goroutine hand-offs per request, which profiling showed cost more than
+// the proxying itself on short requests. This client writes the request and
+// reads the answer on the session's goroutine: a request with its body in
+// hand is written here in one system call, one whose body streams with
+// net/http's Request.Write, and the answer is read with http.ReadResponse.
+// Idle connections wait in a bounded pool. Where something else is wanted (a proxy from the
+// environment), the session uses net/http's Transport instead.
+type upstreamClient struct {
+	origin string      // scheme://host[:port] as the policy writes it
+	host   string      // the Host header
+	addr   string      // host:port to dial
+	tls    *tls.Config // nil for http
+	dialer net.Dialer
+	idle   chan *upstreamConn
+}
+
+type upstreamConn struct {
+	c  net.Conn
+	br *bufio.Reader
+}
+
+// writerPool holds the buffers streaming request bodies are written
+// through: a connection needs one only while it writes a request, and
+// 10,000 streams waiting on their upstreams hold none.
+var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4096) }}
+
+// newUpstreamClient returns the client for base (the policy's upstream), or
+// nil when net/http's Transport must do the job.
+func newUpstreamClient(base string) *upstreamClient {
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.User != nil {
+		return nil
+	}
+	if proxy, _ := http.ProxyFromEnvironment(&http.Request{URL: u}); proxy != nil {
+		return nil // an HTTP proxy in the way: the Transport knows how
+	}
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	// Request targets are cut from the session's URL (the policy's base,
+	// then the client's escaped path): the base must be written plainly.
+	i := strings.Index(base, "://") + 3
+	origin := base[:i+len(u.Host)]
+	if !strings.EqualFold(origin, u.Scheme+"://"+u.Host) || u.RawPath != "" || strings.ContainsAny(base, " #") {
+		return nil
+	}
+	c := &upstreamClient{
+		origin: origin,
+		host:   u.Host,
+		addr:   net.JoinHostPort(u.Hostname(), port),
+		dialer: net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second},
+		idle:   make(chan *upstreamConn, upstreamIdleConns),
+	}
+	if u.Scheme == "https" {
+		c.tls = &tls.Config{ServerName: u.Hostname(), NextProtos: []string{"http/1.1"}}
+	}
+	return c
+}
+
+// do sends req and returns the answer, whose body gives the connection
+// back to the pool once read to the end (or closes it when closed before).
+// req.ctx ending closes the connection, which ends any read or write on it.
+// A pooled connection the upstream has closed meanwhile is noticed before
+// the request is written (a non-blocking peek), never after.
+func (u *upstreamClient) do(req *upstreamReq) (*http.Response, error) {
+	ctx := req.ctx
+	pc, err := u.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { pc.c.Close() })
+	fail := func(err error) (*http.Response, error) {
+		stop()
+		pc.c.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	if err := u.write(pc, req); err != nil {
+		return fail(err)
+	}
+	var asked *http.Request // ReadResponse needs the method only for HEAD
+	if req.method == http.MethodHead {
+		asked = &http.Request{Method: http.MethodHead}
+	}
+	var resp *http.Response
+	for {
+		resp, err = http.ReadResponse(pc.br, asked)
+		if err != nil {
+			return fail(err)
+		}
+		// 1xx answers before the final one (100 Continue, 103 Early
+		// Hints) carry no body: read on. 101 would be an upgrade, which a
+		// chat API never asks for: the connection is not reused after it.
+		if resp.StatusCode < 100 || resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			break
+		}
+	}
+	reuse := !resp.Close && resp.StatusCode != http.StatusSwitchingProtocols
+	resp.Body = &upstreamBody{rc: resp.Body, u: u, pc: pc, stop: stop, reuse: reuse}
+	return resp, nil
+}
+
+// write sends req on pc. A request whose body is known whole (or empty)
+// is written here, head and body in one system call; one whose body
+// streams goes through net/http's Request.Write.
+func (u *upstreamClient) write(pc *upstreamConn, req *upstreamReq) error {
+	if req.body == nil && req.length != 0 {
+		return u.writeStreaming(pc, req)
+	}
+	target, ok := strings.CutPrefix(req.url, u.origin)
+	if !ok {
+		return fmt.Errorf("the request is not for %s", u)
+	}
+	if target == "" || target[0] == '?' {
+		target = "/" + target
+	}
+	bp := getBuf(4 << 10)
+	b := append((*bp)[:0], req.method...)
+	b = append(b, ' ')
+	b = append(b, target...)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	b = append(b, u.host...)
+	b = append(b, "\r\n"...)
+	for k, vs := range req.header {
+		if hopHeader(k) || k == "Host" || k == "Content-Length" || (k == "Authorization" && req.auth != "") {
+			continue
+		}
+		for _, v := range vs {
+			b = append(append(append(append(b, k...), ": "...), v...), "\r\n"...)
+		}
+	}
+	if req.auth != "" {
+		b = append(append(append(b, "Authorization: "...), req.auth...), "\r\n"...)
+	}
+	if len(req.body) > 0 || req.method == http.MethodPost || req.method == http.MethodPut || req.method == http.MethodPatch {
+		b = append(strconv.AppendInt(append(b, "Content-Length: "...), int64(len(req.body)), 10), "\r\n"...)
+	}
+	b = append(b, "\r\n"...)
+	var err error
+	if len(b)+len(req.body) <= cap(b) {
+		_, err = pc.c.Write(append(b, req.body...))
+	} else {
+		bufs := net.Buffers{b, req.body} // one writev
+		_, err = bufs.WriteTo(pc.c)
+	}
+	if cap(b) == cap(*bp) {
+		putBuf(bp)
+	}
+	return err
+}
+
+// writeStreaming writes a request whose body streams, with net/http's
+// Request.Write (chunked when its length is unknown).
+func (u *upstreamClient) writeStreaming(pc *upstreamConn, req *upstreamReq) error {
+	hr, err := req.httpRequest()
+	if err != nil {
+		return err
+	}
+	bw := writerPool.Get().(*bufio.Writer)
+	bw.Reset(pc.c)
+	if err = hr.Write(bw); err == nil {
+		err = bw.Flush()
+	}
+	bw.Reset(nil)
+	writerPool.Put(bw)
+	return err
+}
+
+// get returns a live pooled connection, or dials a new one.
+func (u *upstreamClient) get(ctx context.Context) (*upstreamConn, error) {
+	for {
+		select {
+		case pc := <-u.idle:
+			// Every reuse looks first (one system call): an upstream that
+			// restarted, or closed an idle connection, a moment ago must
+			// not cost the next request its answer.
+			if pc.alive() {
+				return pc, nil
+			}
+			pc.c.Close()
+			continue
+		default:
+		}
+		return u.dial(ctx)
+	}
+}
+
+func (u *upstreamClient) dial(ctx context.Context) (*upstreamConn, error) {
+	c, err := u.dialer.DialContext(ctx, "tcp", u.addr)
+	if err != nil {
+		return nil, err
+	}
+	if u.tls != nil {
+		tc := tls.Client(c, u.tls)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			c.Close()
+			return nil, err
+		}
+		c = tc
+	}
+	return &upstreamConn{c: c, br: bufio.NewReaderSize(c, 4096)}, nil
+}
+
+// alive reports whether an idle connection is still open and quiet: one
+// non-blocking peek at the socket. Closed (EOF) or speaking out of turn
+// (bytes nobody asked for) is dead.
+func (pc *upstreamConn) alive() bool {
+	if pc.br.Buffered() > 0 {
+		return false
+	}
+	raw := pc.c
+	if tc, ok := raw.(*tls.Conn); ok {
+		raw = tc.NetConn()
+	}
+	sc, ok := raw.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	live := false
+	var one [1]byte
+	rc.Read(func(fd uintptr) bool {
+		_, _, err := unix.Recvfrom(int(fd), one[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		live = errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EWOULDBLOCK)
+		return true // never wait: this is a look, not a read
+	})
+	return live
+}
+
+// put returns a connection to the pool, or closes it when the pool is full.
+func (u *upstreamClient) put(pc *upstreamConn) {
+	select {
+	case u.idle <- pc:
+	default:
+		pc.c.Close()
+	}
+}
+
+// upstreamBody is an answer's body: read to its end, it gives the
+// connection back; closed before, it closes it (what is left unread would
+// be the next answer's start).
+type upstreamBody struct {
+	rc    io.ReadCloser
+	u     *upstreamClient
+	pc    *upstreamConn
+	stop  func() bool
+	reuse bool
+	once  sync.Once
+	eof   bool
+}
+
+func (b *upstreamBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.eof = true
+		b.release()
+	}
+	return n, err
+}
+
+// waitData waits until the connection has something to read (or has
+// ended), without a buffer: the caller takes a buffer only then.
+func (b *upstreamBody) waitData() {
+	if b.pc.br.Buffered() == 0 {
+		b.pc.br.Peek(1) // an error here is the next Read's error
+	}
+}
+
+func (b *upstreamBody) Close() error {
+	b.release()
+	return nil
+}
+
+func (b *upstreamBody) release() {
+	b.once.Do(func() {
+		// stop reports false when ctx already closed the connection.
+		if b.stop() && b.eof && b.reuse {
+			b.u.put(b.pc)
+			return
+		}
+		b.pc.c.Close()
+	})
+}
+
+// closeIdle closes the pooled connections (the upstream changed).
+func (u *upstreamClient) closeIdle() {
+	for {
+		select {
+		case pc := <-u.idle:
+			pc.c.Close()
+		default:
+			return
+		}
+	}
+}
+
+// String names the client for messages.
+func (u *upstreamClient) String() string {
+	scheme := "http"
+	if u.tls != nil {
+		scheme = "https"
+	}
+	return fmt.Sprintf("%s://%s", scheme, u.addr)
+}
