@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -31,14 +33,25 @@ type ledgerStart struct {
 	Time    time.Time `json:"time"`
 	PID     int       `json:"pid"`
 	Planned bool      `json:"planned,omitempty"` // follows a planned stop or restart: not counted
+	// The process's proof (as in the pid file): a later start can tell a
+	// gateway that still runs (a handoff's predecessor) from one that died.
+	StartTicks uint64 `json:"start_ticks,omitempty"`
+	BootID     string `json:"boot_id,omitempty"`
 }
 
 type ledgerExit struct {
 	Time   time.Time `json:"time"`
 	PID    int       `json:"pid"`
-	Code   int       `json:"code"`
+	Code   int       `json:"code"` // codeUnclean: it died without saying how
 	Reason string    `json:"reason"`
+	// Found is when a later start found this exit unrecorded (Time is
+	// then when the gateway was last seen alive).
+	Found time.Time `json:"found,omitzero"`
 }
+
+// codeUnclean is the exit code of a gateway that died without recording
+// its exit: nobody knows it (SIGKILL and the OOM killer leave none).
+const codeUnclean = -1
 
 // startLedger is the content of starts.json, oldest first. `hermes status`
 // reads it with readStartLedger.
@@ -177,7 +190,10 @@ func updateLedger(stateDir string, wait time.Duration, change func(*startLedger)
 // recorded exit was a planned stop or restart, when `hermes restart` asked
 // for it, or when the caller says so (a successor in a handoff).
 func recordStart(stateDir string, pid int, now time.Time, planned bool, wait time.Duration) (startLedger, error) {
+	ticks, _, _ := procInfo(pid)
+	boot, _ := bootID()
 	return updateLedger(stateDir, wait, func(l *startLedger) {
+		noteUncleanExit(l, stateDir, pid, now)
 		if n := len(l.Starts); n > 0 {
 			if ex, ok := l.LastExit(l.Starts[n-1].PID); ok {
 				planned = ex.Code == exitOK || ex.Code == exitRestart
@@ -187,8 +203,115 @@ func recordStart(stateDir string, pid int, now time.Time, planned bool, wait tim
 			planned = true
 		}
 		l.RestartAsked = time.Time{}
-		l.Starts = append(l.Starts, ledgerStart{Time: now.UTC(), PID: pid, Planned: planned})
+		l.Starts = append(l.Starts, ledgerStart{Time: now.UTC(), PID: pid, Planned: planned, StartTicks: ticks, BootID: boot})
 	})
+}
+
+// noteUncleanExit records the exit of the previous gateway if it died
+// without recording one: it is not running any more (proven, as with a
+// pid file), and the ledger has no exit for it. Its time is when it was
+// last seen alive: its alive stamp or its last journal line, whichever is
+// later, else its start.
+func noteUncleanExit(l *startLedger, stateDir string, pid int, now time.Time) {
+	n := len(l.Starts)
+	if n == 0 {
+		return
+	}
+	prev := l.Starts[n-1]
+	if prev.PID == pid {
+		return
+	}
+	if _, ok := l.LastExit(prev.PID); ok {
+		return
+	}
+	if prev.BootID != "" {
+		rec := pidRecord{PID: prev.PID, StartTime: prev.StartTicks, BootID: prev.BootID}
+		if alive, _ := rec.alive(); alive {
+			return // a handoff's predecessor, still draining
+		}
+	} else if _, _, err := procInfo(prev.PID); err == nil {
+		return // an older ledger without proof: alive or reused, say nothing
+	}
+	seen := prev.Time
+	if t, ok := aliveStamp(stateDir, prev.PID); ok && t.After(seen) {
+		seen = t
+	}
+	if t, ok := lastJournalLine(stateDir, prev.PID); ok && t.After(seen) {
+		seen = t
+	}
+	why := "it died without recording its exit (SIGKILL, the OOM killer, a power cut?)"
+	if prev.BootID != "" {
+		if boot, err := bootID(); err == nil && boot != prev.BootID {
+			why = "the host restarted without stopping it (a power cut, a crash of the host?)"
+		}
+	}
+	l.Exits = append(l.Exits, ledgerExit{Time: seen.UTC(), PID: prev.PID, Code: codeUnclean,
+		Reason: why + "; last seen alive " + seen.Local().Format("2006-01-02 15:04:05"), Found: now.UTC()})
+}
+
+// uncleanFound returns the unclean exit this start (pid) found, if any.
+func (l startLedger) uncleanFound(pid int) (ledgerExit, bool) {
+	n := len(l.Starts)
+	if n < 2 || l.Starts[n-1].PID != pid {
+		return ledgerExit{}, false
+	}
+	if x, ok := l.LastExit(l.Starts[n-2].PID); ok && x.Code == codeUnclean && !x.Found.Before(l.Starts[n-1].Time.Add(-time.Second)) {
+		return x, true
+	}
+	return ledgerExit{}, false
+}
+
+// The alive stamp, <state_dir>/alive: the gateway's pid, its mtime touched
+// every aliveEvery, so that a gateway that dies without a word leaves the
+// time it was last seen. It is written by a goroutine of its own, never by
+// the loop: a stalled disk delays the stamp, nothing else.
+const aliveEvery = 10 * time.Second
+
+func alivePath(stateDir string) string { return filepath.Join(stateDir, "alive") }
+
+func stampAlive(stateDir string, pid int, done <-chan struct{}) {
+	path := alivePath(stateDir)
+	if os.WriteFile(path, []byte(strconv.Itoa(pid)+"\n"), 0o600) != nil {
+		return
+	}
+	t := time.NewTicker(aliveEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case now := <-t.C:
+			os.Chtimes(path, now, now)
+		}
+	}
+}
+
+// aliveStamp returns when pid was last seen alive by its stamp.
+func aliveStamp(stateDir string, pid int) (time.Time, bool) {
+	path := alivePath(stateDir)
+	b, err := os.ReadFile(path)
+	if err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(pid) {
+		return time.Time{}, false
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return st.ModTime(), true
+}
+
+// lastJournalLine returns the time of pid's last line in the journal.
+func lastJournalLine(stateDir string, pid int) (time.Time, bool) {
+	evs, _, err := readJournal(stateDir)
+	if err != nil {
+		return time.Time{}, false
+	}
+	for i := len(evs) - 1; i >= 0; i-- {
+		if evs[i].PID == pid {
+			return evs[i].Time, true
+		}
+	}
+	return time.Time{}, false
 }
 
 // recordExit adds this process's exit, just before it exits.

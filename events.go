@@ -41,16 +41,17 @@ type journalEvent struct {
 
 func runEvents(args []string) error {
 	fs := newFlagSet("events", eventsUsage)
-	configPath := fs.String("config", "", "policy `FILE` (default: see 'hermes help')")
+	tf := addTargetFlags(fs)
 	since := fs.Duration("since", 0, "only events of the last `DURATION` (e.g. 30m, 2h); 0 means all")
 	asJSON := fs.Bool("json", false, "print the journal lines as JSON, one per line")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	p, err := loadPolicy(*configPath)
+	t, err := tf.resolve("events", false)
 	if err != nil {
 		return err
 	}
+	p := t.p
 	evs, skipped, err := readJournal(p.Gateway.StateDir)
 	if err != nil {
 		return err

@@ -420,6 +420,7 @@ func (g *gateway) reload(old *Policy) {
 	} else {
 		in.later = keepBound(old, p)
 		in.policy = p
+		writeRunningPolicy(p)
 	}
 	select {
 	case g.reloaded <- in:
@@ -585,7 +586,7 @@ func (g *gateway) reclaim() {
 		}
 	}
 	if self := g.pidSelf.Load(); self != nil {
-		writePidFile(g.pidPath, *self)
+		publishPid(g.pidPath, *self)
 	}
 }
 
@@ -634,7 +635,7 @@ func (g *gateway) commit(from int) {
 	}
 	self := g.self
 	self.Listen, self.Control = g.ln.Addr().String(), g.ctlPath
-	if err := writePidFile(g.pidPath, self); err != nil {
+	if err := publishPid(g.pidPath, self); err != nil {
 		g.log.errorf(evServeFailed, "error", err)
 	} else {
 		g.pidSelf.Store(&self)

@@ -152,7 +152,10 @@ func newTestEnv(t testing.TB, extra string) *testEnv {
 	e.policy = filepath.Join(dir, "hermes.toml")
 	e.writePolicy(extra)
 	e.env = append(filteredEnv(), "HOME="+dir, "XDG_STATE_HOME="+filepath.Join(dir, "xdg-state"),
-		"XDG_CONFIG_HOME="+filepath.Join(dir, "xdg-config"), "HERMES_CONFIG="+e.policy)
+		"XDG_CONFIG_HOME="+filepath.Join(dir, "xdg-config"), "HERMES_CONFIG="+e.policy,
+		// A registry of its own: the test's instances are the only ones
+		// its commands see.
+		"HERMES_REGISTRY_DIR="+filepath.Join(dir, "registry"))
 	// Whatever gateway the pid file proves at the end (one hermes restart
 	// started detached, say) ends with the test, whichever way it failed.
 	t.Cleanup(e.killGateway)
@@ -188,7 +191,7 @@ func filteredEnv() []string {
 	for _, kv := range os.Environ() {
 		switch strings.SplitN(kv, "=", 2)[0] {
 		case "NOTIFY_SOCKET", "JOURNAL_STREAM", "WATCHDOG_USEC", "WATCHDOG_PID", "HERMES_CONFIG",
-			"HERMES_TEST_FAULT", "INVOCATION_ID", "LISTEN_FDS", "LISTEN_PID":
+			"HERMES_TEST_FAULT", "INVOCATION_ID", "LISTEN_FDS", "LISTEN_PID", "HERMES_REGISTRY_DIR":
 			continue
 		}
 		out = append(out, kv)

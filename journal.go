@@ -82,6 +82,13 @@ const (
 	evManagerAction    // fields: manager, action
 	evRestartDone      // fields: ok, new_pid, error (new gateway ready, or not)
 	evStopDone         // fields: ok, error
+	evStartRequested   // fields: by_pid, user (hermes start)
+	evStartDone        // fields: ok, new_pid, error
+	evReloadRequested  // fields: by_pid, user, target (hermes reload)
+
+	// Found at a start: the previous gateway of the instance died without
+	// recording its exit (SIGKILL, the OOM killer, a power cut).
+	evUncleanExit // fields: dead_pid, started, last_seen
 
 	evCount // not an event: the number of them
 )
@@ -103,6 +110,8 @@ var eventNames = [evCount]string{
 	evRestartRequested: "restart requested", evStopRequested: "stop requested", evVerdict: "verdict",
 	evRungSent: "rung sent", evExitObserved: "exit observed", evManagerAction: "manager action",
 	evRestartDone: "restart done", evStopDone: "stop done",
+	evStartRequested: "start requested", evStartDone: "start done", evReloadRequested: "reload requested",
+	evUncleanExit: "unclean exit",
 }
 
 // eventNamed returns the event with that name, or evNone.

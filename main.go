@@ -4,9 +4,12 @@
 // Usage:
 //
 //	hermes serve          [--config FILE]          run the gateway
+//	hermes start          [--config FILE]          start it unless it runs
 //	hermes restart        [--force] [--config FILE] drain, escalate, bring it back
 //	hermes stop           [--force] [--config FILE] drain and stop, for good
+//	hermes reload         [--config FILE]          check the policy, then HUP
 //	hermes status         [--json] [--config FILE]  what the gateway is doing
+//	hermes logs           [-f] [-n N]              the gateway's log
 //	hermes check-config   [--config FILE]          print the effective policy
 //	hermes install-unit   [...]                    write the systemd unit or launchd plist
 //	hermes uninstall-unit [...]                    remove it again
@@ -58,9 +61,12 @@ Usage:
 
 Commands:
     serve           run the gateway (in the foreground)
+    start           start the gateway if it is not running (under its manager if it has one)
     restart         drain the gateway, escalate if it will not go, bring a fresh one up
     stop            drain the gateway and stop it for good
-    status          show what the gateway is doing
+    reload          check the policy file, then have the running gateway load it
+    status          show what the gateway is doing (with no policy: every gateway on the host)
+    logs            print the gateway's log (-f to follow)
     check-config    print the effective policy with defaults filled in
     install-unit    write the systemd unit or launchd plist for this policy
     uninstall-unit  remove the unit or plist written by install-unit
@@ -132,6 +138,12 @@ func run(args []string) int {
 		err = runUninstallUnit(rest)
 	case "events":
 		err = runEvents(rest)
+	case "start":
+		err = runStart(rest)
+	case "reload":
+		err = runReload(rest)
+	case "logs":
+		err = runLogs(rest)
 	case "version", "--version", "-version":
 		fmt.Println("hermes", version)
 	case "help", "-h", "-help", "--help":

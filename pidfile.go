@@ -1,26 +1,41 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 )
 
-// pidRecord is what the pid file holds: enough to prove, later, that a pid
-// still names the same gateway (pid reuse is real: a pid and its start time
-// and boot id together are unique).
+// The pid file, <state_dir>/gateway.pid. Its first line is the plain pid,
+// as kill, monit, start-stop-daemon and supervisord expect:
+//
+//	kill -HUP $(head -n1 gateway.pid)
+//
+// The second line is the proof, one line of JSON: enough to prove, later,
+// that the pid still names the same gateway (pid reuse is real: a pid and
+// its start time and boot id together are unique), and enough to reach it
+// when its policy file is broken or renamed (the policy file, the state
+// dir, the control socket).
+
+// pidRecord is what the pid file holds (and the instance registry, see
+// registry.go).
 type pidRecord struct {
 	PID       int    `json:"pid"`
 	StartTime uint64 `json:"start_time"` // clock ticks since boot (Linux), µs since the epoch (macOS)
 	BootID    string `json:"boot_id"`
 	Name      string `json:"name"`
-	Policy    string `json:"policy"`
+	Policy    string `json:"policy"` // the policy file; "" for built-in defaults
+	StateDir  string `json:"state_dir"`
 	Listen    string `json:"listen"`
 	Control   string `json:"control"`
 	Version   string `json:"version"`
+	UID       int    `json:"uid"`
+	User      string `json:"user,omitempty"`
 }
 
 func pidFilePath(stateDir string) string { return filepath.Join(stateDir, "gateway.pid") }
@@ -36,7 +51,11 @@ func selfRecord() (pidRecord, error) {
 	if err != nil {
 		return pidRecord{}, fmt.Errorf("reading boot id: %w", err)
 	}
-	return pidRecord{PID: pid, StartTime: start, BootID: boot, Version: version}, nil
+	rec := pidRecord{PID: pid, StartTime: start, BootID: boot, Version: version, UID: os.Getuid()}
+	if u, err := user.Current(); err == nil {
+		rec.User = u.Username
+	}
+	return rec, nil
 }
 
 // writeFileAtomic writes data to a temporary file beside path and renames it
@@ -65,37 +84,72 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	return os.Rename(tmp.Name(), path)
 }
 
+// publishPid writes the pid file and the instance's registry entry: both
+// say which process is the gateway now.
+func publishPid(path string, rec pidRecord) error {
+	if err := writePidFile(path, rec); err != nil {
+		return err
+	}
+	register(rec)
+	return nil
+}
+
 func writePidFile(path string, rec pidRecord) error {
-	b, _ := json.MarshalIndent(rec, "", "  ")
-	if err := writeFileAtomic(path, append(b, '\n'), 0o644); err != nil {
+	b, _ := json.Marshal(rec)
+	data := fmt.Appendf(nil, "%d\n%s\n", rec.PID, b)
+	if err := writeFileAtomic(path, data, 0o644); err != nil {
 		return fmt.Errorf("writing pid file %s: %w", path, err)
 	}
 	return nil
 }
 
-// readPidFile returns the record, or fs.ErrNotExist when there is none.
+// readPidFile returns the record, or fs.ErrNotExist when there is none. It
+// reads the JSON-only file of hermes before 0.2 too (a handoff from an
+// older binary).
 func readPidFile(path string) (pidRecord, error) {
-	var rec pidRecord
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return rec, err
+		return pidRecord{}, err
 	}
-	if err := json.Unmarshal(b, &rec); err != nil || rec.PID <= 0 {
-		return rec, fmt.Errorf("pid file %s is damaged (not hermes's JSON record)", path)
+	rec, err := parsePidFile(b)
+	if err != nil {
+		return rec, fmt.Errorf("pid file %s is damaged (%v)", path, err)
+	}
+	if rec.StateDir == "" {
+		rec.StateDir = filepath.Dir(path)
 	}
 	return rec, nil
 }
 
-// removeOwnPidFile removes the pid file only if it still names this
-// process: a successor may have written its own already.
-func removeOwnPidFile(path string, self pidRecord) {
-	rec, err := readPidFile(path)
-	if errors.Is(err, fs.ErrNotExist) || err != nil {
-		return
+func parsePidFile(b []byte) (pidRecord, error) {
+	var rec pidRecord
+	first, rest, _ := bytes.Cut(b, []byte("\n"))
+	if bytes.HasPrefix(bytes.TrimSpace(b), []byte("{")) {
+		rest, first = b, nil // the older format: the JSON alone
 	}
-	if rec.PID == self.PID && rec.StartTime == self.StartTime && rec.BootID == self.BootID {
+	if err := json.Unmarshal(rest, &rec); err != nil || rec.PID <= 0 {
+		return rec, errors.New("not hermes's pid and JSON record")
+	}
+	if first != nil {
+		if pid, err := strconv.Atoi(string(bytes.TrimSpace(first))); err != nil || pid != rec.PID {
+			return rec, fmt.Errorf("its first line %q is not the pid %d of its record", first, rec.PID)
+		}
+	}
+	return rec, nil
+}
+
+// removeOwnPidFile removes the pid file and the registry entry, each only
+// if it still names this process: a successor may have written its own.
+func removeOwnPidFile(path string, self pidRecord) {
+	unregister(self)
+	if rec, err := readPidFile(path); err == nil && rec.sameProcess(self) {
 		os.Remove(path)
 	}
+}
+
+// sameProcess reports whether two records name the same process.
+func (rec pidRecord) sameProcess(o pidRecord) bool {
+	return rec.PID == o.PID && rec.StartTime == o.StartTime && rec.BootID == o.BootID
 }
 
 // alive reports whether rec still names a live process that is the one it

@@ -49,6 +49,7 @@ type ladderRun struct {
 	intr    *interrupter
 	in      *inspection
 	stop    bool    // hermes stop: a planned stop, TERM instead of USR1
+	start   bool    // hermes start: nothing to stop, only to bring up
 	force   bool    // --force: no long drain
 	journal *logger // records the run's events (through a queue)
 	// progress, for the summary and for an interrupted run
@@ -219,8 +220,11 @@ func (r *ladderRun) what() string {
 
 // doneEvent is the event that closes this run in the journal.
 func (r *ladderRun) doneEvent() event {
-	if r.stop {
+	switch {
+	case r.stop:
 		return evStopDone
+	case r.start:
+		return evStartDone
 	}
 	return evRestartDone
 }
@@ -286,7 +290,7 @@ func runStop(args []string) error    { return runLadderCommand("stop", stopUsage
 // runLadderCommand is restart and stop: the same flags, the same walk.
 func runLadderCommand(name, usage string, args []string, stop bool) error {
 	fs := newFlagSet(name, usage)
-	configPath := fs.String("config", "", "policy `FILE` (default: see 'hermes help')")
+	tf := addTargetFlags(fs)
 	force := fs.Bool("force", false, "walk restart.force (stop now: streams get their final event, no drain) instead of restart.ladder")
 	wait := fs.Bool("wait", false, "if another restart or stop is in progress, wait for it instead of exiting")
 	var mode *string
@@ -296,10 +300,11 @@ func runLadderCommand(name, usage string, args []string, stop bool) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	p, err := loadPolicy(*configPath)
+	t, err := tf.resolve(name, !stop)
 	if err != nil {
 		return err
 	}
+	p := t.p
 	if mode != nil && *mode != "" {
 		if *mode != modeHandoff && *mode != modeDrain {
 			fmt.Fprintf(fs.Output(), "hermes restart: --mode %q: use handoff or drain\n", *mode)
@@ -307,10 +312,11 @@ func runLadderCommand(name, usage string, args []string, stop bool) error {
 		}
 		p.Restart.Mode = *mode
 	}
-	return restartOrStop(p, *force, *wait, stop)
+	return restartOrStop(t, *force, *wait, stop)
 }
 
-func restartOrStop(p *Policy, force, wait, stop bool) error {
+func restartOrStop(t *target, force, wait, stop bool) error {
+	p := t.p
 	intr, err := newInterrupter()
 	if err != nil {
 		return err
@@ -341,6 +347,18 @@ func restartOrStop(p *Policy, force, wait, stop bool) error {
 	r.record(evVerdict, "verdict", in.Verdict, "target", in.PID, "detail", in.Detail, "manager", mgr.Kind)
 	r.say("%s of instance %q (policy %s, manager %s)", what, p.Name, p.policyLabel(), mgr.Kind)
 	r.say("verdict: %s%s", in.Verdict, map[bool]string{true: " — " + in.Detail, false: ""}[in.Detail != ""])
+	if in.Verdict == verdictNotRunning {
+		if t.renamed != nil && !stop {
+			// Its successor would find the port taken by the gateway the
+			// policy no longer names.
+			err := fmt.Errorf("not starting %q: %s", p.Name, t.notRunningNote(what))
+			r.record(r.doneEvent(), "ok", false, "error", err.Error())
+			return err
+		}
+		if note := t.notRunningNote(what); note != "" {
+			r.say("%s", note)
+		}
+	}
 
 	ladder := p.Restart.Ladder
 	if force {
@@ -500,7 +518,7 @@ func (r *ladderRun) bringBack(mgr managerInfo, finishCmd string) error {
 	case managerNone:
 		pid, exited, err := startDetached(p)
 		if err != nil {
-			r.record(evRestartDone, "ok", false, "error", err.Error())
+			r.record(r.doneEvent(), "ok", false, "error", err.Error())
 			return err
 		}
 		childExit = exited
@@ -509,7 +527,7 @@ func (r *ladderRun) bringBack(mgr managerInfo, finishCmd string) error {
 	default:
 		action, err := mgr.start(ctx)
 		if err != nil {
-			r.record(evRestartDone, "ok", false, "error", err.Error())
+			r.record(r.doneEvent(), "ok", false, "error", err.Error())
 			return withHint(err, "look at %s", mgr.logHint(p))
 		}
 		r.record(evManagerAction, "manager", mgr.Kind, "action", action)
@@ -522,12 +540,16 @@ func (r *ladderRun) bringBack(mgr managerInfo, finishCmd string) error {
 	defer tick.Stop()
 	for {
 		if rec, ok := gatewayReady(p, old); ok {
-			r.record(evRestartDone, "ok", true, "new_pid", rec.PID, "ready_ms", time.Since(t0).Milliseconds(), "total_ms", time.Since(r.t0).Milliseconds())
+			r.record(r.doneEvent(), "ok", true, "new_pid", rec.PID, "ready_ms", time.Since(t0).Milliseconds(), "total_ms", time.Since(r.t0).Milliseconds())
 			from := "nothing running"
 			if old != nil && !r.in.Stale {
 				from = fmt.Sprintf("pid %d", old.PID)
 			}
-			r.say("restarted: %s (%s) -> pid %d serving on %s; ready %s after start, %s in all",
+			verb := "restarted"
+			if r.start {
+				verb = "started"
+			}
+			r.say(verb+": %s (%s) -> pid %d serving on %s; ready %s after start, %s in all",
 				from, r.in.Verdict, rec.PID, rec.Listen, fmtDur(time.Since(t0)), fmtDur(time.Since(r.t0)))
 			return nil
 		}
@@ -548,7 +570,7 @@ func (r *ladderRun) bringBack(mgr managerInfo, finishCmd string) error {
 }
 
 func (r *ladderRun) startFailed(mgr managerInfo, err error, finishCmd string) error {
-	r.record(evRestartDone, "ok", false, "error", err.Error())
+	r.record(r.doneEvent(), "ok", false, "error", err.Error())
 	tail := mgr.logTail(r.p, 20)
 	if tail != "" {
 		err = fmt.Errorf("%w\nlast lines of its log:\n%s", err, strings.TrimRight(tail, "\n"))

@@ -178,12 +178,15 @@ func runServe(args []string) (err error) {
 	if err != nil {
 		log.warn(evStartLedger, "error", err)
 	}
+	if x, ok := ledger.uncleanFound(pid); ok {
+		log.errorf(evUncleanExit, "dead_pid", x.PID, "last_seen", x.Time.Local().Format(time.RFC3339), "note", x.Reason)
+	}
 
 	self, err := selfRecord()
 	if err != nil {
 		return err
 	}
-	self.Name, self.Policy = p.Name, p.Path
+	self.Name, self.Policy, self.StateDir = p.Name, p.Path, p.Gateway.StateDir
 	pidPath := pidFilePath(p.Gateway.StateDir)
 	ctlPath := controlPath(p.Gateway.StateDir)
 	if inh == nil {
@@ -192,7 +195,7 @@ func runServe(args []string) (err error) {
 		// backoff (and can end the wait with a signal) rather than "not
 		// running". It is written again with the listen address once the
 		// gateway listens.
-		if err := writePidFile(pidPath, self); err != nil {
+		if err := publishPid(pidPath, self); err != nil {
 			exitReason = "cannot write the pid file"
 			return err
 		}
@@ -209,6 +212,7 @@ func runServe(args []string) (err error) {
 		p = np
 	}
 
+	writeRunningPolicy(p) // what status and stop use if the file breaks later
 	g := newGateway(p, *configPath, pipe, log, logq, sd)
 	g.exe, g.args, g.inst, g.tokLock, g.inh, g.keeper = exe, os.Args[1:], inst, tokLock, inh, keeper
 	g.self, g.pidSelf, g.ctlPath, g.pidPath = self, &pidSelf, ctlPath, pidPath
@@ -260,7 +264,7 @@ func runServe(args []string) (err error) {
 		g.ctl.Store(ctl)
 		self.Listen, self.Control = g.ln.Addr().String(), ctlPath
 		g.self = self
-		if err := writePidFile(pidPath, self); err != nil {
+		if err := publishPid(pidPath, self); err != nil {
 			g.ln.Close()
 			ctl.Close()
 			exitReason = "cannot write the pid file"
@@ -286,6 +290,7 @@ func runServe(args []string) (err error) {
 		finish(code, reason, nil)
 	})
 
+	go stampAlive(p.Gateway.StateDir, pid, g.done)
 	code, reason := g.loop(ready)
 	if !g.ending.CompareAndSwap(0, endLoop) {
 		// The watchdog decided first: it is writing its stack dump and

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"text/tabwriter"
 	"time"
 )
 
@@ -207,8 +208,13 @@ const statusUsage = `Show what the gateway is doing: serving, draining, frozen, 
 zombie, crash-looping or not running, with its manager's view.
 Exit 0 when serving, 3 when not running, 1 when running but not serving.
 
+With no policy to go by (no --config, no --name, and no file in the lookup
+order of 'hermes help'), it lists every gateway on this host instead, from
+the instance registry: exit 0 when one runs, 3 when none does.
+
     $ hermes status
-    $ hermes status --json
+    $ hermes status --name gateway
+    $ hermes status --config /etc/hermes/hermes.toml --json
 `
 
 type statusJSON struct {
@@ -238,15 +244,21 @@ type statusJSON struct {
 
 func runStatus(args []string) error {
 	fs := newFlagSet("status", statusUsage)
-	configPath := fs.String("config", "", "policy `FILE` (default: see 'hermes help')")
+	tf := addTargetFlags(fs)
 	asJSON := fs.Bool("json", false, "print JSON for scripts")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	p, err := loadPolicy(*configPath)
+	if *tf.name == "" && *tf.config == "" {
+		if path, err := findPolicy(""); err == nil && path == "" {
+			return statusOfHost(*asJSON)
+		}
+	}
+	t, err := tf.resolve("status", false)
 	if err != nil {
 		return err
 	}
+	p := t.p
 	in := inspect(p, detectManager(p))
 	defer in.close()
 	st := statusJSON{
@@ -316,10 +328,19 @@ func runStatus(args []string) error {
 			fmt.Println("recent exits:")
 			for i := len(st.RecentExits) - 1; i >= 0; i-- {
 				x := st.RecentExits[i]
-				fmt.Printf("          %s  pid %-7d code %-3d %s\n", x.Time.Local().Format("2006-01-02 15:04:05"), x.PID, x.Code, x.Reason)
+				code := fmt.Sprintf("code %-3d", x.Code)
+				if x.Code == codeUnclean {
+					code = "unclean "
+				}
+				fmt.Printf("          %s  pid %-7d %s %s\n", x.Time.Local().Format("2006-01-02 15:04:05"), x.PID, code, x.Reason)
 			}
 		}
 		fmt.Printf("policy:   %s (instance %q)\nstate:    %s\n", st.Policy, p.Name, st.StateDir)
+		if st.Verdict == verdictNotRunning {
+			if note := t.notRunningNote("status"); note != "" {
+				fmt.Printf("note:     %s\n", note)
+			}
+		}
 		switch st.Verdict {
 		case verdictFrozen:
 			fmt.Println("hint:     hermes restart (a frozen gateway is recovered without --force)")
@@ -361,4 +382,33 @@ func currentUser() string {
 		return u
 	}
 	return fmt.Sprintf("uid %d", os.Getuid())
+}
+
+// statusOfHost lists every gateway in the instance registry.
+func statusOfHost(asJSON bool) error {
+	rows := instanceRows(listInstances())
+	running := 0
+	for _, r := range rows {
+		if !strings.HasPrefix(r.State, "gone") {
+			running++
+		}
+	}
+	if asJSON {
+		b, _ := json.MarshalIndent(map[string]any{"instances": rows}, "", "  ")
+		fmt.Println(string(b))
+	} else if len(rows) == 0 {
+		fmt.Println("no hermes gateway is running on this host (no policy file found either: see 'hermes help')")
+	} else {
+		tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tPID\tUSER\tLISTEN\tSTATE\tSESSIONS\tPOLICY")
+		for _, r := range rows {
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%s\n", r.Name, r.PID, r.User, r.Listen, r.State, r.Sessions, r.Policy)
+		}
+		tw.Flush()
+		fmt.Println("details: hermes status --name NAME")
+	}
+	if running == 0 {
+		return &exitError{code: exitNotRunning}
+	}
+	return nil
 }

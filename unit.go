@@ -515,6 +515,19 @@ func runInstallUnit(args []string) error {
 			o.RunAs = ""
 		}
 	}
+	if err := checkRunAs(o.RunAs); err != nil {
+		return err
+	}
+	if system && manager == managerSystemd && !*printOnly {
+		if err := checkSystemUnitPaths(bin, p); err != nil {
+			if *f.unitDir == "" {
+				return err
+			}
+			// Written elsewhere (a package being built, a test): the files
+			// may well be moved before the unit is used.
+			fmt.Fprintf(os.Stderr, "hermes: warning: %s\n", indent(err.Error()))
+		}
+	}
 	if manager == managerSystemd && o.SystemdVersion == 0 {
 		v, err := systemdVersion()
 		if err != nil {
@@ -669,6 +682,11 @@ func enableHint(manager string, system bool, name, path string) string {
 	if manager == managerLaunchd {
 		return fmt.Sprintf("start it with: launchctl bootstrap %s %s", launchdDomain(system), path)
 	}
+	if !system {
+		if why := userBusProblem(); why != "" {
+			return "to start it, " + why + ":\n" + userBusHint(name)
+		}
+	}
 	return fmt.Sprintf("start it with: systemctl %sdaemon-reload && systemctl %senable --now %s", userFlag(system), userFlag(system), unitName(name))
 }
 
@@ -682,8 +700,14 @@ func userFlag(system bool) string {
 
 func systemdEnable(system bool, name string, changed bool) error {
 	unit := unitName(name)
+	if !system {
+		if why := userBusProblem(); why != "" {
+			return withHint(fmt.Errorf("the unit is written, but cannot be enabled: %s", why), "%s", userBusHint(name))
+		}
+	}
 	if err := systemctl(system, "daemon-reload").Run(); err != nil {
-		return withHint(fmt.Errorf("systemctl daemon-reload: %w", err), "run it by hand, then: systemctl enable --now %s", unit)
+		return withHint(fmt.Errorf("systemctl %sdaemon-reload: %w", userFlag(system), err),
+			"run it by hand, then: systemctl %senable --now %s", userFlag(system), unit)
 	}
 	active := systemctl(system, "is-active", "--quiet", unit)
 	active.Stdout, active.Stderr = nil, nil
@@ -783,11 +807,21 @@ func runUninstallUnit(args []string) error {
 			"remove it yourself if it is yours to remove")
 	}
 	manage := *f.unitDir == ""
+	told := true // the manager knows the unit is going
 	if manage && manager == managerSystemd {
 		unit := unitName(name)
-		// disable --now stops it: a drain, bounded by TimeoutStopSec.
-		if err := systemctl(system, "disable", "--now", unit).Run(); err != nil {
-			return withHint(fmt.Errorf("systemctl disable --now %s: %w", unit, err), "stop it by hand, then run uninstall-unit again")
+		if !system && !userManagerReachable() {
+			// No user manager to tell (no lingering, a sudo or su shell):
+			// stop the gateway the way hermes stops any, then remove.
+			fmt.Printf("no user service manager to disable %s with (%s)\n", unit, orDefault(userBusProblem(), "systemctl --user fails"))
+			if err := stopInstanceByName(name); err != nil {
+				return err
+			}
+			told = false
+		} else if err := systemctl(system, "disable", "--now", unit).Run(); err != nil {
+			// disable --now stops it: a drain, bounded by TimeoutStopSec.
+			return withHint(fmt.Errorf("systemctl %sdisable --now %s: %w", userFlag(system), unit, err),
+				"see why with: systemctl %sstatus %s", userFlag(system), unit)
 		}
 	}
 	if manage && manager == managerLaunchd {
@@ -802,7 +836,10 @@ func runUninstallUnit(args []string) error {
 		return fmt.Errorf("removing %s: %w", path, err)
 	}
 	fmt.Printf("removed: %s\n", path)
-	if manage && manager == managerSystemd {
+	if manage && manager == managerSystemd && !told {
+		fmt.Printf("when %s's user manager runs again it forgets the unit at its next: systemctl --user daemon-reload\n", currentUser())
+	}
+	if manage && manager == managerSystemd && told {
 		if err := systemctl(system, "daemon-reload").Run(); err != nil {
 			return fmt.Errorf("systemctl daemon-reload: %w", err)
 		}
