@@ -440,3 +440,21 @@ func TestUserUnitWithoutUserBus(t *testing.T) {
 		t.Errorf("the gateway exited %d, want a drained 0", c)
 	}
 }
+
+// TestPolicyFromCurrentDirectoryIsNamed: a command that found its policy as
+// ./hermes.toml says so, since that is the one lookup that changes with
+// where the command runs.
+func TestPolicyFromCurrentDirectoryIsNamed(t *testing.T) {
+	e := newTestEnv(t, "")
+	g := e.startGateway()
+	env, _ := noPolicyEnv(t, e)
+	out, code := runIn(t, e.dir, env, "status")
+	if code != exitOK || !strings.Contains(out, "(./hermes.toml: found in the current directory)") {
+		t.Errorf("status in the policy's directory: exit %d\n%s", code, out)
+	}
+	out, code = runIn(t, e.dir, env, "stop")
+	if code != exitOK || !strings.Contains(out, "found in the current directory") {
+		t.Errorf("stop in the policy's directory: exit %d\n%s", code, out)
+	}
+	g.wait(20 * time.Second)
+}

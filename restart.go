@@ -345,7 +345,7 @@ func restartOrStop(t *target, force, wait, stop bool) error {
 	defer in.close()
 	r.in = in
 	r.record(evVerdict, "verdict", in.Verdict, "target", in.PID, "detail", in.Detail, "manager", mgr.Kind)
-	r.say("%s of instance %q (policy %s, manager %s)", what, p.Name, p.policyLabel(), mgr.Kind)
+	r.say("%s of instance %q (policy %s, manager %s)", what, p.Name, policyOrigin(p), mgr.Kind)
 	r.say("verdict: %s%s", in.Verdict, map[bool]string{true: " — " + in.Detail, false: ""}[in.Detail != ""])
 	if in.Verdict == verdictNotRunning {
 		if t.renamed != nil && !stop {

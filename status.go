@@ -335,7 +335,7 @@ func runStatus(args []string) error {
 				fmt.Printf("          %s  pid %-7d %s %s\n", x.Time.Local().Format("2006-01-02 15:04:05"), x.PID, code, x.Reason)
 			}
 		}
-		fmt.Printf("policy:   %s (instance %q)\nstate:    %s\n", st.Policy, p.Name, st.StateDir)
+		fmt.Printf("policy:   %s (instance %q)\nstate:    %s\n", policyOrigin(p), p.Name, st.StateDir)
 		if st.Verdict == verdictNotRunning {
 			if note := t.notRunningNote("status"); note != "" {
 				fmt.Printf("note:     %s\n", note)

@@ -201,6 +201,19 @@ func brokenTarget(cmd, path string, perr error, needGood bool) (*target, error) 
 	return &target{p: p, broken: perr, entry: in}, nil
 }
 
+// policyOrigin is p's label, with how it was found when that was by the
+// current directory: the one lookup that makes a command's target depend on
+// where it is run.
+func policyOrigin(p *Policy) string {
+	if p.Path == "" || os.Getenv("HERMES_CONFIG") != "" {
+		return p.policyLabel()
+	}
+	if wd, err := os.Getwd(); err == nil && p.Path == filepath.Join(wd, "hermes.toml") {
+		return p.Path + " (./hermes.toml: found in the current directory)"
+	}
+	return p.policyLabel()
+}
+
 func indent(s string) string { return strings.ReplaceAll(s, "\n", "\n    ") }
 
 // notRunningNote says, for a target that is not running, what is: a
