@@ -204,6 +204,16 @@ func (r *loadReport) restarts(md *strings.Builder, modes []string) error {
 type wrkResult struct {
 	rps, p50, p99 float64 // requests/s, ms
 	errors        int     // non-2xx responses and socket errors
+	requests      int     // answered in the run
+	cpu           float64 // the proxy's CPU seconds over the run (added by load.sh), 0 if none
+}
+
+// cpuPerRequest is the proxy's CPU per request, in µs, or 0.
+func (w wrkResult) cpuPerRequest() float64 {
+	if w.cpu <= 0 || w.requests == 0 {
+		return 0
+	}
+	return w.cpu * 1e6 / float64(w.requests)
 }
 
 // parseWrk reads wrk's text output (run with --latency).
@@ -226,6 +236,10 @@ func parseWrk(path string) (wrkResult, error) {
 			w.p50, err = parseWrkDuration(fields[1])
 		case len(fields) == 2 && fields[0] == "99%":
 			w.p99, err = parseWrkDuration(fields[1])
+		case len(fields) >= 3 && fields[1] == "requests" && fields[2] == "in":
+			w.requests, err = strconv.Atoi(fields[0])
+		case len(fields) == 4 && strings.Join(fields[:3], " ") == "Proxy CPU seconds:":
+			w.cpu, err = strconv.ParseFloat(fields[3], 64)
 		case len(fields) == 5 && strings.Join(fields[:4], " ") == "Non-2xx or 3xx responses:":
 			n, _ := strconv.Atoi(fields[4])
 			w.errors += n
@@ -285,9 +299,22 @@ var steadyMetrics = []struct {
 	{"wrk SSE streams/s", true},
 	{"wrk SSE p50", false},
 	{"wrk SSE p99", false},
+	{"wrk SSE proxy CPU per stream", false},
 	{"wrk short req/s", true},
 	{"wrk short p50", false},
 	{"wrk short p99", false},
+	{"wrk short proxy CPU per request", false},
+}
+
+// metricUnit is how a steady metric's row names its unit.
+func metricUnit(name string, higherBetter bool) string {
+	switch {
+	case strings.Contains(name, "CPU"):
+		return " (µs)"
+	case higherBetter:
+		return ""
+	}
+	return " (ms)"
 }
 
 // steady writes the side-by-side table (medians over rounds) and the ratios
@@ -325,9 +352,12 @@ func (r *loadReport) steady(md *strings.Builder, targets []string) error {
 				if w.errors > 0 {
 					r.fail("steady state, %s: wrk %s had %d errors (%s)", t, variant, w.errors, filepath.Base(p))
 				}
-				add(5+3*j, w.rps)
-				add(6+3*j, w.p50)
-				add(7+3*j, w.p99)
+				add(5+4*j, w.rps)
+				add(6+4*j, w.p50)
+				add(7+4*j, w.p99)
+				if c := w.cpuPerRequest(); c > 0 {
+					add(8+4*j, c)
+				}
 			}
 		}
 	}
@@ -339,7 +369,7 @@ func (r *loadReport) steady(md *strings.Builder, targets []string) error {
 		if len(values[t][i]) == 0 {
 			return "-"
 		}
-		if steadyMetrics[i].higherBetter {
+		if steadyMetrics[i].higherBetter || strings.Contains(steadyMetrics[i].name, "CPU") {
 			return fmt.Sprintf("%.0f", med(t, i))
 		}
 		return fmt.Sprintf("%.2f", med(t, i))
@@ -356,11 +386,7 @@ func (r *loadReport) steady(md *strings.Builder, targets []string) error {
 	}
 	var rows [][]string
 	for i, m := range steadyMetrics {
-		unit := " (ms)"
-		if m.higherBetter {
-			unit = ""
-		}
-		row := []string{m.name + unit}
+		row := []string{m.name + metricUnit(m.name, m.higherBetter)}
 		for _, t := range targets {
 			row = append(row, cell(t, i))
 		}
@@ -381,7 +407,9 @@ func (r *loadReport) steady(md *strings.Builder, targets []string) error {
 	md.WriteString("The same upstream (the fake one) reached directly, through nginx and through hermes, in interleaved rounds; " +
 		"medians over the rounds. loadgen is the mixed load above (streams verified chunk by chunk); " +
 		"wrk runs `-t1 -c32` on SSE streams with no delay between chunks, then on short answers. " +
-		"Ratios to nginx: for req/s higher is faster, for latencies lower is faster.\n\n")
+		"Ratios to nginx: for req/s higher is faster, for latencies and CPU lower is better. " +
+		"Proxy CPU is the proxy's own user and system time over each wrk run (nginx's worker, the gateway), " +
+		"divided by the requests it answered: steadier than req/s on a shared machine.\n\n")
 	writeLoadTable(md, header, rows)
 	md.WriteString("\n")
 	return nil

@@ -16,6 +16,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -1081,5 +1082,37 @@ func TestSummarizeRestarts(t *testing.T) {
 	}
 	if s.RequestsUnaccounted != 0 || s.ConnErrors["refused"] != 0 || s.ConnErrors["closed"] != 0 {
 		t.Errorf("unaccounted %d, conn errors %v", s.RequestsUnaccounted, s.ConnErrors)
+	}
+}
+
+// TestParseWrk reads a wrk run as load.sh saves it, with the proxy's CPU
+// line it appends.
+func TestParseWrk(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "wrk.txt")
+	os.WriteFile(path, []byte(`Running 5s test @ http://127.0.0.1:1/v1/chat/completions
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     3.90ms    2.01ms  30.12ms   80.00%
+    Req/Sec     8.20k   500.00     9.00k    75.00%
+  Latency Distribution
+     50%    3.62ms
+     75%    4.50ms
+     90%    6.00ms
+     99%   12.59ms
+  40460 requests in 5.00s, 146.80MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+Requests/sec:   8092.00
+Transfer/sec:     29.36MB
+Proxy CPU seconds: 3.642
+`), 0o644)
+	w, err := parseWrk(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.rps != 8092 || w.p50 != 3.62 || w.p99 != 12.59 || w.requests != 40460 || w.errors != 3 || w.cpu != 3.642 {
+		t.Errorf("parsed %+v", w)
+	}
+	if got := w.cpuPerRequest(); got < 90 || got > 90.1 {
+		t.Errorf("CPU per request %.2f µs, want 90.01", got)
 	}
 }

@@ -325,6 +325,7 @@ EOF
 nginx_args=(-p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/logs/error.log")
 nginx -t -q "${nginx_args[@]}" || die "nginx rejected its config: $work/nginx/nginx.conf"
 bg nginx nginx "${nginx_args[@]}"
+nginx_pid=$last_pid
 wait_http "http://$nginx_addr/v1/chat/completions" 10 -d '{"stream":false}' || die "nginx did not answer on $nginx_addr"
 
 cat >"$policy" <<EOF
@@ -374,6 +375,22 @@ wrk.headers["X-Fake-Delay"] = "0s"
 EOF
 done
 
+# proxy_cpu TARGET: the CPU time (user + system, in seconds) the proxy's
+# processes have used so far: nginx's workers, or the gateway; 0 for direct.
+clk_tck=$(getconf CLK_TCK)
+proxy_cpu() {
+  local procs=()
+  case $1 in
+    nginx) mapfile -t procs < <(pgrep -P "$nginx_pid") ;;
+    hermes) procs=("$serve_pid") ;;
+  esac
+  local ticks=0 p
+  for p in "${procs[@]}"; do
+    [ -r "/proc/$p/stat" ] && ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  awk -v t="$ticks" -v hz="$clk_tck" 'BEGIN { printf "%.3f", t / hz }'
+}
+
 round=1
 while [ "$round" -le "$ROUNDS" ]; do
   for target in direct nginx hermes; do
@@ -386,8 +403,14 @@ while [ "$round" -le "$ROUNDS" ]; do
     role loadgen -url "http://$addr" "${loadgen_args[@]}" -duration "$STEADY" -label "$target" \
       -out "$OUT/steady/loadgen-$target-$round.json"
     for kind in stream short; do
+      cpu0=$(proxy_cpu "$target")
       wrk -t1 -c32 -d"$STEADY" --latency -s "$work/wrk-$kind.lua" "http://$addr/v1/chat/completions" \
         >"$OUT/steady/wrk-$kind-$target-$round.txt"
+      cpu1=$(proxy_cpu "$target")
+      # The proxy's own CPU over the run: steadier than req/s on a shared
+      # machine, and what decides who wins when the cores are shared.
+      [ "$target" != direct ] && awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "Proxy CPU seconds: %.3f\n", b - a }' \
+        >>"$OUT/steady/wrk-$kind-$target-$round.txt"
     done
   done
   round=$((round + 1))
