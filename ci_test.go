@@ -17,7 +17,7 @@ func skipUnlessCI(t testing.TB, format string, args ...any) {
 	t.Helper()
 	msg := fmt.Sprintf(format, args...)
 	if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
-		t.Fatalf("%s\nCI=true: in CI this fails instead of skipping (.ci/run provides what the tests need)", msg)
+		t.Fatalf("%s\nCI=true: a CI machine has this (.ci/run installs the tools, CI puts shared/ beside the checkout), so the test fails instead of skipping", msg)
 	}
 	t.Skip(msg)
 }

@@ -39,9 +39,10 @@ func startHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(script); err != nil {
-		skipUnlessCI(t, "no systemd harness at %s (%v): this test boots a real systemd with it; "+
-			"put the project's shared/ folder next to the checkout (../shared), then run, as root: "+
-			"go test -race -count=1 -run TestUnitSystemdHarness -v .", script, err)
+		skipUnlessCI(t, "no systemd harness: %v\n"+
+			"This test boots a real systemd with ../shared/tools/systemd-harness.sh. Put the project's\n"+
+			"shared/ folder next to the checkout, then run as root:\n"+
+			"    go test -race -count=1 -run TestUnitSystemdHarness -v .", err)
 	}
 	if os.Geteuid() != 0 {
 		skipUnlessCI(t, "needs root: the systemd harness (%s) unshares pid, mount and cgroup namespaces; "+
