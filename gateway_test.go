@@ -251,7 +251,7 @@ func TestControlSocket(t *testing.T) {
 
 func TestControlSocketRefusesOtherUID(t *testing.T) {
 	if os.Getuid() != 0 {
-		t.Skip("needs root to connect as another uid")
+		skipUnlessCI(t, "needs root to connect as another uid: run the tests as root")
 	}
 	e := newTestEnv(t, "")
 	e.startGateway()
@@ -767,7 +767,7 @@ func TestLoggerScrubs(t *testing.T) {
 // uid, even with the socket's mode opened up.
 func TestControlSocketUIDCheckForNonRootGateway(t *testing.T) {
 	if os.Getuid() != 0 {
-		t.Skip("needs root to run the gateway and its clients as other users")
+		skipUnlessCI(t, "needs root to run the gateway and its clients as other users: run the tests as root")
 	}
 	dir, err := os.MkdirTemp("", "hermes-uid-")
 	if err != nil {

@@ -136,7 +136,7 @@ func childOf(t *testing.T, pid int) int {
 func asPID1(t *testing.T, e *testEnv) (*gatewayProc, int) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to unshare a pid namespace")
+		skipUnlessCI(t, "needs root to unshare a pid namespace: run the tests as root")
 	}
 	g := e.spawnGatewayCmd([]string{"unshare", "--pid", "--fork", "--mount-proc", "--kill-child", hermesBin, "serve"})
 	g.waitLog(" ready ", 20*time.Second)

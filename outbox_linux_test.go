@@ -17,14 +17,14 @@ import (
 // and are counted), and a TERM drains a stream in flight and exits 0.
 func TestFullDiskGatewayServesAndDrains(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a tmpfs for the state dir")
+		skipUnlessCI(t, "needs root to mount a tmpfs for the state dir: run the tests as root")
 	}
 	e := newTestEnv(t, "[echo]\nword_delay = \"20ms\"\n[drain]\ntimeout = \"20s\"\ngrace = \"1s\"\n")
 	if err := os.MkdirAll(e.stateDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	if err := syscall.Mount("tmpfs", e.stateDir, "tmpfs", 0, "size=1m,mode=0700"); err != nil {
-		t.Skipf("cannot mount a tmpfs here: %v", err)
+		skipUnlessCI(t, "cannot mount a tmpfs here: %v", err)
 	}
 	t.Cleanup(func() { syscall.Unmount(e.stateDir, syscall.MNT_DETACH) })
 	g := e.startGateway()

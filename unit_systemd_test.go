@@ -25,30 +25,37 @@ type harness struct {
 	state  string
 }
 
-// startHarness boots systemd, or skips the test saying why it cannot.
+// startHarness boots systemd. Where it cannot (not root, no harness, a
+// tool missing) it skips the test saying why, or in CI fails it
+// (skipUnlessCI): CI has all of these, and a CI run without them would
+// pass without ever testing a unit on systemd.
 func startHarness(t *testing.T) *harness {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("boots systemd: skipped with -short")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: the systemd harness unshares pid, mount and cgroup namespaces")
 	}
 	script, err := filepath.Abs(filepath.Join("..", "shared", "tools", "systemd-harness.sh"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(script); err != nil {
-		t.Skipf("no systemd harness at %s", script)
+		skipUnlessCI(t, "no systemd harness: %v\n"+
+			"This test boots a real systemd with ../shared/tools/systemd-harness.sh. Put the project's\n"+
+			"shared/ folder next to the checkout, then run as root:\n"+
+			"    go test -race -count=1 -run TestUnitSystemdHarness -v .", err)
+	}
+	if os.Geteuid() != 0 {
+		skipUnlessCI(t, "needs root: the systemd harness (%s) unshares pid, mount and cgroup namespaces; "+
+			"run the tests as root", script)
 	}
 	for _, tool := range []string{"nsenter", "unshare", "/lib/systemd/systemd"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("the systemd harness needs %s: %v", tool, err)
+			skipUnlessCI(t, "the systemd harness needs %s (%v): apt-get install systemd util-linux", tool, err)
 		}
 	}
 	state, err := os.MkdirTemp("/var/lib", "hermes-harness-")
 	if err != nil {
-		t.Skipf("cannot make a harness state dir under /var/lib: %v", err)
+		skipUnlessCI(t, "cannot make a harness state dir under /var/lib: %v", err)
 	}
 	h := &harness{t: t, script: script, state: state}
 	if out, err := h.command(30*time.Second, "start", state); err != nil {

@@ -188,11 +188,11 @@ func TestUnitRejectsPaths(t *testing.T) {
 func TestUnitVerify(t *testing.T) {
 	analyze, err := exec.LookPath("systemd-analyze")
 	if err != nil {
-		t.Skip("systemd-analyze is not installed")
+		skipUnlessCI(t, "systemd-analyze is not installed: apt-get install systemd")
 	}
 	local, err := systemdVersion()
 	if err != nil {
-		t.Skipf("no local systemd version: %v", err)
+		skipUnlessCI(t, "no local systemd version: %v", err)
 	}
 	for _, c := range unitCases() {
 		if c.o.Manager != managerSystemd {
@@ -255,7 +255,7 @@ func TestUnitVerify(t *testing.T) {
 func TestPlistRoundTrip(t *testing.T) {
 	python, err := exec.LookPath("python3")
 	if err != nil {
-		t.Skip("python3 is not installed")
+		skipUnlessCI(t, "python3 is not installed: apt-get install python3")
 	}
 	for _, c := range unitCases() {
 		if c.o.Manager != managerLaunchd {
