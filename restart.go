@@ -302,8 +302,7 @@ func runLadderCommand(name, usage string, args []string, stop bool) error {
 	}
 	if mode != nil && *mode != "" {
 		if *mode != modeHandoff && *mode != modeDrain {
-			fmt.Fprintf(fs.Output(), "hermes restart: --mode %q: use handoff or drain\n", *mode)
-			return errUsage
+			return usageError(name, "%s: --mode %q: use handoff or drain", name, *mode)
 		}
 		p.Restart.Mode = *mode
 	}
