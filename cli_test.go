@@ -76,7 +76,7 @@ func TestCommandLineErrors(t *testing.T) {
 		{[]string{"status", "--config"}, "status: --config needs a value", "run 'hermes status -h' for its flags"},
 		{[]string{"version", "--bogus"}, "version: unknown flag --bogus", "run 'hermes version -h' for its flags"},
 		{[]string{"--version", "now"}, `version: unexpected argument "now" (it takes flags only)`, "run 'hermes version -h' for its flags"},
-		{[]string{"events", "--since", "yesterdy"}, `events: --since "yesterdy": `, "run 'hermes events -h' for its flags"},
+		{[]string{"events", "--since", "yesterdy"}, `events: --since "yesterdy": not a time or a duration: use a duration back from now`, "run 'hermes events -h' for its flags"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			out, errOut, code := e.hermes(20*time.Second, tc.args...)
