@@ -350,14 +350,22 @@ func loadPolicyFile(path string) (*Policy, error) {
 	if err != nil {
 		return nil, &configError{File: path, Msg: "cannot read the policy file: " + err.Error()}
 	}
+	// Decoded once as plain TOML, so a value of the wrong kind is named
+	// for what it is (checkTypes), then into the file format.
+	var raw map[string]any
+	if _, err := toml.NewDecoder(bytes.NewReader(src)).Decode(&raw); err != nil {
+		return nil, tomlError(path, src, err)
+	}
+	if err := checkTypes(path, src, raw); err != nil {
+		return nil, err
+	}
 	var f filePolicy
 	md, err := toml.NewDecoder(bytes.NewReader(src)).Decode(&f)
 	if err != nil {
 		return nil, tomlError(path, src, err)
 	}
 	if und := md.Undecoded(); len(und) > 0 {
-		k := und[0].String()
-		return nil, &configError{File: path, Line: keyLine(src, k), Key: k, Msg: "unknown key" + suggestKey(k)}
+		return nil, unknownKeys(path, src, md, und)
 	}
 	p := defaultPolicy()
 	p.Path = path
@@ -384,6 +392,7 @@ func tomlError(path string, src []byte, err error) error {
 		ce.Line = pe.Position.Line
 		ce.Key = pe.LastKey
 		ce.Msg = pe.Message
+		duplicateKey(ce, src, pe.Message)
 		return ce
 	}
 	msg := err.Error()
@@ -400,8 +409,10 @@ func tomlError(path string, src []byte, err error) error {
 		msg = msg[i+3:]
 	}
 	msg = strings.TrimPrefix(msg, "toml: ")
-	msg = strings.Replace(msg, "incompatible types: TOML value has type", "wrong type: the file has", 1)
-	msg = strings.Replace(msg, "; destination has type", ", hermes wants", 1)
+	if strings.HasPrefix(msg, "incompatible types") || strings.HasPrefix(msg, "type mismatch") {
+		// checkTypes words these for people; this is for one it missed.
+		msg = "this value is of the wrong kind for this key (hermes.toml.example shows how to write it)"
+	}
 	ce.Msg = msg
 	if ce.Line == 0 && ce.Key != "" {
 		ce.Line = keyLine(src, ce.Key)
@@ -420,23 +431,31 @@ var knownKeys = []string{
 	"journal.max_bytes", "journal.exit_flush",
 }
 
-// suggestKey names a known key the unknown one was probably meant to be.
+// suggestKey names a known key the unknown one was probably meant to be:
+// the nearest key of its section, the same key in another section, or
+// the nearest key of all; else it lists its section's keys.
 func suggestKey(k string) string {
-	last := k[strings.LastIndex(k, ".")+1:]
+	sec, last, dotted := strings.Cut(k, ".")
+	if !dotted {
+		last = k
+	}
+	inSection := dotted && len(sectionKeys(sec)) > 0
+	if inSection {
+		if c := closest(last, sectionKeys(sec)); c != "" {
+			return fmt.Sprintf(" (did you mean %s.%s?)", sec, c)
+		}
+	}
 	for _, known := range knownKeys {
 		kl := known[strings.LastIndex(known, ".")+1:]
 		if kl == last && known != k {
 			return fmt.Sprintf(" (did you mean %s?)", known)
 		}
 	}
-	best, bestD := "", 3
-	for _, known := range knownKeys {
-		if d := editDistance(k, known); d < bestD {
-			best, bestD = known, d
-		}
+	if c := closest(k, knownKeys); c != "" {
+		return fmt.Sprintf(" (did you mean %s?)", c)
 	}
-	if best != "" {
-		return fmt.Sprintf(" (did you mean %s?)", best)
+	if inSection {
+		return fmt.Sprintf(" ([%s] takes %s)", sec, strings.Join(sectionKeys(sec), ", "))
 	}
 	return ""
 }

@@ -210,16 +210,10 @@ func unknownCommand(cmd string) error {
 // didYouMean returns " (did you mean X?)" for the candidate closest to s,
 // written with prefix, or "" when none is close.
 func didYouMean(s string, candidates []string, prefix string) string {
-	best, bestD := "", max(2, len(s)/3)+1
-	for _, c := range candidates {
-		if d := editDistance(strings.ToLower(s), c); d < bestD {
-			best, bestD = c, d
-		}
+	if c := closest(strings.ToLower(s), candidates); c != "" {
+		return fmt.Sprintf(" (did you mean %s%s?)", prefix, c)
 	}
-	if best == "" {
-		return ""
-	}
-	return fmt.Sprintf(" (did you mean %s%s?)", prefix, best)
+	return ""
 }
 
 // exitCode prints err the one way hermes prints errors and maps it to the
