@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -168,7 +169,7 @@ func (r *ladderRun) walk(ladder []Rung) error {
 			r.say("pid %d exited %s after %s", in.PID, fmtDur(time.Since(sent)), name)
 			return nil
 		}
-		r.say("pid %d still running %s after %s; escalating", in.PID, rung.Wait, name)
+		r.say("pid %d is still running %s after %s; escalating", in.PID, rung.Wait, name)
 	}
 	if frozen {
 		return withHint(fmt.Errorf("pid %d is frozen and the ladder has no rung that works without its loop (QUIT or KILL)", in.PID),
@@ -234,7 +235,7 @@ func (r *ladderRun) record(ev event, kv ...any) { r.journal.record(ev, kv...) }
 // as a whole restart may take (every rung's wait plus ready_timeout), and a
 // Ctrl-C ends the wait: a queued restart that was called off must never
 // signal the gateway the first one brought up.
-func lockRestart(p *Policy, wait bool, intr *interrupter) (*os.File, error) {
+func lockRestart(p *Policy, what string, wait bool, intr *interrupter) (*os.File, error) {
 	if err := os.MkdirAll(p.Gateway.StateDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -245,17 +246,14 @@ func lockRestart(p *Policy, wait bool, intr *interrupter) (*os.File, error) {
 	}
 	if err := flockExclusive(f); err != nil {
 		holder, _ := io.ReadAll(f)
-		who := strings.TrimSpace(string(holder))
-		if who == "" {
-			who = "another hermes"
-		}
+		running := lockHolder(string(holder))
 		if !wait {
 			f.Close()
-			return nil, withHint(fmt.Errorf("a restart or stop is already in progress (%s)", who),
-				"wait for it to finish, or run this again with --wait to queue behind it")
+			return nil, withHint(fmt.Errorf("%s is already in progress", running),
+				"wait for it to finish, or queue behind it with: hermes %s --wait%s", what, configFlag(p))
 		}
 		limit := p.Restart.longest()
-		fmt.Printf("hermes: waiting up to %s for the restart in progress (%s) to finish; Ctrl-C gives up\n", fmtDur(limit), who)
+		fmt.Printf("hermes: waiting up to %s for the %s in progress to finish; Ctrl-C gives up\n", fmtDur(limit), strings.TrimPrefix(strings.TrimPrefix(running, "a "), "another "))
 		locked := make(chan error, 1)
 		go func() { locked <- flockWait(f) }()
 		t := time.NewTimer(limit)
@@ -271,13 +269,28 @@ func lockRestart(p *Policy, wait bool, intr *interrupter) (*os.File, error) {
 			return nil, errors.New("interrupted while waiting for the restart in progress: nothing was done")
 		case <-t.C:
 			f.Close()
-			return nil, withHint(fmt.Errorf("the restart in progress (%s) did not finish within %s", who, fmtDur(limit)),
+			return nil, withHint(fmt.Errorf("%s did not finish within %s", running, fmtDur(limit)),
 				"see what it is doing with: hermes status%s", configFlag(p))
 		}
 	}
 	f.Truncate(0)
-	f.WriteAt([]byte(fmt.Sprintf("pid %d (%s)\n", os.Getpid(), strings.Join(os.Args, " "))), 0)
+	f.WriteAt([]byte(fmt.Sprintf("%s pid %d\n", what, os.Getpid())), 0)
 	return f, nil
+}
+
+var lockHolderRe = regexp.MustCompile(`^(restart|stop)? ?pid (\d+)`)
+
+// lockHolder says what holds restart.lock, from what it wrote there
+// ("restart pid 4878"): "a restart (pid 4878)".
+func lockHolder(content string) string {
+	m := lockHolderRe.FindStringSubmatch(strings.TrimSpace(content))
+	switch {
+	case m == nil:
+		return "a restart or stop"
+	case m[1] == "":
+		return fmt.Sprintf("a restart or stop (pid %s)", m[2])
+	}
+	return fmt.Sprintf("a %s (pid %s)", m[1], m[2])
 }
 
 func runRestart(args []string) error { return runLadderCommand("restart", restartUsage, args, false) }
@@ -315,7 +328,11 @@ func restartOrStop(p *Policy, force, wait, stop bool) error {
 		return err
 	}
 	defer intr.close()
-	lock, err := lockRestart(p, wait, intr)
+	what := "restart"
+	if stop {
+		what = "stop"
+	}
+	lock, err := lockRestart(p, what, wait, intr)
 	if err != nil {
 		return err
 	}
@@ -326,9 +343,7 @@ func restartOrStop(p *Policy, force, wait, stop bool) error {
 	rec, jq := newRecorder(openJournal(p))
 	defer func() { jq.flush(time.Now().Add(p.Journal.ExitFlush)) }()
 	r := &ladderRun{p: p, out: os.Stdout, t0: time.Now(), intr: intr, force: force, stop: stop, journal: rec}
-	what := "restart"
 	if stop {
-		what = "stop"
 		r.record(evStopRequested, "by_pid", os.Getpid(), "user", currentUser(), "force", force)
 	} else {
 		r.record(evRestartRequested, "by_pid", os.Getpid(), "user", currentUser(), "force", force)
@@ -426,7 +441,7 @@ func (r *ladderRun) handoff() error {
 		if why, ok := strings.CutPrefix(a.err.Error(), "refused: "); ok {
 			if strings.HasPrefix(why, "a handoff is already running") {
 				r.record(evRestartDone, "ok", false, "error", a.err.Error())
-				return withHint(fmt.Errorf("refused: %s", why), "wait for it: hermes status%s shows when the new gateway serves", configFlag(p))
+				return withHint(fmt.Errorf("refused: %s", why), "see when the new gateway serves with: hermes status%s", configFlag(p))
 			}
 			return noHandoffError{why}
 		}
@@ -468,7 +483,7 @@ func (r *ladderRun) handoff() error {
 
 // interrupted reports where a Ctrl-C stopped the ladder and what to run.
 func (r *ladderRun) interrupted(finishCmd string) error {
-	state := "still running"
+	state := "is still running"
 	if r.in.proc.state() == 0 {
 		state = "has exited"
 	}
@@ -477,7 +492,7 @@ func (r *ladderRun) interrupted(finishCmd string) error {
 		where += " (" + r.lastSent + ")"
 	}
 	r.record(r.doneEvent(), "ok", false, "error", "interrupted", "rung", r.rung)
-	msg := fmt.Sprintf("interrupted: %s; the gateway pid %d %s", where, r.in.PID, state)
+	msg := fmt.Sprintf("interrupted: %s; the gateway (pid %d) %s", where, r.in.PID, state)
 	if state == "has exited" {
 		msg += " and NO new gateway was started: the gateway is down"
 	} else if r.lastSent != "" {
@@ -509,7 +524,7 @@ func (r *ladderRun) bringBack(mgr managerInfo, finishCmd string) error {
 		action, err := mgr.start(ctx)
 		if err != nil {
 			r.record(evRestartDone, "ok", false, "error", err.Error())
-			return withHint(err, "look at %s", mgr.logHint(p))
+			return withHint(err, "see why with: %s", logCommand(mgr, p, 50))
 		}
 		r.record(evManagerAction, "manager", mgr.Kind, "action", action)
 		r.say("asked %s to start it: %s", mgr.Kind, action)
@@ -522,12 +537,17 @@ func (r *ladderRun) bringBack(mgr managerInfo, finishCmd string) error {
 	for {
 		if rec, ok := gatewayReady(p, old); ok {
 			r.record(evRestartDone, "ok", true, "new_pid", rec.PID, "ready_ms", time.Since(t0).Milliseconds(), "total_ms", time.Since(r.t0).Milliseconds())
-			from := "nothing running"
 			if old != nil && !r.in.Stale {
-				from = fmt.Sprintf("pid %d", old.PID)
+				r.say("restarted: pid %d (%s) -> pid %d serving on %s; ready %s after start, %s in all",
+					old.PID, r.in.Verdict, rec.PID, rec.Listen, fmtDur(time.Since(t0)), fmtDur(time.Since(r.t0)))
+				return nil
 			}
-			r.say("restarted: %s (%s) -> pid %d serving on %s; ready %s after start, %s in all",
-				from, r.in.Verdict, rec.PID, rec.Listen, fmtDur(time.Since(t0)), fmtDur(time.Since(r.t0)))
+			was := "nothing was running"
+			if r.in.Verdict != verdictNotRunning {
+				was += " (" + r.in.Verdict + ")"
+			}
+			r.say("started: %s; pid %d serving on %s; ready %s after start, %s in all",
+				was, rec.PID, rec.Listen, fmtDur(time.Since(t0)), fmtDur(time.Since(r.t0)))
 			return nil
 		}
 		select {
@@ -553,9 +573,20 @@ func (r *ladderRun) startFailed(mgr managerInfo, err error, finishCmd string) er
 		err = fmt.Errorf("%w\nlast lines of its log:\n%s", err, strings.TrimRight(tail, "\n"))
 	}
 	if strings.Contains(tail, "code=78") {
-		return withHint(err, "the policy or token lock refuses to start: fix what the log says, check with 'hermes check-config%s', then run: %s", configFlag(r.p), finishCmd)
+		// 78: the policy, the token lock or the port refuses the start,
+		// and the log says which; a new try changes nothing until fixed.
+		return withHint(err, "fix what the log says (check the policy with: hermes check-config%s)\nthen run: %s", configFlag(r.p), finishCmd)
 	}
-	return withHint(err, "read %s, fix what it says, then run: %s", mgr.logHint(r.p), finishCmd)
+	return withHint(err, "see more of the log with: %s\nthen run: %s", logCommand(mgr, r.p, 50), finishCmd)
+}
+
+// logCommand is the command that shows the last n lines of the
+// gateway's log, wherever its manager puts it.
+func logCommand(m managerInfo, p *Policy, n int) string {
+	if m.Kind == managerSystemd {
+		return fmt.Sprintf("journalctl %s-u %s -n %d --no-pager", userFlag(m.Scope != "user"), m.Unit, n)
+	}
+	return fmt.Sprintf("tail -n %d %s", n, shellQuote(gatewayLogPath(p.Gateway.StateDir)))
 }
 
 // finishStop makes sure the manager does not bring the gateway back.
