@@ -258,6 +258,10 @@ func spans(evs []journalEvent) {
 			if _, ok := byPID[ev.PID]; !ok {
 				byPID[ev.PID] = cause{ev.Time, "watchdog fired"}
 			}
+		case evRestartNow:
+			if ev.str("action") != "refused" {
+				byPID[ev.PID] = cause{ev.Time, "restart now"}
+			}
 		case evHandoffRequested:
 			handoffs[ev.PID] = cause{ev.Time, "handoff requested"}
 			byPID[ev.PID] = cause{ev.Time, "handoff requested"}
@@ -292,7 +296,7 @@ func spans(evs []journalEvent) {
 			}
 			lastExit = nil
 		case evRungSent:
-			rungs[ev.PID] = cause{ev.Time, "rung " + ev.str("signal")}
+			rungs[ev.PID] = cause{ev.Time, "rung " + orDefault(ev.str("signal"), ev.str("request"))}
 		case evExitObserved:
 			if c, ok := rungs[ev.PID]; ok {
 				ev.elapsed = since(ev.Time, c.at) + " after " + c.what

@@ -112,6 +112,14 @@ func (r *ladderRun) walk(ladder []Rung) error {
 		r.say("sent CONT to stopped pid %d; it is now %s", in.PID, in.Verdict)
 		frozen = in.Verdict == verdictFrozen
 	}
+	if r.force && !r.stop && (in.Verdict == verdictServing || in.Verdict == verdictDraining) {
+		// --force of a restart: the gateway's loop is asked for a
+		// restart now, so its streams' final event says restart and it
+		// exits 75. The ladder is what is left if it does not take it.
+		if exited, err := r.restartNow(h, ladder[0].Wait); exited || err != nil {
+			return err
+		}
+	}
 	for i, rung := range ladder {
 		r.rung = i + 1
 		name := signalName(rung.Signal)
@@ -176,6 +184,41 @@ func (r *ladderRun) walk(ladder []Rung) error {
 			"add { signal = \"KILL\", wait = \"5s\" } to restart.ladder, or run: hermes restart --force%s", configFlag(r.p))
 	}
 	return fmt.Errorf("pid %d survived the whole ladder", in.PID)
+}
+
+// restartNow asks the gateway's loop for a restart now on its control
+// socket and waits up to wait for it to exit. exited false with a nil
+// error: it did not take the request (an older hermes, a loop gone
+// silent) or did not exit in time, and the ladder goes on.
+func (r *ladderRun) restartNow(h *procHandle, wait time.Duration) (exited bool, err error) {
+	in := r.in
+	ctl := controlPath(r.p.Gateway.StateDir)
+	ans, err := controlRequest(ctl, fmt.Sprintf("restart-now pid %d (hermes restart --force)", os.Getpid()), staleAfter(r.p.Watchdog)+time.Second)
+	if err != nil || !strings.HasPrefix(ans, "ok") {
+		why := ans
+		if err != nil {
+			why = err.Error()
+		}
+		r.say("pid %d did not take a restart now (%s); walking restart.force", in.PID, why)
+		return false, nil
+	}
+	r.record(evRungSent, "request", "restart-now", "rung", 0, "target", in.PID, "wait", wait.String())
+	r.lastSent = fmt.Sprintf("restart now asked of pid %d at %s", in.PID, fmtDur(time.Since(r.t0)))
+	r.say("asked pid %d to restart now: open streams get their final event; waiting up to %s for it to exit", in.PID, wait)
+	sent := time.Now()
+	exited, interrupted, err := h.wait(wait, r.intr.fd())
+	switch {
+	case err != nil:
+		return false, fmt.Errorf("waiting for pid %d: %w", in.PID, err)
+	case interrupted:
+		return false, errInterrupted
+	case !exited:
+		r.say("pid %d is still running %s after the restart now; walking restart.force", in.PID, wait)
+		return false, nil
+	}
+	r.record(evExitObserved, "target", in.PID, "after_request", "restart-now", "latency_ms", time.Since(sent).Milliseconds())
+	r.say("pid %d exited %s after the restart now", in.PID, fmtDur(time.Since(sent)))
+	return true, nil
 }
 
 // awaitDraining waits until the gateway's loop reports it is draining, it
@@ -488,6 +531,9 @@ func (r *ladderRun) interrupted(finishCmd string) error {
 		state = "has exited"
 	}
 	where := fmt.Sprintf("stopped at rung %d/%d", r.rung, r.rungs)
+	if r.rung == 0 {
+		where = fmt.Sprintf("stopped before rung 1/%d", r.rungs)
+	}
 	if r.lastSent != "" {
 		where += " (" + r.lastSent + ")"
 	}

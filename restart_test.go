@@ -510,31 +510,53 @@ func TestRestartJournalSequence(t *testing.T) {
 }
 
 // TestRestartForceGivesFinalEvent: --force does not wait out the drain, but
-// open streams still get their final event (the second TERM is "stop
-// now"), and the gateway exits on its own instead of being killed.
+// open streams still get their final event, and the gateway exits on its
+// own instead of being killed. A restart --force asks the gateway's loop
+// for a restart now: the final event says gateway_restart, the gateway
+// exits 75 and journals a restart. A stop --force sends TERM twice (stop
+// now): gateway_shutdown, exit 0.
 func TestRestartForceGivesFinalEvent(t *testing.T) {
-	e := newTestEnv(t, "[echo]\nword_delay = \"100ms\"\n[drain]\ntimeout = \"60s\"\ngrace = \"5s\"\n[restart]\nready_timeout = \"20s\"\n")
-	g := e.startGateway()
-	s := startStream(t, g.url, 300) // 30 s
-	s.waitLines(t, 2, 5*time.Second)
-	start := time.Now()
-	out, errOut, code := e.hermes(60*time.Second, "restart", "--force")
-	took := time.Since(start)
-	if code != 0 {
-		t.Fatalf("restart --force = %d:\n%s%s", code, out, errOut)
+	for _, tc := range []struct {
+		cmd, reason, exitReason, progress string
+		code                              int
+	}{
+		{"restart", reasonRestart, "planned restart", "to restart now: open streams get their final event", exitRestart},
+		{"stop", reasonShutdown, "planned stop", "sent TERM again: stop now", exitOK},
+	} {
+		t.Run(tc.cmd, func(t *testing.T) {
+			e := newTestEnv(t, "[echo]\nword_delay = \"100ms\"\n[drain]\ntimeout = \"60s\"\ngrace = \"5s\"\n[restart]\nready_timeout = \"20s\"\n")
+			g := e.startGateway()
+			s := startStream(t, g.url, 300) // 30 s
+			s.waitLines(t, 2, 5*time.Second)
+			start := time.Now()
+			out, errOut, code := e.hermes(60*time.Second, tc.cmd, "--force")
+			took := time.Since(start)
+			if code != 0 {
+				t.Fatalf("%s --force = %d:\n%s%s", tc.cmd, code, out, errOut)
+			}
+			body := s.waitDone(t, 5*time.Second)
+			if !strings.Contains(body, "event: error") || !strings.Contains(body, `"reason":"`+tc.reason+`"`) || !strings.Contains(body, `"type":"`+tc.reason+`"`) {
+				t.Errorf("the stream cut by %s --force lacks its final event with reason %s:\n%s", tc.cmd, tc.reason, body)
+			}
+			if gc := g.wait(5 * time.Second); gc != tc.code {
+				t.Errorf("gateway exit = %d, want %d (stopped now, not killed)", gc, tc.code)
+			}
+			if !strings.Contains(out, tc.progress) || strings.Contains(out, "sent KILL") {
+				t.Errorf("%s --force output lacks %q:\n%s", tc.cmd, tc.progress, out)
+			}
+			exit := fmt.Sprintf(`"pid":%d,"instance":"test","event":"exit","code":%d,"reason":%q`, g.pid(), tc.code, tc.exitReason)
+			if j, _ := os.ReadFile(journalPath(e.stateDir)); !strings.Contains(string(j), exit) {
+				t.Errorf("the journal lacks %s:\n%s", exit, j)
+			}
+			t.Logf("%s --force took %s", tc.cmd, took)
+			if tc.cmd == "restart" {
+				e.gatewayFromPidFile()
+				if out, _, _ := e.hermes(20*time.Second, "events"); !strings.Contains(out, "after restart now") {
+					t.Errorf("hermes events does not time the exit from the restart now:\n%s", out)
+				}
+			}
+		})
 	}
-	body := s.waitDone(t, 5*time.Second)
-	if !strings.Contains(body, "event: error") || !strings.Contains(body, reasonShutdown) {
-		t.Errorf("the stream cut by --force lacks its final event:\n%s", body)
-	}
-	if gc := g.wait(5 * time.Second); gc != exitOK {
-		t.Errorf("gateway exit = %d, want 0 (stopped now by the second TERM, not killed)", gc)
-	}
-	if !strings.Contains(out, "sent TERM again: stop now") || strings.Contains(out, "sent KILL") {
-		t.Errorf("restart --force output:\n%s", out)
-	}
-	t.Logf("restart --force took %s", took)
-	e.gatewayFromPidFile()
 }
 
 // TestCtrlCWhileQueuedBehindRestart: a `restart --wait` queued behind
