@@ -51,8 +51,18 @@ const (
 	exitNotRunning = 3  // hermes status: the gateway is not running (as `systemctl is-active`)
 	exitWatchdog   = 70 // the watchdog found the gateway loop frozen (EX_SOFTWARE)
 	exitRestart    = 75 // planned restart: the manager must start a fresh gateway (EX_TEMPFAIL)
-	exitConfig     = 78 // fatal policy error or token collision: never restart in a loop (EX_CONFIG)
+	exitConfig     = 78 // fatal policy error, token collision or listen address held: never restart in a loop (EX_CONFIG)
 )
+
+// A listen address held by another process exits exitConfig too, once
+// gateway.listen_timeout has passed (listen.go). A clash that outlasts the
+// moment the gateway before this one needs to close its socket is a
+// conflict in the configuration, like a token held by another gateway:
+// exit 1 would have systemd start it again every RestartSec for ever, each
+// start failing the same way and pushing the reason out of the log, while
+// 78 stops it (RestartPreventExitStatus=78) until a person moves one of the
+// two, and hermes restart says so at once. launchd cannot single 78 out: its
+// ThrottleInterval and the crash-loop guard slow such a loop down instead.
 
 const usageText = `hermes keeps an LLM-agent gateway alive without ever getting stuck.
 

@@ -409,8 +409,10 @@ func restartOrStop(p *Policy, force, wait, stop bool) error {
 		switch err := r.handoff(); {
 		case err == nil:
 			return nil
+		case errors.Is(err, errNoHandoff) && in.proc == nil:
+			// Nothing runs: nothing to hand off, nothing to say.
 		case errors.Is(err, errNoHandoff):
-			r.say("%v; draining instead", err)
+			r.say("%v; walking restart.ladder instead", err)
 		default:
 			return err
 		}

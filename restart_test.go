@@ -303,8 +303,8 @@ func TestRestartWithBadPolicyTouchesNothing(t *testing.T) {
 }
 
 func TestRestartFailsWhenNewGatewayCannotStart(t *testing.T) {
-	e := newTestEnv(t, restartPolicy)
-	// Someone else holds the gateway's port: the new gateway exits 1.
+	e := newTestEnv(t, "listen_timeout = \"200ms\"\n"+restartPolicy)
+	// Someone else holds the gateway's port: the new gateway exits 78.
 	ln, err := net.Listen("tcp", e.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -314,7 +314,8 @@ func TestRestartFailsWhenNewGatewayCannotStart(t *testing.T) {
 	if code != exitFailure {
 		t.Fatalf("restart = %d, want %d:\n%s%s", code, exitFailure, out, errOut)
 	}
-	for _, want := range []string{"exited with code 1", "last lines of its log", "address already in use", "hint:", "then run: hermes restart"} {
+	for _, want := range []string{"exited with code 78", "last lines of its log", fmt.Sprintf("in use by pid %d (", os.Getpid()),
+		"hint: fix what the log says (check the policy with: hermes check-config --config " + e.policy + ")\n    then run: hermes restart"} {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("failure output lacks %q:\n%s", want, errOut)
 		}
