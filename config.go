@@ -36,8 +36,9 @@ type Policy struct {
 
 type GatewayPolicy struct {
 	Listen         string
-	Upstream       string // "" means the built-in echo upstream
-	UpstreamKeyEnv string // name of the environment variable holding the API key
+	ListenTimeout  time.Duration // gateway.listen in use: keep trying this long, then exit 78
+	Upstream       string        // "" means the built-in echo upstream
+	UpstreamKeyEnv string        // name of the environment variable holding the API key
 	StateDir       string
 	StateDirSet    bool // StateDir came from the file, not the default
 }
@@ -53,6 +54,14 @@ type DrainPolicy struct {
 
 // Budget is the longest a drain may take from request to exit.
 func (d DrainPolicy) Budget() time.Duration { return d.Timeout + d.Grace }
+
+// listenWait is how long a starting gateway keeps trying gateway.listen
+// while it is in use: gateway.listen_timeout, but at most half of
+// restart.ready_timeout, so that hermes restart is still waiting when the
+// gateway gives up and can say why.
+func (p *Policy) listenWait() time.Duration {
+	return min(p.Gateway.ListenTimeout, p.Restart.ReadyTimeout/2)
+}
 
 // autoWaitMargin is added to the drain budget for a rung with wait = "auto":
 // time to flush, close listeners and exit after the last session ended.
@@ -131,6 +140,7 @@ func defaultPolicy() *Policy {
 		Name: "gateway",
 		Gateway: GatewayPolicy{
 			Listen:         "127.0.0.1:8642",
+			ListenTimeout:  5 * time.Second,
 			UpstreamKeyEnv: "HERMES_UPSTREAM_KEY",
 		},
 		Echo:  EchoPolicy{WordDelay: 50 * time.Millisecond},
@@ -214,6 +224,7 @@ func defaultLockDir() string {
 // are strings so that a bad one is reported with its key and line.
 type fileGateway struct {
 	Listen         *string `toml:"listen"`
+	ListenTimeout  *string `toml:"listen_timeout"`
 	Upstream       *string `toml:"upstream"`
 	UpstreamKeyEnv *string `toml:"upstream_key_env"`
 	StateDir       *string `toml:"state_dir"`
@@ -350,14 +361,22 @@ func loadPolicyFile(path string) (*Policy, error) {
 	if err != nil {
 		return nil, &configError{File: path, Msg: "cannot read the policy file: " + err.Error()}
 	}
+	// Decoded once as plain TOML, so a value of the wrong kind is named
+	// for what it is (checkTypes), then into the file format.
+	var raw map[string]any
+	if _, err := toml.NewDecoder(bytes.NewReader(src)).Decode(&raw); err != nil {
+		return nil, tomlError(path, src, err)
+	}
+	if err := checkTypes(path, src, raw); err != nil {
+		return nil, err
+	}
 	var f filePolicy
 	md, err := toml.NewDecoder(bytes.NewReader(src)).Decode(&f)
 	if err != nil {
 		return nil, tomlError(path, src, err)
 	}
 	if und := md.Undecoded(); len(und) > 0 {
-		k := und[0].String()
-		return nil, &configError{File: path, Line: keyLine(src, k), Key: k, Msg: "unknown key" + suggestKey(k)}
+		return nil, unknownKeys(path, src, md, und)
 	}
 	p := defaultPolicy()
 	p.Path = path
@@ -384,6 +403,7 @@ func tomlError(path string, src []byte, err error) error {
 		ce.Line = pe.Position.Line
 		ce.Key = pe.LastKey
 		ce.Msg = pe.Message
+		duplicateKey(ce, src, pe.Message)
 		return ce
 	}
 	msg := err.Error()
@@ -400,8 +420,10 @@ func tomlError(path string, src []byte, err error) error {
 		msg = msg[i+3:]
 	}
 	msg = strings.TrimPrefix(msg, "toml: ")
-	msg = strings.Replace(msg, "incompatible types: TOML value has type", "wrong type: the file has", 1)
-	msg = strings.Replace(msg, "; destination has type", ", hermes wants", 1)
+	if strings.HasPrefix(msg, "incompatible types") || strings.HasPrefix(msg, "type mismatch") {
+		// checkTypes words these for people; this is for one it missed.
+		msg = "this value is of the wrong kind for this key (hermes.toml.example shows how to write it)"
+	}
 	ce.Msg = msg
 	if ce.Line == 0 && ce.Key != "" {
 		ce.Line = keyLine(src, ce.Key)
@@ -410,7 +432,7 @@ func tomlError(path string, src []byte, err error) error {
 }
 
 var knownKeys = []string{
-	"name", "gateway.listen", "gateway.upstream", "gateway.upstream_key_env", "gateway.state_dir",
+	"name", "gateway.listen", "gateway.listen_timeout", "gateway.upstream", "gateway.upstream_key_env", "gateway.state_dir",
 	"echo.word_delay", "drain.timeout", "drain.grace",
 	"restart.mode", "restart.probation", "restart.ladder", "restart.force", "restart.ready_timeout",
 	"service.restart_sec", "service.restart_max_delay", "service.start_limit_burst", "service.start_limit_interval",
@@ -420,23 +442,31 @@ var knownKeys = []string{
 	"journal.max_bytes", "journal.exit_flush",
 }
 
-// suggestKey names a known key the unknown one was probably meant to be.
+// suggestKey names a known key the unknown one was probably meant to be:
+// the nearest key of its section, the same key in another section, or
+// the nearest key of all; else it lists its section's keys.
 func suggestKey(k string) string {
-	last := k[strings.LastIndex(k, ".")+1:]
+	sec, last, dotted := strings.Cut(k, ".")
+	if !dotted {
+		last = k
+	}
+	inSection := dotted && len(sectionKeys(sec)) > 0
+	if inSection {
+		if c := closest(last, sectionKeys(sec)); c != "" {
+			return fmt.Sprintf(" (did you mean %s.%s?)", sec, c)
+		}
+	}
 	for _, known := range knownKeys {
 		kl := known[strings.LastIndex(known, ".")+1:]
 		if kl == last && known != k {
 			return fmt.Sprintf(" (did you mean %s?)", known)
 		}
 	}
-	best, bestD := "", 3
-	for _, known := range knownKeys {
-		if d := editDistance(k, known); d < bestD {
-			best, bestD = known, d
-		}
+	if c := closest(k, knownKeys); c != "" {
+		return fmt.Sprintf(" (did you mean %s?)", c)
 	}
-	if best != "" {
-		return fmt.Sprintf(" (did you mean %s?)", best)
+	if inSection {
+		return fmt.Sprintf(" ([%s] takes %s)", sec, strings.Join(sectionKeys(sec), ", "))
 	}
 	return ""
 }
@@ -584,6 +614,7 @@ func (v *validator) apply(p *Policy, f *filePolicy) {
 		v.fail("name", "%q is not a valid instance name: use 1 to 32 letters, digits, '-' or '_', starting with a letter or digit (it names files, units and a launchd label)", *f.Name)
 	}
 	v.str(&p.Gateway.Listen, f.Gateway.Listen, "gateway.listen", true)
+	v.dur(&p.Gateway.ListenTimeout, f.Gateway.ListenTimeout, "gateway.listen_timeout")
 	v.str(&p.Gateway.Upstream, f.Gateway.Upstream, "gateway.upstream", false)
 	v.str(&p.Gateway.UpstreamKeyEnv, f.Gateway.UpstreamKeyEnv, "gateway.upstream_key_env", false)
 	if f.Gateway.StateDir != nil {
@@ -645,6 +676,12 @@ var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$`)
 func (v *validator) check(p *Policy) {
 	if _, _, err := splitHostPort(p.Gateway.Listen); err != nil {
 		v.fail("gateway.listen", "%q: %v (write it like \"127.0.0.1:8642\")", p.Gateway.Listen, err)
+	}
+	// Waiting for gateway.listen is part of a start: it must fit in what
+	// the unit gives the start itself (startSlack, beside the crash-loop
+	// delay). listenWait keeps it inside restart.ready_timeout too.
+	if lt := p.Gateway.ListenTimeout; lt > startSlack/2 {
+		v.fail("gateway.listen_timeout", "%s is too long: use 0 to %s (a start has %s for itself)", lt, startSlack/2, startSlack)
 	}
 	if u := p.Gateway.Upstream; u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
 		v.fail("gateway.upstream", "%q must start with http:// or https://", u)
@@ -820,7 +857,7 @@ func (p *Policy) render() string {
 		return "[\n" + strings.Join(parts, "\n") + "\n]"
 	}
 	fmt.Fprintf(&b, "name = %s\n\n", q(p.Name))
-	fmt.Fprintf(&b, "[gateway]\nlisten = %s\nupstream = %s", q(p.Gateway.Listen), q(p.Gateway.Upstream))
+	fmt.Fprintf(&b, "[gateway]\nlisten = %s\nlisten_timeout = %s\nupstream = %s", q(p.Gateway.Listen), d(p.Gateway.ListenTimeout), q(p.Gateway.Upstream))
 	if p.Gateway.Upstream == "" {
 		b.WriteString("  # the built-in echo upstream")
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
@@ -25,8 +26,8 @@ func TestPolicyErrorsNameFileLineAndKey(t *testing.T) {
 		key, msg  string
 	}{
 		{"unknown key", "name = \"a\"\n[drain]\ntimeuot = \"1s\"\n", 3, "drain.timeuot", "did you mean drain.timeout"},
-		{"unknown table", "[gatway]\nlisten = \"x:1\"\n", 1, "gatway", "unknown key"},
-		{"wrong type", "[gateway]\n\nlisten = 8642\n", 3, "gateway.listen", "wrong type"},
+		{"unknown table", "[gatway]\nlisten = \"x:1\"\n", 1, "gatway", "unknown section (did you mean [gateway]?)"},
+		{"wrong type", "[gateway]\n\nlisten = 8642\n", 3, "gateway.listen", `8642 is a number; write it in quotes, like "127.0.0.1:8642"`},
 		{"bad duration", "[drain]\ntimeout = \"90\"\n", 2, "drain.timeout", "not a duration"},
 		{"negative duration", "[drain]\ngrace = \"-1s\"\n", 2, "drain.grace", "negative"},
 		{"unknown signal", "[restart]\nladder = [{ signal = \"SIGFOO\", wait = \"1s\" }]\n", 2, "restart.ladder", "unknown signal"},
@@ -175,5 +176,83 @@ func TestCheckConfigExitCodes(t *testing.T) {
 	_, _, code = e.hermes(20*time.Second, "check-config", "-h")
 	if code != exitOK {
 		t.Errorf("-h exit = %d, want 0", code)
+	}
+}
+
+// TestPolicyErrorsForPeople: the whole message, as a person reads it
+// (file:line: key: what is wrong and how to write it), for values of the
+// wrong kind, keys set twice and unknown keys and sections.
+func TestPolicyErrorsForPeople(t *testing.T) {
+	for _, tc := range []struct{ src, want string }{
+		// Values of the wrong kind.
+		{"[drain]\ntimeout = 30\n", `hermes.toml:2: drain.timeout: 30 is a number; write a duration in quotes, like "30s"`},
+		{"[drain]\ngrace = 1.5\n", `hermes.toml:2: drain.grace: 1.5 is a number; write a duration in quotes, like "1.5s"`},
+		{"[drain]\ntimeout = true\n", `hermes.toml:2: drain.timeout: true is a boolean; write a duration in quotes, like "90s"`},
+		{"[drain]\ntimeout = [30]\n", `hermes.toml:2: drain.timeout: this is a list; write a duration in quotes, like "90s"`},
+		{"[drain]\ntimeout = { s = 30 }\n", `hermes.toml:2: drain.timeout: this is a table; write a duration in quotes, like "90s"`},
+		{"[drain]\ntimeout = 2026-11-23\n", `hermes.toml:2: drain.timeout: 2026-11-23 is a date; write a duration in quotes, like "90s"`},
+		{"name = 3\n", `hermes.toml:1: name: 3 is a number; write it in quotes, like "gateway"`},
+		{"[gateway]\nlisten = 8642\n", `hermes.toml:2: gateway.listen: 8642 is a number; write it in quotes, like "127.0.0.1:8642"`},
+		{"[service]\nstart_limit_burst = \"10\"\n", `hermes.toml:2: service.start_limit_burst: "10" is a string; write a whole number without quotes, like 10`},
+		{"[journal]\nmax_bytes = \"1MB\"\n", `hermes.toml:2: journal.max_bytes: "1MB" is a string; write a whole number without quotes, like 1048576`},
+		{"[restart]\nladder = \"TERM\"\n", `hermes.toml:2: restart.ladder: "TERM" is a string; write a list of rungs, like [{ signal = "TERM", wait = "10s" }, { signal = "KILL", wait = "5s" }]`},
+		{"[restart]\nforce = [\"TERM\"]\n", `hermes.toml:2: restart.force: rung 1: "TERM" is a string; write each rung as a table, like { signal = "TERM", wait = "10s" }`},
+		{"[restart]\nladder = [{ signal = 15, wait = \"1s\" }]\n", `hermes.toml:2: restart.ladder: rung 1: signal 15 is a number; write a signal name in quotes, like "TERM"`},
+		{"[restart]\n\n[[restart.ladder]]\nsignal = \"TERM\"\nwait = 10\n", `hermes.toml:3: restart.ladder: rung 1: wait 10 is a number; write a duration in quotes, like "10s", or "auto"`},
+		{"[restart]\nladder = [{ sig = \"TERM\", wait = \"1s\" }]\n", `hermes.toml:2: restart.ladder: a rung has an unknown key "sig" (did you mean signal?): a rung is { signal = "TERM", wait = "10s" }`},
+		{"drain = 5\n", `hermes.toml:1: drain: 5 is a number; drain is a section: write [drain] on a line of its own, with its keys on the lines below`},
+		// The first by line, whatever the order of the checks.
+		{"[watchdog]\ntimeout = 1\n[drain]\ntimeout = 2\n", `hermes.toml:2: watchdog.timeout: 1 is a number; write a duration in quotes, like "1s"`},
+		// Set twice.
+		{"[drain]\ntimeout = \"1s\"\ngrace = \"1s\"\ntimeout = \"2s\"\n", `hermes.toml:4: drain.timeout: set twice (first on line 2): keep one`},
+		{"[drain]\ntimeout = \"1s\"\n[echo]\n[drain]\ngrace = \"1s\"\n", `hermes.toml:4: drain: the section appears twice (first on line 1): put all its keys under one [drain]`},
+		// Unknown keys and sections.
+		{"[dran]\ntimeout = \"1s\"\n", `hermes.toml:1: dran: unknown section (did you mean [drain]?)`},
+		{"[drian]\ntimeuot = \"1s\"\ngrace = \"1s\"\n", "hermes.toml:1: drian: unknown section (did you mean [drain]?)\nhermes.toml:2: drian.timeuot: unknown key (did you mean drain.timeout?)"},
+		{"[zzz]\na = 1\n", `hermes.toml:1: zzz: unknown section (the sections are [gateway], [echo], [drain], [restart], [service], [lock], [watchdog], [crash_loop], [journal])`},
+		{"[drain]\ntimout = \"1s\"\n", `hermes.toml:2: drain.timout: unknown key (did you mean drain.timeout?)`},
+		{"[drain]\nfoo = 1\n", `hermes.toml:2: drain.foo: unknown key ([drain] takes timeout, grace)`},
+		{"[gateway]\ntimeout = \"1s\"\n", `hermes.toml:2: gateway.timeout: unknown key (did you mean drain.timeout?)`},
+		{"nmae = \"x\"\n", `hermes.toml:1: nmae: unknown key (did you mean name?)`},
+	} {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "hermes.toml")
+		os.WriteFile(path, []byte(tc.src), 0o600)
+		_, err := loadPolicyFile(path)
+		if _, ok := err.(*configError); !ok {
+			t.Errorf("%q: err = %v (%T), want a *configError", tc.src, err, err)
+			continue
+		}
+		if got := strings.ReplaceAll(err.Error(), path, "hermes.toml"); got != tc.want {
+			t.Errorf("%q:\n got %s\nwant %s", tc.src, got, tc.want)
+		}
+	}
+}
+
+// TestKeyKindsMatchTheFileFormat: keyKinds (what each key takes, for the
+// errors) names every known key, with the kind the file format decodes.
+func TestKeyKindsMatchTheFileFormat(t *testing.T) {
+	goKinds := map[string]reflect.Type{}
+	var walk func(prefix string, st reflect.Type)
+	walk = func(prefix string, st reflect.Type) {
+		for i := 0; i < st.NumField(); i++ {
+			f := st.Field(i)
+			key := prefix + f.Tag.Get("toml")
+			if f.Type.Kind() == reflect.Struct {
+				walk(key+".", f.Type)
+				continue
+			}
+			goKinds[key] = f.Type
+		}
+	}
+	walk("", reflect.TypeOf(filePolicy{}))
+	if len(goKinds) != len(knownKeys) || len(keyKinds) != len(knownKeys) {
+		t.Errorf("%d keys in the file format, %d in knownKeys, %d in keyKinds", len(goKinds), len(knownKeys), len(keyKinds))
+	}
+	for _, k := range knownKeys {
+		want := map[keyKind]string{kindString: "*string", kindDuration: "*string", kindInt: "*int", kindLadder: "*[]main.fileRung"}[keyKinds[k]]
+		if got := goKinds[k]; got == nil || strings.TrimSuffix(got.String(), "64") != want {
+			t.Errorf("%s: keyKinds says %q, the file format decodes %v", k, want, got)
+		}
 	}
 }

@@ -18,6 +18,9 @@ import (
 //	        frozen loop shows as silence
 //	status  one line of JSON (gatewayStatus), answered without the loop:
 //	        the state it published and its heartbeat's age
+//	handoff [BY]      hand over to a successor (hermes restart)
+//	restart-now [BY]  stop now, as a restart (hermes restart --force):
+//	        "ok 0" once the loop took it
 //
 // A peer of another uid is refused unless it is root.
 
@@ -141,7 +144,11 @@ func (g *gateway) handleControl(c *net.UnixConn) {
 			g.controlHandoff(c, uid, strings.TrimSpace(by))
 			return
 		}
-		fmt.Fprintf(c, "error unknown command %q (ping, status, handoff)\n", strings.TrimSpace(line))
+		if by, ok := strings.CutPrefix(strings.TrimSpace(line), "restart-now"); ok {
+			g.controlRestartNow(c, uid, strings.TrimSpace(by), wait)
+			return
+		}
+		fmt.Fprintf(c, "error unknown command %q (ping, status, handoff, restart-now)\n", strings.TrimSpace(line))
 	}
 }
 
@@ -173,6 +180,33 @@ func (g *gateway) controlHandoff(c *net.UnixConn, uid int, by string) {
 		fmt.Fprintln(c, "error refused: the gateway stopped before the handoff was done")
 	case <-t.C:
 		fmt.Fprintf(c, "error failed: no outcome within %s\n", wait)
+	}
+}
+
+// controlRestartNow hands a restart-now to the loop and answers once the
+// loop took it; a loop that does not take it within wait answers nothing
+// (frozen), and the restarter goes on with signals.
+func (g *gateway) controlRestartNow(c *net.UnixConn, uid int, by string, wait time.Duration) {
+	if by == "" {
+		by = "the control socket"
+	}
+	req := handoffReq{by: fmt.Sprintf("%s (uid %d)", by, uid), reply: make(chan string, 1)}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-g.done:
+		fmt.Fprintln(c, "error refused: the gateway is stopping")
+		return
+	case g.nows <- req:
+	case <-t.C:
+		return
+	}
+	select {
+	case ans := <-req.reply:
+		fmt.Fprintln(c, ans)
+	case <-g.done:
+		fmt.Fprintln(c, "ok 0") // it took it and has ended since
+	case <-t.C:
 	}
 }
 

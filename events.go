@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -23,6 +24,8 @@ exit observed, restart requested to done).
 
     $ hermes events
     $ hermes events --since 1h
+    $ hermes events --since yesterday
+    $ hermes events --since 2026-11-23T14:00:00+01:00
     $ hermes events --json | jq 'select(.event == "exit")'
 `
 
@@ -42,7 +45,11 @@ type journalEvent struct {
 func runEvents(args []string) error {
 	fs := newFlagSet("events", eventsUsage)
 	tf := addTargetFlags(fs)
-	since := fs.Duration("since", 0, "only events of the last `DURATION` (e.g. 30m, 2h); 0 means all")
+	var cut time.Time
+	fs.Func("since", "only events since `WHEN`: "+sinceForms+" (default: all)", func(s string) (err error) {
+		cut, err = parseSince(s, time.Now())
+		return err
+	})
 	asJSON := fs.Bool("json", false, "print the journal lines as JSON, one per line")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -61,8 +68,7 @@ func runEvents(args []string) error {
 		return nil
 	}
 	spans(evs)
-	if *since > 0 {
-		cut := time.Now().Add(-*since)
+	if !cut.IsZero() {
 		i := sort.Search(len(evs), func(i int) bool { return !evs[i].Time.Before(cut) })
 		evs = evs[i:]
 	}
@@ -79,6 +85,79 @@ func runEvents(args []string) error {
 		fmt.Fprintf(os.Stderr, "hermes: %d damaged journal lines skipped\n", skipped)
 	}
 	return nil
+}
+
+// sinceForms are the forms --since takes, for its help and its errors.
+const sinceForms = "a duration back from now (90s, 5m, 2h, 3d), a date (2026-11-23), a time (2026-11-23T14:00:00Z, or 2026-11-23 14:00 local), today or yesterday"
+
+var (
+	sinceDaysRe  = regexp.MustCompile(`^(\d+)d(.*)$`)
+	sinceLayouts = []string{"2006-01-02T15:04", "2006-01-02 15:04", "2006-01-02T15:04:05", "2006-01-02 15:04:05"}
+)
+
+// parseSince turns what an operator types after --since into the moment
+// the timeline starts: a positive duration back from now (a Go duration,
+// or days: 3d, 1d12h), an RFC 3339 time, a local date or date and time, or
+// today and yesterday (local midnight).
+func parseSince(s string, now time.Time) (time.Time, error) {
+	v := strings.TrimSpace(s)
+	midnight := func(days int) time.Time {
+		y, m, d := now.Date()
+		return time.Date(y, m, d-days, 0, 0, 0, 0, now.Location())
+	}
+	switch strings.ToLower(v) {
+	case "today":
+		return midnight(0), nil
+	case "yesterday":
+		return midnight(1), nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		return t, nil
+	}
+	if t, err := time.ParseInLocation("2006-01-02", v, now.Location()); err == nil {
+		return t, nil
+	}
+	for _, layout := range sinceLayouts {
+		if t, err := time.ParseInLocation(layout, v, now.Location()); err == nil {
+			return t, nil
+		}
+	}
+	d, err := parseDays(v)
+	if _, nerr := strconv.Atoi(v); nerr == nil && v != "0" {
+		return time.Time{}, fmt.Errorf("a number without a unit: write %ss, %sm, %sh or %sd", v, v, v, v)
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("not a time or a duration: use %s", sinceForms)
+	}
+	switch {
+	case d < 0:
+		return time.Time{}, fmt.Errorf("a negative duration: write how far back to go, like %s", strings.TrimPrefix(v, "-"))
+	case d == 0:
+		return time.Time{}, errors.New("a zero duration: leave --since out to see every event")
+	}
+	return now.Add(-d), nil
+}
+
+// parseDays is time.ParseDuration that also takes whole days first (3d,
+// 1d12h), as operators write them.
+func parseDays(s string) (time.Duration, error) {
+	m := sinceDaysRe.FindStringSubmatch(s)
+	if m == nil {
+		return time.ParseDuration(s)
+	}
+	days, err := strconv.Atoi(m[1])
+	if err != nil || days > 100000 {
+		return 0, fmt.Errorf("%q: too many days", s)
+	}
+	d := time.Duration(days) * 24 * time.Hour
+	if m[2] != "" {
+		rest, err := time.ParseDuration(m[2])
+		if err != nil || rest < 0 {
+			return 0, fmt.Errorf("%q is not a duration", s)
+		}
+		d += rest
+	}
+	return d, nil
 }
 
 // readJournal reads events.jsonl.1 then events.jsonl, in time order.
@@ -180,6 +259,10 @@ func spans(evs []journalEvent) {
 			if _, ok := byPID[ev.PID]; !ok {
 				byPID[ev.PID] = cause{ev.Time, "watchdog fired"}
 			}
+		case evRestartNow:
+			if ev.str("action") != "refused" {
+				byPID[ev.PID] = cause{ev.Time, "restart now"}
+			}
 		case evHandoffRequested:
 			handoffs[ev.PID] = cause{ev.Time, "handoff requested"}
 			byPID[ev.PID] = cause{ev.Time, "handoff requested"}
@@ -214,7 +297,7 @@ func spans(evs []journalEvent) {
 			}
 			lastExit = nil
 		case evRungSent:
-			rungs[ev.PID] = cause{ev.Time, "rung " + ev.str("signal")}
+			rungs[ev.PID] = cause{ev.Time, "rung " + orDefault(ev.str("signal"), ev.str("request"))}
 		case evExitObserved:
 			if c, ok := rungs[ev.PID]; ok {
 				ev.elapsed = since(ev.Time, c.at) + " after " + c.what

@@ -103,6 +103,7 @@ type gateway struct {
 	reloaded  chan loopInput
 	fatal     chan error
 	handoffs  chan handoffReq // asked for on the control socket
+	nows      chan handoffReq // restart-now, asked for on the control socket
 	handoffIn chan loopInput  // a handoff's progress, from its goroutines
 	done      chan struct{}   // closed when the loop has returned
 	// ending decides, once, who ends the process: the loop (1) or the
@@ -154,6 +155,7 @@ func newGateway(p *Policy, flagPath string, pipe *selfPipe, log *logger, logq *l
 		reloaded:  make(chan loopInput, 1),
 		fatal:     make(chan error, 1),
 		handoffs:  make(chan handoffReq, 4),
+		nows:      make(chan handoffReq, 4),
 		handoffIn: make(chan loopInput, 16),
 		done:      make(chan struct{}),
 		replies:   map[int]chan string{},
@@ -220,6 +222,7 @@ func (g *gateway) loop(ready func()) (int, string) {
 	s := newLoopState(p, g.sdWD > 0, testFaultSet("ignore-stop-signals"))
 	s.noHandoff = g.noHandoff
 	s.standby = g.inh != nil
+	s.foreground = foreground()
 	tick := time.NewTicker(p.Watchdog.Heartbeat)
 	defer tick.Stop()
 	var drainT, graceT, extendT, handoffT, probationT loopTimer
@@ -267,6 +270,10 @@ func (g *gateway) loop(ready func()) (int, string) {
 			g.nextReply++
 			g.replies[g.nextReply] = req.reply
 			in = loopInput{kind: inHandoff, id: g.nextReply, by: req.by}
+		case req := <-g.nows:
+			g.nextReply++
+			g.replies[g.nextReply] = req.reply
+			in = loopInput{kind: inRestartNow, id: g.nextReply, by: req.by}
 		case in = <-g.handoffIn:
 			if in.kind == inSpawned && in.err == nil {
 				g.succ = in.proc
@@ -351,6 +358,8 @@ func (g *gateway) loop(ready func()) (int, string) {
 				} else if g.succ != nil {
 					g.succ.peer.say(e.reason)
 				}
+			case effSay:
+				g.log.stderr.put([]byte(e.reason + "\n")) // a queue: never waits
 			case effExit:
 				g.publish(s)
 				return e.code, e.reason
@@ -358,6 +367,22 @@ func (g *gateway) loop(ready func()) (int, string) {
 		}
 		g.publish(s)
 	}
+}
+
+// foreground reports whether a person may be watching this gateway's
+// stderr and pressing Ctrl-C: stderr is a terminal, or no service manager
+// runs it (a manager's INT is never a person's).
+func foreground() bool {
+	if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 && fi.Name() != "null" {
+		return true
+	}
+	for _, k := range []string{"INVOCATION_ID", "NOTIFY_SOCKET", "JOURNAL_STREAM", envKeeper} {
+		if os.Getenv(k) != "" {
+			return false
+		}
+	}
+	x := os.Getenv("XPC_SERVICE_NAME") // launchd
+	return x == "" || x == "0"
 }
 
 // publish stores what readers see without the loop, when it changed.

@@ -703,27 +703,57 @@ func TestSessionCutBeforeFirstByteGets503(t *testing.T) {
 	}
 }
 
-// TestRefusalMatchesFinalEvent: a request refused during a drain carries
-// the same error type as the final event of a cut stream.
+// TestRefusalMatchesFinalEvent: a request refused during a drain (503)
+// carries the same error object type and code as the final event of a
+// stream the drain cut, for a stop and for a restart.
 func TestRefusalMatchesFinalEvent(t *testing.T) {
-	e := newTestEnv(t, "[echo]\nword_delay = \"50ms\"\n[drain]\ntimeout = \"20s\"\n")
-	g := e.startGateway()
-	s := startStream(t, g.url, 100)
-	s.waitLines(t, 4, 5*time.Second)
-	g.signal(syscall.SIGTERM)
-	g.waitLog("drain start", 5*time.Second)
-	resp, err := http.Post(g.url+"/v1/chat/completions", "application/json", strings.NewReader(`{}`))
-	if err != nil {
-		t.Fatal(err)
+	type apiError struct {
+		Error struct{ Type, Code string }
 	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 503 || !strings.Contains(string(b), `"type":"gateway_shutdown"`) || !strings.Contains(string(b), `"code":"gateway_shutdown"`) {
-		t.Errorf("refusal = %d %s, want 503 with type and code gateway_shutdown", resp.StatusCode, b)
-	}
-	g.signal(syscall.SIGTERM)
-	if out := s.waitDone(t, 5*time.Second); !strings.Contains(out, `"type":"gateway_shutdown"`) {
-		t.Errorf("final event:\n%s", out)
+	for _, tc := range []struct {
+		name   string
+		drain  syscall.Signal // starts the drain
+		cut    syscall.Signal // then cuts the stream (0: drain.timeout does)
+		reason string
+	}{
+		{"stop", syscall.SIGTERM, syscall.SIGTERM, reasonShutdown},
+		{"restart", syscall.SIGUSR1, 0, reasonRestart},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			timeout := "20s"
+			if tc.cut == 0 {
+				timeout = "1s"
+			}
+			e := newTestEnv(t, fmt.Sprintf("[echo]\nword_delay = \"50ms\"\n[drain]\ntimeout = %q\n", timeout))
+			g := e.startGateway()
+			s := startStream(t, g.url, 100)
+			s.waitLines(t, 4, 5*time.Second)
+			g.signal(tc.drain)
+			g.waitLog("drain start", 5*time.Second)
+			resp, err := http.Post(g.url+"/v1/chat/completions", "application/json", strings.NewReader(`{}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var refused apiError
+			if err := json.Unmarshal(b, &refused); err != nil || resp.StatusCode != 503 {
+				t.Fatalf("refusal = %d %s (%v), want 503 with an error object", resp.StatusCode, b, err)
+			}
+			if tc.cut != 0 {
+				g.signal(tc.cut)
+			}
+			out := s.waitDone(t, 10*time.Second)
+			var final apiError
+			for _, l := range strings.Split(out, "\n") {
+				if d, ok := strings.CutPrefix(l, "data: "); ok && strings.Contains(d, `"error"`) {
+					json.Unmarshal([]byte(d), &final)
+				}
+			}
+			if refused.Error != final.Error || final.Error.Type != tc.reason || final.Error.Code != tc.reason {
+				t.Errorf("refusal's error %+v, final event's %+v; want both type and code %s\nstream:\n%s", refused.Error, final.Error, tc.reason, out)
+			}
+		})
 	}
 }
 

@@ -72,6 +72,8 @@ const (
 	evKeeperExit        // fields: code
 	evLogDropped        // fields: sink, dropped: lines a full queue dropped
 	evJournalFailed     // writes to the journal fail (or work again)
+	evRestartNow        // fields: by, state, sessions: hermes restart --force asked for a restart now
+	evListenBusy        // fields: listen, holder, wait: gateway.listen is in use; the gateway keeps trying
 
 	// The restarter's (hermes restart and hermes stop).
 	evRestartRequested // fields: by_pid, user, force
@@ -106,7 +108,7 @@ var eventNames = [evCount]string{
 	evHandoffRequested: "handoff requested", evHandoffRefused: "handoff refused", evHandoffStarted: "handoff successor started",
 	evHandoffReady: "handoff successor ready", evHandoffDone: "handoff done", evHandoffFailed: "handoff failed", evHandoffFailback: "handoff failback",
 	evPredecessorExited: "predecessor exited", evKeeperStart: "keeper start", evKeeperExit: "keeper exit",
-	evLogDropped: "log lines dropped", evJournalFailed: "journal write failed",
+	evLogDropped: "log lines dropped", evJournalFailed: "journal write failed", evRestartNow: "restart now", evListenBusy: "listen busy",
 	evRestartRequested: "restart requested", evStopRequested: "stop requested", evVerdict: "verdict",
 	evRungSent: "rung sent", evExitObserved: "exit observed", evManagerAction: "manager action",
 	evRestartDone: "restart done", evStopDone: "stop done",

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -105,4 +106,75 @@ func TestSocketActivation(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the queued request was never answered")
 	}
+}
+
+// TestListenAddressHeldByAnotherProcess: a port another program holds
+// (here: this test process) is tried for gateway.listen_timeout, then the
+// gateway exits 78 (no restart loop) with one message naming the holder's
+// pid, and a hint with the command that shows it and the policy file to
+// change; no doubled "listen tcp ..." prefix. (A test policy's extra
+// lines land in its [gateway].)
+func TestListenAddressHeldByAnotherProcess(t *testing.T) {
+	e := newTestEnv(t, "listen_timeout = \"300ms\"\n")
+	ln, err := net.Listen("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	g := e.spawnGateway()
+	if code := g.wait(20 * time.Second); code != exitConfig {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitConfig, g.stderr.String())
+	}
+	_, port, _ := net.SplitHostPort(e.addr)
+	log := g.stderr.String()
+	for _, want := range []string{
+		fmt.Sprintf("hermes: error: cannot listen on %s: it is in use by pid %d (", e.addr, os.Getpid()),
+		"; waited 300ms for it to be free\n",
+		fmt.Sprintf("hermes: hint: see it with: %s\n", portHolderCommand(port, true)),
+		"    or move this gateway to another port: set gateway.listen in " + e.policy + "\n",
+		fmt.Sprintf("listen busy level=warn listen=%s holder=\"pid %d (", e.addr, os.Getpid()),
+		"exit level=error code=78",
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+	if strings.Contains(log, "listen tcp") || strings.Count(log, e.addr+": ") > 2 {
+		t.Errorf("the address is repeated in the message:\n%s", log)
+	}
+}
+
+// TestListenAddressHeldByAnotherGateway: the holder is a hermes gateway of
+// another instance: the message names it by its state dir.
+func TestListenAddressHeldByAnotherGateway(t *testing.T) {
+	first := newTestEnv(t, "")
+	first.startGateway()
+	e := newTestEnv(t, "")
+	e.addr = first.addr
+	e.writePolicy("listen_timeout = \"200ms\"\n")
+	g := e.spawnGateway()
+	if code := g.wait(20 * time.Second); code != exitConfig {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitConfig, g.stderr.String())
+	}
+	rec := first.gatewayFromPidFile()
+	want := fmt.Sprintf("it is in use by pid %d, the hermes gateway \"test\" (state dir %s)", rec.PID, first.stateDir)
+	if !strings.Contains(g.stderr.String(), want) {
+		t.Errorf("log lacks %q:\n%s", want, g.stderr.String())
+	}
+}
+
+// TestListenAddressFreedWhileWaiting: a port that is let go within
+// gateway.listen_timeout (the gateway before this one closing it) costs
+// the wait and nothing else.
+func TestListenAddressFreedWhileWaiting(t *testing.T) {
+	e := newTestEnv(t, "listen_timeout = \"15s\"\n")
+	ln, err := net.Listen("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := e.spawnGateway()
+	g.waitLog("listen busy", 20*time.Second)
+	ln.Close()
+	g.waitReady(20 * time.Second)
+	g.waitLog("listen busy listen="+e.addr+" state=\"free now\"", 5*time.Second)
 }

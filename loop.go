@@ -22,6 +22,9 @@ import (
 //	draining for a restart     the drain goes on as a stop    ignored         reload
 //	draining for a stop        stop now: final events, exit   ignored         reload
 //
+// `hermes restart --force` asks on the control socket for a restart now
+// (inRestartNow): a stop-now whose final events and exit (75) say restart.
+//
 // Any two different signals commute: TERM then USR1 and USR1 then TERM both
 // end in a drain that exits 0 and cuts nothing. That matters because the Go
 // runtime hands over signals that arrive together in signal-number order
@@ -63,6 +66,12 @@ type loopState struct {
 
 	reloading   bool // a reload runs off the loop
 	reloadAgain bool // a HUP came while it ran: read the file once more
+
+	// foreground: a person may be watching stderr and pressing Ctrl-C.
+	// hinted is the drain (its start) they were told a second Ctrl-C
+	// stops now, so they are told once per drain.
+	foreground bool
+	hinted     time.Time
 
 	sdWatchdog       bool // systemd wants WATCHDOG=1 from every tick (and this gateway is the one it watches)
 	sdWatchdogWanted bool // systemd has a watchdog for this service
@@ -108,9 +117,10 @@ const (
 	inDrainTimer
 	inGraceTimer
 	inExtendTimer
-	inSessions // the session count changed while sessions are not admitted
-	inReloaded // a reload finished: policy, or err
-	inFatal    // the HTTP server failed
+	inSessions   // the session count changed while sessions are not admitted
+	inReloaded   // a reload finished: policy, or err
+	inFatal      // the HTTP server failed
+	inRestartNow // hermes restart --force, on the control socket (id: who waits for the answer; by: who asked)
 
 	// Handoff, the predecessor's side.
 	inHandoff          // a handoff was asked for (id: who waits for the outcome; 0 none)
@@ -163,6 +173,7 @@ const (
 	effReload    // read the policy again, off the loop
 	effUsePolicy // policy is the running policy from now on
 	effExit      // the loop returns code
+	effSay       // one line for the person at the terminal (reason), not a log event
 
 	effSpawn        // start the successor, off the loop
 	effHandoffTimer // arm at `at`; zero disarms
@@ -266,6 +277,8 @@ func (s *loopState) step(in loopInput) effects {
 		s.exitCode = exitFailure
 		s.state = stateStopping
 		fx.add(effect{kind: effExit, code: exitFailure, reason: "serve failed: " + in.err.Error()})
+	case inRestartNow:
+		s.restartNow(in, &fx)
 	case inHandoff:
 		s.requestHandoff(in, &fx)
 	case inSpawned, inSuccessorReady, inSuccessorServing, inSuccessorExited, inHandoffTimer:
@@ -461,6 +474,7 @@ func (s *loopState) signal(in loopInput, fx *effects) {
 				s.handoffFailed(in, "stopped by "+name, fx)
 			}
 			s.startDrain(in, name, reasonShutdown, exitOK, fx)
+			s.hintStopNow(in, fx)
 		case s.reason == reasonRestart && !s.cut:
 			// A stop asked during a restart's drain: the drain goes on,
 			// nothing is cut, and it ends in a stop.
@@ -474,6 +488,7 @@ func (s *loopState) signal(in loopInput, fx *effects) {
 				return
 			}
 			fx.notify(s.drainStatus())
+			s.hintStopNow(in, fx)
 		case !s.stopNow:
 			s.stopNowNow(in, name, fx)
 		default:
@@ -499,11 +514,69 @@ func (s *loopState) stopNowNow(in loopInput, by string, fx *effects) {
 	}
 }
 
+// hintStopNow tells the person who pressed Ctrl-C in a terminal, once per
+// drain, that the wait is a drain and how to cut it short: without it a
+// long drain looks like a hang.
+func (s *loopState) hintStopNow(in loopInput, fx *effects) {
+	if !s.foreground || in.sig != syscall.SIGINT || in.sessions == 0 || s.hinted.Equal(s.drainStart) {
+		return
+	}
+	s.hinted = s.drainStart
+	left := s.policy.Drain.Budget() - in.now.Sub(s.drainStart)
+	sessions := fmt.Sprintf("%d sessions", in.sessions)
+	if in.sessions == 1 {
+		sessions = "1 session"
+	}
+	fx.add(effect{kind: effSay, reason: fmt.Sprintf("hermes: draining %s, for up to %s; press Ctrl-C again to stop now (open sessions get their final event)",
+		sessions, fmtDur(max(left, 0)))})
+}
+
+// restartNow is hermes restart --force, asked on the control socket: the
+// stop-now of a second TERM (open sessions get their final event, the
+// gateway exits within a second), but a restart: the final event says
+// gateway_restart and the exit is 75.
+func (s *loopState) restartNow(in loopInput, fx *effects) {
+	reply := func(why string) {
+		if in.id != 0 {
+			fx.add(effect{kind: effReply, code: in.id, reason: why})
+		}
+	}
+	if s.standby || s.handedOff {
+		why := "this gateway has not taken over yet"
+		if s.handedOff {
+			why = fmt.Sprintf("this gateway has handed over to pid %d", s.successor)
+		}
+		fx.log(levelWarn, evRestartNow, "by", in.by, "action", "refused", "reason", why)
+		reply("refused: " + why)
+		return
+	}
+	fx.log(levelInfo, evRestartNow, "by", in.by, "state", s.state, "sessions", in.sessions)
+	if s.state == stateServing {
+		if s.handoff != nil {
+			s.handoffFailed(in, "a restart now was asked by "+in.by, fx)
+		}
+		s.startDrain(in, "", reasonRestart, exitRestart, fx)
+	}
+	s.stopNow = true
+	s.reason, s.exitCode = reasonRestart, exitRestart
+	grace := min(s.policy.Drain.Grace, stopNowGrace)
+	if !s.cut {
+		s.cutSessions(in.now, grace, fx)
+	} else if end := in.now.Add(grace); end.Before(s.graceEnd) {
+		s.graceEnd = end
+		fx.add(effect{kind: effGraceTimer, at: end})
+	}
+	reply("")
+}
+
 // startDrain stops admitting sessions and starts the drain's timers.
+// sigName is the signal that asked for it ("" for none).
 func (s *loopState) startDrain(in loopInput, sigName, reason string, code int, fx *effects) {
 	d := s.policy.Drain
 	s.state, s.reason, s.exitCode, s.drainStart = stateDraining, reason, code, in.now
-	fx.log(levelInfo, evSignal, "signal", sigName, "action", "drain", "reason", reason, "sessions", in.sessions)
+	if sigName != "" {
+		fx.log(levelInfo, evSignal, "signal", sigName, "action", "drain", "reason", reason, "sessions", in.sessions)
+	}
 	fx.log(levelInfo, evDrainStart, "reason", reason, "sessions", in.sessions, "timeout", d.Timeout, "grace", d.Grace)
 	fx.notify("STOPPING=1", s.drainStatus())
 	if s.pred != nil {

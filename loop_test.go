@@ -418,3 +418,89 @@ func TestLoopHandoff(t *testing.T) {
 		}
 	})
 }
+
+// TestLoopRestartNow: hermes restart --force's request cuts the sessions
+// now, as a second stop signal does, but as a restart: the final event's
+// reason is gateway_restart and the exit 75, whatever drain it finds.
+func TestLoopRestartNow(t *testing.T) {
+	now := func(at time.Duration) loopInput {
+		return loopInput{kind: inRestartNow, now: t0.Add(at), id: 7, by: "pid 1 (hermes restart --force)"}
+	}
+	for _, tc := range []struct {
+		name string
+		ins  []loopInput
+	}{
+		{"serving", []loopInput{now(0)}},
+		{"draining for a stop", []loopInput{sig(syscall.SIGTERM, 0), now(time.Second)}},
+		{"draining for a restart", []loopInput{sig(syscall.SIGUSR1, 0), now(time.Second)}},
+		{"stopping now", []loopInput{sig(syscall.SIGTERM, 0), sig(syscall.SIGTERM, time.Second), now(2 * time.Second)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newLoopState(testLoopPolicy(), false, false)
+			fx := runLoop(s, 1, tc.ins...)
+			if s.state != stateDraining || s.reason != reasonRestart || s.exitCode != exitRestart || !s.cut || !s.stopNow {
+				t.Errorf("state %s reason %q code %d cut %v stopNow %v; want a restart cut now", s.state, s.reason, s.exitCode, s.cut, s.stopNow)
+			}
+			if e, ok := fx.find(effReply); !ok || e.code != 7 || e.reason != "" {
+				t.Errorf("no ok reply to request 7: %+v", fx)
+			}
+			if !fx.logged(evRestartNow, "") {
+				t.Errorf("no %q log: %+v", evRestartNow, fx)
+			}
+			if tc.name == "serving" || tc.name == "draining for a restart" {
+				if e, ok := fx.find(effCut); !ok || e.reason != reasonRestart {
+					t.Errorf("the cut's final event says %q, want %s", e.reason, reasonRestart)
+				}
+			}
+			// The ladder's TERM that may follow changes nothing now.
+			fx = runLoop(s, 1, sig(syscall.SIGTERM, 3*time.Second))
+			if s.reason != reasonRestart || s.exitCode != exitRestart {
+				t.Errorf("a TERM after the restart now made it %q %d", s.reason, s.exitCode)
+			}
+		})
+	}
+	s := newLoopState(testLoopPolicy(), false, false)
+	s.standby = true
+	fx := runLoop(s, 1, now(0))
+	if e, ok := fx.find(effReply); !ok || !strings.HasPrefix(e.reason, "refused: ") || s.state != stateServing {
+		t.Errorf("a successor on standby took a restart now: %+v", fx)
+	}
+}
+
+// TestLoopCtrlCHint: in the foreground, the first Ctrl-C (INT) that
+// starts a drain with sessions open says, once per drain, that a second
+// one stops now; TERM, no sessions, or no terminal say nothing.
+func TestLoopCtrlCHint(t *testing.T) {
+	says := func(fx effects) int {
+		n := 0
+		for _, e := range fx {
+			if e.kind == effSay && strings.Contains(e.reason, "press Ctrl-C again to stop now") {
+				n++
+			}
+		}
+		return n
+	}
+	for _, tc := range []struct {
+		name       string
+		foreground bool
+		open       int
+		ins        []loopInput
+		want       int
+	}{
+		{"INT drains", true, 3, []loopInput{sig(syscall.SIGINT, 0)}, 1},
+		{"INT during a restart's drain", true, 3, []loopInput{sig(syscall.SIGUSR1, 0), sig(syscall.SIGINT, time.Second)}, 1},
+		{"INT INT: once, then stop now", true, 3, []loopInput{sig(syscall.SIGINT, 0), sig(syscall.SIGINT, time.Second)}, 1},
+		{"INT INT INT", true, 3, []loopInput{sig(syscall.SIGINT, 0), sig(syscall.SIGINT, time.Second), sig(syscall.SIGINT, 2*time.Second)}, 1},
+		{"TERM drains", true, 3, []loopInput{sig(syscall.SIGTERM, 0)}, 0},
+		{"INT with no sessions", true, 0, []loopInput{sig(syscall.SIGINT, 0)}, 0},
+		{"INT under a manager", false, 3, []loopInput{sig(syscall.SIGINT, 0)}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newLoopState(testLoopPolicy(), false, false)
+			s.foreground = tc.foreground
+			if got := says(runLoop(s, tc.open, tc.ins...)); got != tc.want {
+				t.Errorf("said it %d times, want %d", got, tc.want)
+			}
+		})
+	}
+}

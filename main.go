@@ -15,6 +15,7 @@
 //	hermes uninstall-unit [...]                    remove it again
 //	hermes events         [--since D] [--json]     the lifecycle timeline
 //	hermes version
+//	hermes help           [COMMAND]                this help, or a command's
 //
 // One TOML policy file (hermes.toml) drives every command; built-in defaults
 // make every command work without one. The file is looked up in this order:
@@ -35,7 +36,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
+	"regexp"
 	"strings"
 )
 
@@ -51,8 +54,18 @@ const (
 	exitNotRunning = 3  // hermes status: the gateway is not running (as `systemctl is-active`)
 	exitWatchdog   = 70 // the watchdog found the gateway loop frozen (EX_SOFTWARE)
 	exitRestart    = 75 // planned restart: the manager must start a fresh gateway (EX_TEMPFAIL)
-	exitConfig     = 78 // fatal policy error or token collision: never restart in a loop (EX_CONFIG)
+	exitConfig     = 78 // fatal policy error, token collision or listen address held: never restart in a loop (EX_CONFIG)
 )
+
+// A listen address held by another process exits exitConfig too, once
+// gateway.listen_timeout has passed (listen.go). A clash that outlasts the
+// moment the gateway before this one needs to close its socket is a
+// conflict in the configuration, like a token held by another gateway:
+// exit 1 would have systemd start it again every RestartSec for ever, each
+// start failing the same way and pushing the reason out of the log, while
+// 78 stops it (RestartPreventExitStatus=78) until a person moves one of the
+// two, and hermes restart says so at once. launchd cannot single 78 out: its
+// ThrottleInterval and the crash-loop guard slow such a loop down instead.
 
 const usageText = `hermes keeps an LLM-agent gateway alive without ever getting stuck.
 
@@ -72,13 +85,24 @@ Commands:
     uninstall-unit  remove the unit or plist written by install-unit
     events          print the lifecycle timeline
     version         print the version
+    help            print this help, or a command's: hermes help restart
+
+Policy:
+    Every command reads one policy file (TOML), the first of:
+        --config FILE
+        $HERMES_CONFIG
+        ./hermes.toml
+        $XDG_CONFIG_HOME/hermes/hermes.toml (default ~/.config/hermes/hermes.toml)
+        /etc/hermes/hermes.toml
+    and runs on built-in defaults when there is none.
+    'hermes check-config' shows which one it found.
 
 Examples:
     $ hermes serve
     $ hermes restart
     $ hermes check-config --config ./hermes.toml
 
-Run 'hermes <command> -h' for a command's flags.
+Run 'hermes help <command>' (or 'hermes <command> -h') for a command's flags.
 `
 
 func main() { os.Exit(run(os.Args[1:])) }
@@ -112,7 +136,7 @@ func withHint(err error, format string, args ...any) error {
 	return &hintError{err: err, hint: fmt.Sprintf(format, args...)}
 }
 
-// errUsage marks a usage error (exit 2); flag's own message was printed already.
+// errUsage marks a usage error (exit 2) whose message was printed already.
 var errUsage = errors.New("usage")
 
 func run(args []string) int {
@@ -145,15 +169,73 @@ func run(args []string) int {
 	case "logs":
 		err = runLogs(rest)
 	case "version", "--version", "-version":
-		fmt.Println("hermes", version)
+		err = runVersion(rest)
 	case "help", "-h", "-help", "--help":
-		fmt.Print(usageText)
+		err = runHelp(rest)
 	default:
-		fmt.Fprintf(os.Stderr, "hermes: error: unknown command %q\n", cmd)
-		fmt.Fprintf(os.Stderr, "hermes: hint: run 'hermes help' for the list of commands\n")
-		return exitUsage
+		err = unknownCommand(cmd)
 	}
 	return exitCode(err)
+}
+
+const versionUsage = `Print the version.
+
+    $ hermes version
+`
+
+func runVersion(args []string) error {
+	if err := parseFlags(newFlagSet("version", versionUsage), args); err != nil {
+		return err
+	}
+	fmt.Println("hermes", version)
+	return nil
+}
+
+// runHelp prints the general help, or one command's: the same text, on
+// stdout, as 'hermes <command> -h'.
+func runHelp(args []string) error {
+	if len(args) > 1 {
+		return usageError("help", "help: one command at a time, got %q", strings.Join(args, " "))
+	}
+	if len(args) == 0 || args[0] == "help" || strings.HasPrefix(args[0], "-") {
+		fmt.Print(usageText)
+		return nil
+	}
+	if code := run([]string{args[0], "-h"}); code != exitOK {
+		return &exitError{code: code}
+	}
+	return nil
+}
+
+// commandNames lists the commands in usageText, the one list of them.
+func commandNames() []string {
+	_, rest, _ := strings.Cut(usageText, "\nCommands:\n")
+	var names []string
+	for _, line := range strings.Split(rest, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			break
+		}
+		names = append(names, f[0])
+	}
+	return names
+}
+
+func unknownCommand(cmd string) error {
+	err := fmt.Errorf("unknown command %q%s", cmd, didYouMean(cmd, commandNames(), ""))
+	if strings.HasPrefix(cmd, "-") {
+		return &exitError{code: exitUsage, err: withHint(err, "the command comes first, then its flags; run 'hermes help' for the list of commands")}
+	}
+	return &exitError{code: exitUsage, err: withHint(err, "run 'hermes help' for the list of commands")}
+}
+
+// didYouMean returns " (did you mean X?)" for the candidate closest to s,
+// written with prefix, or "" when none is close.
+func didYouMean(s string, candidates []string, prefix string) string {
+	if c := closest(strings.ToLower(s), candidates); c != "" {
+		return fmt.Sprintf(" (did you mean %s%s?)", prefix, c)
+	}
+	return ""
 }
 
 // exitCode prints err the one way hermes prints errors and maps it to the
@@ -192,31 +274,91 @@ func exitCode(err error) int {
 // errHelp is returned when a person asked for a command's help (-h): exit 0.
 var errHelp = flag.ErrHelp
 
+// usageError is a bad command line (exit 2): the message, and a hint to
+// the command's help (cmd "" for hermes itself).
+func usageError(cmd, format string, args ...any) error {
+	hint := "run 'hermes help' for the list of commands"
+	if cmd != "" {
+		hint = fmt.Sprintf("run 'hermes %s -h' for its flags", cmd)
+	}
+	return &exitError{code: exitUsage, err: withHint(fmt.Errorf(format, args...), "%s", hint)}
+}
+
 // newFlagSet returns the flag set of one subcommand; usage is a few
-// `$ hermes ...` examples printed above the flag defaults.
+// `$ hermes ...` examples printed above the flag defaults. flag's own
+// messages are silenced: parseFlags says what went wrong, in one line.
 func newFlagSet(name, usage string) *flag.FlagSet {
 	fs := flag.NewFlagSet("hermes "+name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
-		fmt.Fprintln(fs.Output(), "\nFlags:")
-		fs.PrintDefaults()
+		n := 0
+		fs.VisitAll(func(*flag.Flag) { n++ })
+		if n > 0 {
+			fmt.Fprintln(fs.Output(), "\nFlags:")
+			fs.PrintDefaults()
+		}
 	}
 	return fs
 }
 
 // parseFlags parses args and rejects positional arguments: every hermes
-// command takes flags only.
+// command takes flags only. -h prints the command's help on stdout.
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return errHelp
-		}
-		return errUsage
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+	cmd := strings.TrimPrefix(fs.Name(), "hermes ")
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.SetOutput(os.Stdout)
 		fs.Usage()
-		return errUsage
+		return errHelp
+	case err != nil:
+		return usageError(cmd, "%s: %s", cmd, flagProblem(fs, args, err))
+	case fs.NArg() > 0:
+		return usageError(cmd, "%s: unexpected argument %q (it takes flags only)", cmd, fs.Arg(0))
 	}
 	return nil
+}
+
+var (
+	flagUndefinedRe = regexp.MustCompile(`^flag provided but not defined: -(.*)$`)
+	flagValueRe     = regexp.MustCompile(`^invalid (?:boolean )?value (".*") for (?:flag )?-([^:]+): (.*)$`)
+	flagNeedsArgRe  = regexp.MustCompile(`^flag needs an argument: -(.*)$`)
+)
+
+// flagProblem words one of flag's parse errors for people, naming flags
+// as they are written in the examples (--force).
+func flagProblem(fs *flag.FlagSet, args []string, err error) string {
+	msg := err.Error()
+	if m := flagUndefinedRe.FindStringSubmatch(msg); m != nil {
+		var names []string
+		fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+		return fmt.Sprintf("unknown flag %s%s", typedFlag(args, m[1]), didYouMean(m[1], names, "--"))
+	}
+	if m := flagValueRe.FindStringSubmatch(msg); m != nil {
+		why := m[3]
+		if f := fs.Lookup(m[2]); f != nil {
+			if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() {
+				return fmt.Sprintf("--%s=%s: --%s takes no value (write --%s, or --%s=false)", m[2], strings.Trim(m[1], `"`), m[2], m[2], m[2])
+			}
+		}
+		return fmt.Sprintf("--%s %s: %s", m[2], m[1], why)
+	}
+	if m := flagNeedsArgRe.FindStringSubmatch(msg); m != nil {
+		return fmt.Sprintf("--%s needs a value", m[1])
+	}
+	return msg
+}
+
+// typedFlag is the flag name as the person typed it (-x or --x).
+func typedFlag(args []string, name string) string {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if n, _, _ := strings.Cut(a, "="); n == "-"+name || n == "--"+name {
+			return n
+		}
+	}
+	return "--" + name
 }

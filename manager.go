@@ -259,13 +259,6 @@ func (m *managerInfo) logTail(p *Policy, n int) string {
 	return tailFile(gatewayLogPath(p.Gateway.StateDir), n)
 }
 
-func (m *managerInfo) logHint(p *Policy) string {
-	if m.Kind == managerSystemd {
-		return m.command("status", m.Unit) + " and journalctl " + map[bool]string{true: "--user ", false: ""}[m.Scope == "user"] + "-u " + m.Unit
-	}
-	return "less " + gatewayLogPath(p.Gateway.StateDir)
-}
-
 func gatewayLogPath(stateDir string) string { return filepath.Join(stateDir, "gateway.log") }
 
 func tailFile(path string, n int) string {

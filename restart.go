@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -112,6 +113,14 @@ func (r *ladderRun) walk(ladder []Rung) error {
 		r.say("sent CONT to stopped pid %d; it is now %s", in.PID, in.Verdict)
 		frozen = in.Verdict == verdictFrozen
 	}
+	if r.force && !r.stop && (in.Verdict == verdictServing || in.Verdict == verdictDraining) {
+		// --force of a restart: the gateway's loop is asked for a
+		// restart now, so its streams' final event says restart and it
+		// exits 75. The ladder is what is left if it does not take it.
+		if exited, err := r.restartNow(h, ladder[0].Wait); exited || err != nil {
+			return err
+		}
+	}
 	for i, rung := range ladder {
 		r.rung = i + 1
 		name := signalName(rung.Signal)
@@ -169,13 +178,48 @@ func (r *ladderRun) walk(ladder []Rung) error {
 			r.say("pid %d exited %s after %s", in.PID, fmtDur(time.Since(sent)), name)
 			return nil
 		}
-		r.say("pid %d still running %s after %s; escalating", in.PID, rung.Wait, name)
+		r.say("pid %d is still running %s after %s; escalating", in.PID, rung.Wait, name)
 	}
 	if frozen {
 		return withHint(fmt.Errorf("pid %d is frozen and the ladder has no rung that works without its loop (QUIT or KILL)", in.PID),
 			"add { signal = \"KILL\", wait = \"5s\" } to restart.ladder, or run: hermes restart --force%s", configFlag(r.p))
 	}
 	return fmt.Errorf("pid %d survived the whole ladder", in.PID)
+}
+
+// restartNow asks the gateway's loop for a restart now on its control
+// socket and waits up to wait for it to exit. exited false with a nil
+// error: it did not take the request (an older hermes, a loop gone
+// silent) or did not exit in time, and the ladder goes on.
+func (r *ladderRun) restartNow(h *procHandle, wait time.Duration) (exited bool, err error) {
+	in := r.in
+	ctl := controlPath(r.p.Gateway.StateDir)
+	ans, err := controlRequest(ctl, fmt.Sprintf("restart-now pid %d (hermes restart --force)", os.Getpid()), staleAfter(r.p.Watchdog)+time.Second)
+	if err != nil || !strings.HasPrefix(ans, "ok") {
+		why := ans
+		if err != nil {
+			why = err.Error()
+		}
+		r.say("pid %d did not take a restart now (%s); walking restart.force", in.PID, why)
+		return false, nil
+	}
+	r.record(evRungSent, "request", "restart-now", "rung", 0, "target", in.PID, "wait", wait.String())
+	r.lastSent = fmt.Sprintf("restart now asked of pid %d at %s", in.PID, fmtDur(time.Since(r.t0)))
+	r.say("asked pid %d to restart now: open streams get their final event; waiting up to %s for it to exit", in.PID, wait)
+	sent := time.Now()
+	exited, interrupted, err := h.wait(wait, r.intr.fd())
+	switch {
+	case err != nil:
+		return false, fmt.Errorf("waiting for pid %d: %w", in.PID, err)
+	case interrupted:
+		return false, errInterrupted
+	case !exited:
+		r.say("pid %d is still running %s after the restart now; walking restart.force", in.PID, wait)
+		return false, nil
+	}
+	r.record(evExitObserved, "target", in.PID, "after_request", "restart-now", "latency_ms", time.Since(sent).Milliseconds())
+	r.say("pid %d exited %s after the restart now", in.PID, fmtDur(time.Since(sent)))
+	return true, nil
 }
 
 // awaitDraining waits until the gateway's loop reports it is draining, it
@@ -238,7 +282,7 @@ func (r *ladderRun) record(ev event, kv ...any) { r.journal.record(ev, kv...) }
 // as a whole restart may take (every rung's wait plus ready_timeout), and a
 // Ctrl-C ends the wait: a queued restart that was called off must never
 // signal the gateway the first one brought up.
-func lockRestart(p *Policy, wait bool, intr *interrupter) (*os.File, error) {
+func lockRestart(p *Policy, what string, wait bool, intr *interrupter) (*os.File, error) {
 	if err := os.MkdirAll(p.Gateway.StateDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -249,17 +293,14 @@ func lockRestart(p *Policy, wait bool, intr *interrupter) (*os.File, error) {
 	}
 	if err := flockExclusive(f); err != nil {
 		holder, _ := io.ReadAll(f)
-		who := strings.TrimSpace(string(holder))
-		if who == "" {
-			who = "another hermes"
-		}
+		running := lockHolder(string(holder))
 		if !wait {
 			f.Close()
-			return nil, withHint(fmt.Errorf("a restart or stop is already in progress (%s)", who),
-				"wait for it to finish, or run this again with --wait to queue behind it")
+			return nil, withHint(fmt.Errorf("%s is already in progress", running),
+				"wait for it to finish, or queue behind it with: hermes %s --wait%s", what, configFlag(p))
 		}
 		limit := p.Restart.longest()
-		fmt.Printf("hermes: waiting up to %s for the restart in progress (%s) to finish; Ctrl-C gives up\n", fmtDur(limit), who)
+		fmt.Printf("hermes: waiting up to %s for the %s in progress to finish; Ctrl-C gives up\n", fmtDur(limit), strings.TrimPrefix(strings.TrimPrefix(running, "a "), "another "))
 		locked := make(chan error, 1)
 		go func() { locked <- flockWait(f) }()
 		t := time.NewTimer(limit)
@@ -275,13 +316,28 @@ func lockRestart(p *Policy, wait bool, intr *interrupter) (*os.File, error) {
 			return nil, errors.New("interrupted while waiting for the restart in progress: nothing was done")
 		case <-t.C:
 			f.Close()
-			return nil, withHint(fmt.Errorf("the restart in progress (%s) did not finish within %s", who, fmtDur(limit)),
+			return nil, withHint(fmt.Errorf("%s did not finish within %s", running, fmtDur(limit)),
 				"see what it is doing with: hermes status%s", configFlag(p))
 		}
 	}
 	f.Truncate(0)
-	f.WriteAt([]byte(fmt.Sprintf("pid %d (%s)\n", os.Getpid(), strings.Join(os.Args, " "))), 0)
+	f.WriteAt([]byte(fmt.Sprintf("%s pid %d\n", what, os.Getpid())), 0)
 	return f, nil
+}
+
+var lockHolderRe = regexp.MustCompile(`^(restart|stop|start)? ?pid (\d+)`)
+
+// lockHolder says what holds restart.lock, from what it wrote there
+// ("restart pid 4878"): "a restart (pid 4878)".
+func lockHolder(content string) string {
+	m := lockHolderRe.FindStringSubmatch(strings.TrimSpace(content))
+	switch {
+	case m == nil:
+		return "a restart, stop or start"
+	case m[1] == "":
+		return fmt.Sprintf("a restart, stop or start (pid %s)", m[2])
+	}
+	return fmt.Sprintf("a %s (pid %s)", m[1], m[2])
 }
 
 func runRestart(args []string) error { return runLadderCommand("restart", restartUsage, args, false) }
@@ -307,8 +363,7 @@ func runLadderCommand(name, usage string, args []string, stop bool) error {
 	p := t.p
 	if mode != nil && *mode != "" {
 		if *mode != modeHandoff && *mode != modeDrain {
-			fmt.Fprintf(fs.Output(), "hermes restart: --mode %q: use handoff or drain\n", *mode)
-			return errUsage
+			return usageError(name, "%s: --mode %q: use handoff or drain", name, *mode)
 		}
 		p.Restart.Mode = *mode
 	}
@@ -322,7 +377,11 @@ func restartOrStop(t *target, force, wait, stop bool) error {
 		return err
 	}
 	defer intr.close()
-	lock, err := lockRestart(p, wait, intr)
+	what := "restart"
+	if stop {
+		what = "stop"
+	}
+	lock, err := lockRestart(p, what, wait, intr)
 	if err != nil {
 		return err
 	}
@@ -333,9 +392,7 @@ func restartOrStop(t *target, force, wait, stop bool) error {
 	rec, jq := newRecorder(openJournal(p))
 	defer func() { jq.flush(time.Now().Add(p.Journal.ExitFlush)) }()
 	r := &ladderRun{p: p, out: os.Stdout, t0: time.Now(), intr: intr, force: force, stop: stop, journal: rec}
-	what := "restart"
 	if stop {
-		what = "stop"
 		r.record(evStopRequested, "by_pid", os.Getpid(), "user", currentUser(), "force", force)
 	} else {
 		r.record(evRestartRequested, "by_pid", os.Getpid(), "user", currentUser(), "force", force)
@@ -370,8 +427,10 @@ func restartOrStop(t *target, force, wait, stop bool) error {
 		switch err := r.handoff(); {
 		case err == nil:
 			return nil
+		case errors.Is(err, errNoHandoff) && in.proc == nil:
+			// Nothing runs: nothing to hand off, nothing to say.
 		case errors.Is(err, errNoHandoff):
-			r.say("%v; draining instead", err)
+			r.say("%v; walking restart.ladder instead", err)
 		default:
 			return err
 		}
@@ -445,7 +504,7 @@ func (r *ladderRun) handoff() error {
 		if why, ok := strings.CutPrefix(a.err.Error(), "refused: "); ok {
 			if strings.HasPrefix(why, "a handoff is already running") {
 				r.record(evRestartDone, "ok", false, "error", a.err.Error())
-				return withHint(fmt.Errorf("refused: %s", why), "wait for it: hermes status%s shows when the new gateway serves", configFlag(p))
+				return withHint(fmt.Errorf("refused: %s", why), "see when the new gateway serves with: hermes status%s", configFlag(p))
 			}
 			return noHandoffError{why}
 		}
@@ -487,16 +546,19 @@ func (r *ladderRun) handoff() error {
 
 // interrupted reports where a Ctrl-C stopped the ladder and what to run.
 func (r *ladderRun) interrupted(finishCmd string) error {
-	state := "still running"
+	state := "is still running"
 	if r.in.proc.state() == 0 {
 		state = "has exited"
 	}
 	where := fmt.Sprintf("stopped at rung %d/%d", r.rung, r.rungs)
+	if r.rung == 0 {
+		where = fmt.Sprintf("stopped before rung 1/%d", r.rungs)
+	}
 	if r.lastSent != "" {
 		where += " (" + r.lastSent + ")"
 	}
 	r.record(r.doneEvent(), "ok", false, "error", "interrupted", "rung", r.rung)
-	msg := fmt.Sprintf("interrupted: %s; the gateway pid %d %s", where, r.in.PID, state)
+	msg := fmt.Sprintf("interrupted: %s; the gateway (pid %d) %s", where, r.in.PID, state)
 	if state == "has exited" {
 		msg += " and NO new gateway was started: the gateway is down"
 	} else if r.lastSent != "" {
@@ -528,7 +590,7 @@ func (r *ladderRun) bringBack(mgr managerInfo, finishCmd string) error {
 		action, err := mgr.start(ctx)
 		if err != nil {
 			r.record(r.doneEvent(), "ok", false, "error", err.Error())
-			return withHint(err, "look at %s", mgr.logHint(p))
+			return withHint(err, "see why with: %s", logCommand(mgr, p, 50))
 		}
 		r.record(evManagerAction, "manager", mgr.Kind, "action", action)
 		r.say("asked %s to start it: %s", mgr.Kind, action)
@@ -541,16 +603,17 @@ func (r *ladderRun) bringBack(mgr managerInfo, finishCmd string) error {
 	for {
 		if rec, ok := gatewayReady(p, old); ok {
 			r.record(r.doneEvent(), "ok", true, "new_pid", rec.PID, "ready_ms", time.Since(t0).Milliseconds(), "total_ms", time.Since(r.t0).Milliseconds())
-			from := "nothing running"
 			if old != nil && !r.in.Stale {
-				from = fmt.Sprintf("pid %d", old.PID)
+				r.say("restarted: pid %d (%s) -> pid %d serving on %s; ready %s after start, %s in all",
+					old.PID, r.in.Verdict, rec.PID, rec.Listen, fmtDur(time.Since(t0)), fmtDur(time.Since(r.t0)))
+				return nil
 			}
-			verb := "restarted"
-			if r.start {
-				verb = "started"
+			was := "nothing was running"
+			if r.in.Verdict != verdictNotRunning {
+				was += " (" + r.in.Verdict + ")"
 			}
-			r.say(verb+": %s (%s) -> pid %d serving on %s; ready %s after start, %s in all",
-				from, r.in.Verdict, rec.PID, rec.Listen, fmtDur(time.Since(t0)), fmtDur(time.Since(r.t0)))
+			r.say("started: %s; pid %d serving on %s; ready %s after start, %s in all",
+				was, rec.PID, rec.Listen, fmtDur(time.Since(t0)), fmtDur(time.Since(r.t0)))
 			return nil
 		}
 		select {
@@ -576,9 +639,20 @@ func (r *ladderRun) startFailed(mgr managerInfo, err error, finishCmd string) er
 		err = fmt.Errorf("%w\nlast lines of its log:\n%s", err, strings.TrimRight(tail, "\n"))
 	}
 	if strings.Contains(tail, "code=78") {
-		return withHint(err, "the policy or token lock refuses to start: fix what the log says, check with 'hermes check-config%s', then run: %s", configFlag(r.p), finishCmd)
+		// 78: the policy, the token lock or the port refuses the start,
+		// and the log says which; a new try changes nothing until fixed.
+		return withHint(err, "fix what the log says (check the policy with: hermes check-config%s)\nthen run: %s", configFlag(r.p), finishCmd)
 	}
-	return withHint(err, "read %s, fix what it says, then run: %s", mgr.logHint(r.p), finishCmd)
+	return withHint(err, "see more of the log with: %s\nthen run: %s", logCommand(mgr, r.p, 50), finishCmd)
+}
+
+// logCommand is the command that shows the last n lines of the
+// gateway's log, wherever its manager puts it.
+func logCommand(m managerInfo, p *Policy, n int) string {
+	if m.Kind == managerSystemd {
+		return fmt.Sprintf("journalctl %s-u %s -n %d --no-pager", userFlag(m.Scope != "user"), m.Unit, n)
+	}
+	return fmt.Sprintf("tail -n %d %s", n, shellQuote(gatewayLogPath(p.Gateway.StateDir)))
 }
 
 // finishStop makes sure the manager does not bring the gateway back.

@@ -303,8 +303,8 @@ func TestRestartWithBadPolicyTouchesNothing(t *testing.T) {
 }
 
 func TestRestartFailsWhenNewGatewayCannotStart(t *testing.T) {
-	e := newTestEnv(t, restartPolicy)
-	// Someone else holds the gateway's port: the new gateway exits 1.
+	e := newTestEnv(t, "listen_timeout = \"200ms\"\n"+restartPolicy)
+	// Someone else holds the gateway's port: the new gateway exits 78.
 	ln, err := net.Listen("tcp", e.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -314,7 +314,8 @@ func TestRestartFailsWhenNewGatewayCannotStart(t *testing.T) {
 	if code != exitFailure {
 		t.Fatalf("restart = %d, want %d:\n%s%s", code, exitFailure, out, errOut)
 	}
-	for _, want := range []string{"exited with code 1", "last lines of its log", "address already in use", "hint:", "then run: hermes restart"} {
+	for _, want := range []string{"exited with code 78", "last lines of its log", fmt.Sprintf("in use by pid %d (", os.Getpid()),
+		"hint: fix what the log says (check the policy with: hermes check-config --config " + e.policy + ")\n    then run: hermes restart"} {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("failure output lacks %q:\n%s", want, errOut)
 		}
@@ -333,8 +334,10 @@ func TestTwoRestartsAtOnce(t *testing.T) {
 	if code != exitFailure {
 		t.Errorf("second restart = %d, want %d", code, exitFailure)
 	}
-	if want := fmt.Sprintf("pid %d", first.cmd.Process.Pid); !strings.Contains(errOut, "already in progress") || !strings.Contains(errOut, want) {
-		t.Errorf("second restart does not name the first (%s):\n%s%s", want, out, errOut)
+	// The first is named by what it is, not by its command line.
+	want := fmt.Sprintf("hermes: error: a restart (pid %d) is already in progress\nhermes: hint: wait for it to finish, or queue behind it with: hermes restart --wait --config %s\n", first.cmd.Process.Pid, e.policy)
+	if errOut != want {
+		t.Errorf("second restart:\n%s%s\nwant:\n%s", out, errOut, want)
 	}
 	if strings.Contains(out, "sent") {
 		t.Errorf("second restart sent a signal:\n%s", out)
@@ -363,7 +366,7 @@ func TestCtrlCDuringLadder(t *testing.T) {
 	}
 	t.Logf("Ctrl-C stopped the ladder %s after it", time.Since(start).Round(time.Millisecond))
 	out := r.out.String()
-	for _, want := range []string{"interrupted: stopped at rung 1/3", "USR1 sent to pid", "still running", "hint: finish the job with: hermes restart"} {
+	for _, want := range []string{"interrupted: stopped at rung 1/3", "USR1 sent to pid", fmt.Sprintf("the gateway (pid %d) is still running", g.pid()), "hint: finish the job with: hermes restart"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
@@ -508,31 +511,53 @@ func TestRestartJournalSequence(t *testing.T) {
 }
 
 // TestRestartForceGivesFinalEvent: --force does not wait out the drain, but
-// open streams still get their final event (the second TERM is "stop
-// now"), and the gateway exits on its own instead of being killed.
+// open streams still get their final event, and the gateway exits on its
+// own instead of being killed. A restart --force asks the gateway's loop
+// for a restart now: the final event says gateway_restart, the gateway
+// exits 75 and journals a restart. A stop --force sends TERM twice (stop
+// now): gateway_shutdown, exit 0.
 func TestRestartForceGivesFinalEvent(t *testing.T) {
-	e := newTestEnv(t, "[echo]\nword_delay = \"100ms\"\n[drain]\ntimeout = \"60s\"\ngrace = \"5s\"\n[restart]\nready_timeout = \"20s\"\n")
-	g := e.startGateway()
-	s := startStream(t, g.url, 300) // 30 s
-	s.waitLines(t, 2, 5*time.Second)
-	start := time.Now()
-	out, errOut, code := e.hermes(60*time.Second, "restart", "--force")
-	took := time.Since(start)
-	if code != 0 {
-		t.Fatalf("restart --force = %d:\n%s%s", code, out, errOut)
+	for _, tc := range []struct {
+		cmd, reason, exitReason, progress string
+		code                              int
+	}{
+		{"restart", reasonRestart, "planned restart", "to restart now: open streams get their final event", exitRestart},
+		{"stop", reasonShutdown, "planned stop", "sent TERM again: stop now", exitOK},
+	} {
+		t.Run(tc.cmd, func(t *testing.T) {
+			e := newTestEnv(t, "[echo]\nword_delay = \"100ms\"\n[drain]\ntimeout = \"60s\"\ngrace = \"5s\"\n[restart]\nready_timeout = \"20s\"\n")
+			g := e.startGateway()
+			s := startStream(t, g.url, 300) // 30 s
+			s.waitLines(t, 2, 5*time.Second)
+			start := time.Now()
+			out, errOut, code := e.hermes(60*time.Second, tc.cmd, "--force")
+			took := time.Since(start)
+			if code != 0 {
+				t.Fatalf("%s --force = %d:\n%s%s", tc.cmd, code, out, errOut)
+			}
+			body := s.waitDone(t, 5*time.Second)
+			if !strings.Contains(body, "event: error") || !strings.Contains(body, `"reason":"`+tc.reason+`"`) || !strings.Contains(body, `"type":"`+tc.reason+`"`) {
+				t.Errorf("the stream cut by %s --force lacks its final event with reason %s:\n%s", tc.cmd, tc.reason, body)
+			}
+			if gc := g.wait(5 * time.Second); gc != tc.code {
+				t.Errorf("gateway exit = %d, want %d (stopped now, not killed)", gc, tc.code)
+			}
+			if !strings.Contains(out, tc.progress) || strings.Contains(out, "sent KILL") {
+				t.Errorf("%s --force output lacks %q:\n%s", tc.cmd, tc.progress, out)
+			}
+			exit := fmt.Sprintf(`"pid":%d,"instance":"test","event":"exit","code":%d,"reason":%q`, g.pid(), tc.code, tc.exitReason)
+			if j, _ := os.ReadFile(journalPath(e.stateDir)); !strings.Contains(string(j), exit) {
+				t.Errorf("the journal lacks %s:\n%s", exit, j)
+			}
+			t.Logf("%s --force took %s", tc.cmd, took)
+			if tc.cmd == "restart" {
+				e.gatewayFromPidFile()
+				if out, _, _ := e.hermes(20*time.Second, "events"); !strings.Contains(out, "after restart now") {
+					t.Errorf("hermes events does not time the exit from the restart now:\n%s", out)
+				}
+			}
+		})
 	}
-	body := s.waitDone(t, 5*time.Second)
-	if !strings.Contains(body, "event: error") || !strings.Contains(body, reasonShutdown) {
-		t.Errorf("the stream cut by --force lacks its final event:\n%s", body)
-	}
-	if gc := g.wait(5 * time.Second); gc != exitOK {
-		t.Errorf("gateway exit = %d, want 0 (stopped now by the second TERM, not killed)", gc)
-	}
-	if !strings.Contains(out, "sent TERM again: stop now") || strings.Contains(out, "sent KILL") {
-		t.Errorf("restart --force output:\n%s", out)
-	}
-	t.Logf("restart --force took %s", took)
-	e.gatewayFromPidFile()
 }
 
 // TestCtrlCWhileQueuedBehindRestart: a `restart --wait` queued behind

@@ -229,9 +229,9 @@ func runServe(args []string) (err error) {
 		}
 		if ln != nil {
 			g.ln, g.lnKind = ln, listenerSystemd
-		} else if ln, err = net.Listen("tcp", p.Gateway.Listen); err != nil {
-			exitReason = "cannot listen"
-			return fmt.Errorf("listening on %s: %w", p.Gateway.Listen, err)
+		} else if ln, why, err := listenOn(p, pipe, sd, log); ln == nil {
+			exitReason = why
+			return err
 		} else {
 			g.ln, g.lnKind = ln, listenerBound
 		}

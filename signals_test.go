@@ -175,3 +175,43 @@ func TestSecondTermStopsNow(t *testing.T) {
 		t.Errorf("stop-now took %s to exit, want within 1s", took)
 	}
 }
+
+// TestCtrlCDuringDrainSaysSecondStopsNow: Ctrl-C on a gateway in the
+// foreground starts a drain that may last drain.timeout; it says so once
+// (a HUP in between does not repeat it), and the second Ctrl-C stops now.
+// Under a service manager (here: JOURNAL_STREAM) it says nothing.
+func TestCtrlCDuringDrainSaysSecondStopsNow(t *testing.T) {
+	const hint = "press Ctrl-C again to stop now"
+	for _, tc := range []struct {
+		name  string
+		env   []string
+		hints int
+	}{
+		{"foreground", nil, 1},
+		{"under a manager", []string{"JOURNAL_STREAM=8:12345"}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t, "[echo]\nword_delay = \"100ms\"\n[drain]\ntimeout = \"60s\"\ngrace = \"5s\"\n")
+			g := e.startGateway(tc.env...)
+			s := startStream(t, g.url, 300) // 30 s
+			s.waitLines(t, 2, 5*time.Second)
+			g.signal(syscall.SIGINT)
+			g.waitLog("drain start", 5*time.Second)
+			if tc.hints > 0 {
+				g.waitLog("hermes: draining 1 session, for up to 1m5s; "+hint, 5*time.Second)
+			}
+			g.signal(syscall.SIGHUP)
+			g.waitLog("reload ok", 5*time.Second)
+			g.signal(syscall.SIGINT)
+			if code := g.wait(5 * time.Second); code != exitOK {
+				t.Errorf("exit %d after the second Ctrl-C, want 0", code)
+			}
+			if body := s.waitDone(t, 5*time.Second); !strings.Contains(body, `"reason":"gateway_shutdown"`) {
+				t.Errorf("the stream lacks its final event:\n%s", body)
+			}
+			if n := strings.Count(g.stderr.String(), hint); n != tc.hints {
+				t.Errorf("said %q %d times, want %d:\n%s", hint, n, tc.hints, g.stderr.String())
+			}
+		})
+	}
+}

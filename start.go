@@ -60,7 +60,7 @@ func runStart(args []string) error {
 		return err
 	}
 	defer intr.close()
-	lock, err := lockRestart(p, false, intr)
+	lock, err := lockRestart(p, "start", false, intr)
 	if err != nil {
 		return err
 	}

@@ -343,11 +343,11 @@ func runStatus(args []string) error {
 		}
 		switch st.Verdict {
 		case verdictFrozen:
-			fmt.Println("hint:     hermes restart (a frozen gateway is recovered without --force)")
+			fmt.Printf("hint:     hermes restart%s   # recovers a frozen gateway, no --force needed\n", configFlag(p))
 		case verdictStopped:
-			fmt.Printf("hint:     kill -CONT %d, or hermes restart\n", st.PID)
+			fmt.Printf("hint:     kill -CONT %d   # or: hermes restart%s\n", st.PID, configFlag(p))
 		case verdictNotRunning, verdictCrashLoop:
-			fmt.Println("hint:     hermes restart")
+			fmt.Printf("hint:     hermes restart%s\n", configFlag(p))
 		}
 	}
 	switch in.Verdict {
