@@ -472,6 +472,9 @@ func suggestKey(k string) string {
 }
 
 func editDistance(a, b string) int {
+	// Optimal string alignment: an insertion, a deletion, a substitution
+	// or two neighbours swapped each cost 1 ("stauts" is one from "status").
+	prev2 := make([]int, len(b)+1)
 	prev := make([]int, len(b)+1)
 	for j := range prev {
 		prev[j] = j
@@ -485,8 +488,11 @@ func editDistance(a, b string) int {
 				cost = 0
 			}
 			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
 		}
-		prev = cur
+		prev2, prev = prev, cur
 	}
 	return prev[len(b)]
 }

@@ -256,3 +256,21 @@ func TestKeyKindsMatchTheFileFormat(t *testing.T) {
 		}
 	}
 }
+
+func TestEditDistance(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		want int
+	}{
+		{"status", "status", 0},
+		{"stauts", "status", 1}, // two neighbours swapped
+		{"stauts", "start", 2},
+		{"dran", "drain", 1},
+		{"", "stop", 4},
+		{"ca", "abc", 3}, // optimal string alignment, not full Damerau
+	} {
+		if got := editDistance(tc.a, tc.b); got != tc.want {
+			t.Errorf("editDistance(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
+		}
+	}
+}

@@ -226,7 +226,7 @@ func noteUncleanExit(l *startLedger, stateDir string, pid int, now time.Time) {
 	}
 	if prev.BootID != "" {
 		rec := pidRecord{PID: prev.PID, StartTime: prev.StartTicks, BootID: prev.BootID}
-		if alive, _ := rec.alive(); alive {
+		if alive, state := rec.alive(); alive && state != 'Z' {
 			return // a handoff's predecessor, still draining
 		}
 	} else if _, _, err := procInfo(prev.PID); err == nil {

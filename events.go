@@ -71,6 +71,10 @@ func runEvents(args []string) error {
 	if !cut.IsZero() {
 		i := sort.Search(len(evs), func(i int) bool { return !evs[i].Time.Before(cut) })
 		evs = evs[i:]
+		if len(evs) == 0 {
+			fmt.Fprintf(os.Stderr, "hermes: no lifecycle events since %s in %s\n", cut.Local().Format("2006-01-02 15:04:05"), journalPath(p.Gateway.StateDir))
+			return nil
+		}
 	}
 	if *asJSON {
 		w := bufio.NewWriter(os.Stdout)

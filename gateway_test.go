@@ -811,7 +811,10 @@ func TestControlSocketUIDCheckForNonRootGateway(t *testing.T) {
 	addr := freePort(t)
 	policy := filepath.Join(dir, "hermes.toml")
 	os.WriteFile(policy, []byte(fmt.Sprintf("name = \"uid\"\n[gateway]\nlisten = %q\nstate_dir = %q\n", addr, state)), 0o644)
-	env := append(filteredEnv(), "HOME="+dir, "HERMES_CONFIG="+policy)
+	registry := filepath.Join(dir, "registry")
+	os.Mkdir(registry, 0o755)
+	os.Chmod(registry, 0o1777)
+	env := append(filteredEnv(), "HOME="+dir, "HERMES_CONFIG="+policy, "HERMES_REGISTRY_DIR="+registry)
 
 	gw := execAsNobody(t, hermesBin, "serve")
 	gw.Env = env

@@ -2,7 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,37 +19,60 @@ import (
 // reached when its policy broke or was renamed, every gateway on the host
 // listed, start, reload and logs, and a death without an exit on record.
 
-// TestPidFileFirstLineIsThePid: the pid file's first line is the plain pid,
-// so `kill -HUP $(head -n1 gateway.pid)` (and monit, start-stop-daemon,
-// supervisord) work; the proof follows on the second line.
-func TestPidFileFirstLineIsThePid(t *testing.T) {
+// TestPidFileIsThePlainPid: the pid file holds the plain pid and nothing
+// else, so `kill -HUP $(cat gateway.pid)` (and monit, start-stop-daemon,
+// supervisord's pidproxy) work; the proof is in gateway.pid.json beside it,
+// and both go when the gateway exits.
+func TestPidFileIsThePlainPid(t *testing.T) {
 	e := newTestEnv(t, "")
 	g := e.startGateway()
-	b, err := os.ReadFile(pidFilePath(e.stateDir))
+	path := pidFilePath(e.stateDir)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	first, rest, _ := strings.Cut(string(b), "\n")
-	if first != strconv.Itoa(g.pid()) {
-		t.Fatalf("first line %q, want the pid %d", first, g.pid())
+	if string(b) != strconv.Itoa(g.pid())+"\n" {
+		t.Fatalf("pid file holds %q, want the pid %d and a newline", b, g.pid())
+	}
+	proof, err := os.ReadFile(proofPath(path))
+	if err != nil {
+		t.Fatal(err)
 	}
 	var rec pidRecord
-	if err := json.Unmarshal([]byte(rest), &rec); err != nil || rec.PID != g.pid() || rec.StateDir != e.stateDir {
-		t.Errorf("second line %q: %v", rest, err)
+	if err := json.Unmarshal(proof, &rec); err != nil || rec.PID != g.pid() || rec.StateDir != e.stateDir || rec.BootID == "" {
+		t.Errorf("proof %q: %v", proof, err)
 	}
-	out, err := exec.Command("bash", "-c", "kill -HUP $(head -n1 "+pidFilePath(e.stateDir)+")").CombinedOutput()
+	out, err := exec.Command("bash", "-c", "kill -HUP $(cat "+path+")").CombinedOutput()
 	if err != nil {
-		t.Fatalf("kill -HUP $(head -n1 gateway.pid): %v %s", err, out)
+		t.Fatalf("kill -HUP $(cat gateway.pid): %v %s", err, out)
 	}
 	g.waitLog("reload ok", 10*time.Second)
+	g.signal(syscall.SIGTERM)
+	if code := g.wait(20 * time.Second); code != exitOK {
+		t.Fatalf("exit %d", code)
+	}
+	for _, p := range []string{path, proofPath(path)} {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s left behind after a clean exit (%v)", p, err)
+		}
+	}
 
-	// The JSON-only file of an older hermes (a handoff from it) still reads.
+	// The files of an older hermes (a handoff from it) still read: the
+	// JSON alone, or the pid and the JSON; a plain pid without a proof is
+	// not believed.
 	old, _ := json.Marshal(rec)
-	if got, err := parsePidFile(old); err != nil || got.PID != rec.PID {
-		t.Errorf("older pid file: %+v %v", got, err)
+	for _, content := range []string{string(old), strconv.Itoa(rec.PID) + "\n" + string(old) + "\n"} {
+		os.WriteFile(path, []byte(content), 0o644)
+		if got, err := readPidFile(path); err != nil || got.PID != rec.PID {
+			t.Errorf("older pid file %q: %+v %v", content, got, err)
+		}
 	}
 	if _, err := parsePidFile([]byte("12\n" + string(old))); err == nil {
 		t.Errorf("a first line that is not the record's pid was accepted")
+	}
+	os.WriteFile(path, []byte("12\n"), 0o644)
+	if _, err := readPidFile(path); err == nil || !strings.Contains(err.Error(), "no proof") {
+		t.Errorf("a plain pid without its proof: %v", err)
 	}
 }
 
@@ -254,7 +279,7 @@ func TestRenamedInstanceIsNamed(t *testing.T) {
 func TestStartAndReload(t *testing.T) {
 	e := newTestEnv(t, "[drain]\ntimeout = \"5s\"\ngrace = \"1s\"\n")
 	out, errOut, code := e.hermes(30*time.Second, "start")
-	if code != exitOK || !strings.Contains(out, "started: nothing running") {
+	if code != exitOK || !strings.Contains(out, "started: nothing was running;") {
 		t.Fatalf("start: exit %d\n%s\n%s", code, out, errOut)
 	}
 	rec, err := readPidFile(pidFilePath(e.stateDir))

@@ -5,22 +5,26 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 )
 
-// The pid file, <state_dir>/gateway.pid. Its first line is the plain pid,
-// as kill, monit, start-stop-daemon and supervisord expect:
+// The pid file, <state_dir>/gateway.pid, holds the plain pid and nothing
+// else, as kill, monit, start-stop-daemon and supervisord's pidproxy expect:
 //
-//	kill -HUP $(head -n1 gateway.pid)
+//	kill -HUP $(cat gateway.pid)
 //
-// The second line is the proof, one line of JSON: enough to prove, later,
-// that the pid still names the same gateway (pid reuse is real: a pid and
-// its start time and boot id together are unique), and enough to reach it
-// when its policy file is broken or renamed (the policy file, the state
-// dir, the control socket).
+// The proof lives beside it in gateway.pid.json, one line of JSON: enough
+// to prove, later, that the pid still names the same gateway (pid reuse is
+// real: a pid and its start time and boot id together are unique), and
+// enough to reach it when its policy file is broken or renamed (the policy
+// file, the state dir, the control socket). hermes reads only the proof;
+// the proof is written first and removed last, so a pid in gateway.pid
+// always has its proof.
 
 // pidRecord is what the pid file holds (and the instance registry, see
 // registry.go).
@@ -39,6 +43,9 @@ type pidRecord struct {
 }
 
 func pidFilePath(stateDir string) string { return filepath.Join(stateDir, "gateway.pid") }
+
+// proofPath is the pid file's proof: gateway.pid.json.
+func proofPath(pidPath string) string { return pidPath + ".json" }
 
 // selfRecord describes the running process.
 func selfRecord() (pidRecord, error) {
@@ -96,24 +103,36 @@ func publishPid(path string, rec pidRecord) error {
 
 func writePidFile(path string, rec pidRecord) error {
 	b, _ := json.Marshal(rec)
-	data := fmt.Appendf(nil, "%d\n%s\n", rec.PID, b)
-	if err := writeFileAtomic(path, data, 0o644); err != nil {
+	if err := writeFileAtomic(proofPath(path), append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("writing pid file %s: %w", proofPath(path), err)
+	}
+	if err := writeFileAtomic(path, fmt.Appendf(nil, "%d\n", rec.PID), 0o644); err != nil {
 		return fmt.Errorf("writing pid file %s: %w", path, err)
 	}
 	return nil
 }
 
-// readPidFile returns the record, or fs.ErrNotExist when there is none. It
-// reads the JSON-only file of hermes before 0.2 too (a handoff from an
-// older binary).
+// readPidFile returns the record from the pid file's proof, or
+// fs.ErrNotExist when there is none. Without a proof it reads the pid file
+// itself as hermes before 0.2 wrote it, the JSON alone or the pid and the
+// JSON (a handoff from an older binary); a plain pid there has no proof,
+// and is not believed.
 func readPidFile(path string) (pidRecord, error) {
-	b, err := os.ReadFile(path)
+	src := proofPath(path)
+	b, err := os.ReadFile(src)
+	if errors.Is(err, fs.ErrNotExist) {
+		src = path
+		b, err = os.ReadFile(path)
+		if err == nil && isPlainPid(b) {
+			return pidRecord{}, fmt.Errorf("pid file %s has no proof beside it (%s is missing): it cannot be proven to name the gateway", path, filepath.Base(proofPath(path)))
+		}
+	}
 	if err != nil {
 		return pidRecord{}, err
 	}
 	rec, err := parsePidFile(b)
 	if err != nil {
-		return rec, fmt.Errorf("pid file %s is damaged (%v)", path, err)
+		return rec, fmt.Errorf("pid file %s is damaged (%v)", src, err)
 	}
 	if rec.StateDir == "" {
 		rec.StateDir = filepath.Dir(path)
@@ -121,14 +140,21 @@ func readPidFile(path string) (pidRecord, error) {
 	return rec, nil
 }
 
+func isPlainPid(b []byte) bool {
+	_, err := strconv.Atoi(string(bytes.TrimSpace(b)))
+	return err == nil
+}
+
+// parsePidFile reads a proof: one line of JSON, or (hermes before 0.2) the
+// pid on a line of its own, then the JSON.
 func parsePidFile(b []byte) (pidRecord, error) {
 	var rec pidRecord
 	first, rest, _ := bytes.Cut(b, []byte("\n"))
 	if bytes.HasPrefix(bytes.TrimSpace(b), []byte("{")) {
-		rest, first = b, nil // the older format: the JSON alone
+		rest, first = b, nil
 	}
 	if err := json.Unmarshal(rest, &rec); err != nil || rec.PID <= 0 {
-		return rec, errors.New("not hermes's pid and JSON record")
+		return rec, errors.New("not hermes's pid record")
 	}
 	if first != nil {
 		if pid, err := strconv.Atoi(string(bytes.TrimSpace(first))); err != nil || pid != rec.PID {
@@ -138,13 +164,18 @@ func parsePidFile(b []byte) (pidRecord, error) {
 	return rec, nil
 }
 
-// removeOwnPidFile removes the pid file and the registry entry, each only
-// if it still names this process: a successor may have written its own.
+// removeOwnPidFile removes the registry entry, the pid file and its proof,
+// each only if it still names this process: a successor may have written
+// its own.
 func removeOwnPidFile(path string, self pidRecord) {
 	unregister(self)
-	if rec, err := readPidFile(path); err == nil && rec.sameProcess(self) {
+	if rec, err := readPidFile(path); err != nil || !rec.sameProcess(self) {
+		return // a successor's (or the same pid in another life)
+	}
+	if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(self.PID) {
 		os.Remove(path)
 	}
+	os.Remove(proofPath(path))
 }
 
 // sameProcess reports whether two records name the same process.

@@ -59,9 +59,11 @@ func TestRemoveOwnPidFile(t *testing.T) {
 				t.Fatal(err)
 			}
 			removeOwnPidFile(path, self)
-			_, err := os.Stat(path)
-			if gone := os.IsNotExist(err); gone != tc.removed {
-				t.Errorf("removed = %v, want %v", gone, tc.removed)
+			for _, p := range []string{path, proofPath(path)} {
+				_, err := os.Stat(p)
+				if gone := os.IsNotExist(err); gone != tc.removed {
+					t.Errorf("%s removed = %v, want %v", filepath.Base(p), gone, tc.removed)
+				}
 			}
 		})
 	}

@@ -106,6 +106,16 @@ func listInstances() []instance {
 				return
 			}
 			alive, _ := rec.alive()
+			if !alive && rec.StateDir != "" {
+				if _, err := os.Stat(rec.StateDir); errors.Is(err, fs.ErrNotExist) {
+					// A dead gateway whose state dir is gone (a removed
+					// test or scratch dir): nothing can start it again
+					// there, and nothing is left to show. Only its owner
+					// or root may remove it (the directory is sticky).
+					os.Remove(file)
+					return
+				}
+			}
 			mu.Lock()
 			out = append(out, instance{pidRecord: rec, Alive: alive, file: file})
 			mu.Unlock()

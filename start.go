@@ -48,7 +48,11 @@ func runStart(args []string) error {
 			fmt.Printf("already running: instance %q, pid %d, %s\n", p.Name, in.PID, in.Detail)
 			return nil
 		}
-	default: // frozen, stopped, zombie: something is there, and start will not touch it
+	case verdictZombie:
+		// Dead, only not reaped by its parent: it holds no socket and no
+		// lock, and there is nothing to signal. Start as restart would.
+		fmt.Printf("pid %d (the last gateway) has exited and waits to be reaped by its parent; starting a new one\n", in.PID)
+	default: // frozen, stopped: something is there, and start will not touch it
 		return withHint(fmt.Errorf("instance %q is %s: %s", p.Name, in.Verdict, in.Detail),
 			"bring it back with: hermes restart%s", configFlag(p))
 	}
@@ -92,7 +96,7 @@ const reloadUsage = `Reload the policy of the running gateway: the file is check
 broken one changes nothing), then the gateway gets HUP (through its service
 manager when it has one: systemctl reload), and this waits for its answer.
 Keys that a running gateway cannot change (gateway.listen, gateway.state_dir,
-name, gateway.upstream_key_env) are named; they need a restart.
+name, gateway.upstream_key_env, lock.*) are named; they need a restart.
 Exit 0 when the gateway took the policy, 78 when the policy is refused, 3
 when no gateway runs.
 

@@ -234,7 +234,7 @@ func (t *target) notRunningNote(cmd string) string {
 	if len(live) == 0 {
 		return ""
 	}
-	return fmt.Sprintf("gateways running on this host:\n%s\n    reach one with: hermes %s --name NAME", strings.Join(live, "\n"), cmd)
+	return fmt.Sprintf("other gateways running on this host:\n%s\n    reach one with: hermes %s --name NAME", strings.Join(live, "\n"), cmd)
 }
 
 // instancesHint names the gateways on the host, for an error.
