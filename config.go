@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -32,6 +33,7 @@ type Policy struct {
 	Watchdog  WatchdogPolicy
 	CrashLoop CrashLoopPolicy
 	Journal   JournalPolicy
+	Telegram  TelegramPolicy
 }
 
 type GatewayPolicy struct {
@@ -128,6 +130,27 @@ type CrashLoopPolicy struct {
 	MaxDelay  time.Duration // backoff cap
 }
 
+// TelegramPolicy is the Telegram bot the gateway answers (telegram.go).
+// It is on when a token source is set.
+type TelegramPolicy struct {
+	TokenEnv           string
+	TokenFile          string
+	APIBase            string
+	AllowedUsers       []int64
+	Model              string        // the model name sent upstream
+	SystemPrompt       string        // "" sends none
+	HistoryTurns       int           // turns of history kept per chat and sent upstream
+	PollTimeout        time.Duration // getUpdates long-poll timeout
+	EditEvery          time.Duration // a streamed reply is edited at most this often
+	RequestTimeout     time.Duration // every other Bot API call
+	BackoffMax         time.Duration // cap of the backoff after a failed poll (conflict, network, 5xx)
+	DeleteWebhook      bool          // a webhook is set: delete it (else polling cannot work: exit 78)
+	StrangerReplyEvery time.Duration // a user not allowed is told their id at most this often
+}
+
+// Enabled reports whether the gateway runs a Telegram bot.
+func (t TelegramPolicy) Enabled() bool { return t.TokenEnv != "" || t.TokenFile != "" }
+
 type JournalPolicy struct {
 	MaxBytes  int64         // the journal is rotated past this size (one old file is kept)
 	ExitFlush time.Duration // an exiting gateway waits this long at most for queued lines and exit records
@@ -169,6 +192,11 @@ func defaultPolicy() *Policy {
 		Watchdog:  WatchdogPolicy{Heartbeat: 500 * time.Millisecond, Timeout: 10 * time.Second, SignalTimeout: 3 * time.Second},
 		CrashLoop: CrashLoopPolicy{Starts: 5, Window: 2 * time.Minute, BaseDelay: 5 * time.Second, MaxDelay: 5 * time.Minute},
 		Journal:   JournalPolicy{MaxBytes: 1 << 20, ExitFlush: 2 * time.Second},
+		Telegram: TelegramPolicy{
+			APIBase: "https://api.telegram.org", Model: "gpt-4o-mini", HistoryTurns: 10,
+			PollTimeout: 30 * time.Second, EditEvery: time.Second, RequestTimeout: 10 * time.Second,
+			BackoffMax: time.Minute, StrangerReplyEvery: time.Hour,
+		},
 	}
 	p.resolve()
 	return p
@@ -188,6 +216,11 @@ func (p *Policy) resolve() {
 	}
 	if p.Lock.Dir == "" {
 		p.Lock.Dir = defaultLockDir()
+	}
+	// One poller per bot token: the token lock guards the Telegram token
+	// unless [lock] names a token of its own.
+	if p.Telegram.Enabled() && p.Lock.TokenEnv == "" && p.Lock.TokenFile == "" {
+		p.Lock.TokenEnv, p.Lock.TokenFile = p.Telegram.TokenEnv, p.Telegram.TokenFile
 	}
 }
 
@@ -279,6 +312,21 @@ type filePolicy struct {
 		MaxBytes  *int64  `toml:"max_bytes"`
 		ExitFlush *string `toml:"exit_flush"`
 	} `toml:"journal"`
+	Telegram struct {
+		TokenEnv           *string  `toml:"token_env"`
+		TokenFile          *string  `toml:"token_file"`
+		APIBase            *string  `toml:"api_base"`
+		AllowedUsers       *[]int64 `toml:"allowed_users"`
+		Model              *string  `toml:"model"`
+		SystemPrompt       *string  `toml:"system_prompt"`
+		HistoryTurns       *int     `toml:"history_turns"`
+		PollTimeout        *string  `toml:"poll_timeout"`
+		EditEvery          *string  `toml:"edit_every"`
+		RequestTimeout     *string  `toml:"request_timeout"`
+		BackoffMax         *string  `toml:"backoff_max"`
+		DeleteWebhook      *bool    `toml:"delete_webhook"`
+		StrangerReplyEvery *string  `toml:"stranger_reply_every"`
+	} `toml:"telegram"`
 }
 
 // configError is a policy error. It names the file, the line and the key, and
@@ -440,6 +488,9 @@ var knownKeys = []string{
 	"watchdog.heartbeat", "watchdog.timeout", "watchdog.signal_timeout",
 	"crash_loop.starts", "crash_loop.window", "crash_loop.base_delay", "crash_loop.max_delay",
 	"journal.max_bytes", "journal.exit_flush",
+	"telegram.token_env", "telegram.token_file", "telegram.api_base", "telegram.allowed_users", "telegram.model",
+	"telegram.system_prompt", "telegram.history_turns", "telegram.poll_timeout", "telegram.edit_every",
+	"telegram.request_timeout", "telegram.backoff_max", "telegram.delete_webhook", "telegram.stranger_reply_every",
 }
 
 // suggestKey names a known key the unknown one was probably meant to be:
@@ -672,6 +723,29 @@ func (v *validator) apply(p *Policy, f *filePolicy) {
 		p.Journal.MaxBytes = *f.Journal.MaxBytes
 	}
 	v.dur(&p.Journal.ExitFlush, f.Journal.ExitFlush, "journal.exit_flush")
+	t := &f.Telegram
+	v.str(&p.Telegram.TokenEnv, t.TokenEnv, "telegram.token_env", false)
+	if t.TokenFile != nil {
+		p.Telegram.TokenFile = expandHome(*t.TokenFile)
+	}
+	v.str(&p.Telegram.APIBase, t.APIBase, "telegram.api_base", true)
+	p.Telegram.APIBase = strings.TrimRight(p.Telegram.APIBase, "/")
+	if t.AllowedUsers != nil {
+		p.Telegram.AllowedUsers = *t.AllowedUsers
+	}
+	v.str(&p.Telegram.Model, t.Model, "telegram.model", true)
+	v.str(&p.Telegram.SystemPrompt, t.SystemPrompt, "telegram.system_prompt", false)
+	if t.HistoryTurns != nil {
+		p.Telegram.HistoryTurns = *t.HistoryTurns
+	}
+	v.dur(&p.Telegram.PollTimeout, t.PollTimeout, "telegram.poll_timeout")
+	v.dur(&p.Telegram.EditEvery, t.EditEvery, "telegram.edit_every")
+	v.dur(&p.Telegram.RequestTimeout, t.RequestTimeout, "telegram.request_timeout")
+	v.dur(&p.Telegram.BackoffMax, t.BackoffMax, "telegram.backoff_max")
+	if t.DeleteWebhook != nil {
+		p.Telegram.DeleteWebhook = *t.DeleteWebhook
+	}
+	v.dur(&p.Telegram.StrangerReplyEvery, t.StrangerReplyEvery, "telegram.stranger_reply_every")
 }
 
 var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$`)
@@ -698,6 +772,7 @@ func (v *validator) check(p *Policy) {
 	if e := p.Lock.TokenEnv; e != "" && !envNameRe.MatchString(e) {
 		v.fail("lock.token_env", "%q is not an environment variable name (it names the variable that holds the token; never put the token itself here)", e)
 	}
+	v.checkTelegram(p)
 	if p.Lock.TokenFile != "" && !filepath.IsAbs(p.Lock.TokenFile) {
 		v.fail("lock.token_file", "%q is not an absolute path", p.Lock.TokenFile)
 	}
@@ -783,6 +858,46 @@ func (v *validator) check(p *Policy) {
 	// the exit itself: the exit's flush must fit in it.
 	if p.Journal.ExitFlush < 100*time.Millisecond || p.Journal.ExitFlush > autoWaitMargin-time.Second {
 		v.fail("journal.exit_flush", "%s is out of range: use 100ms to %s (it must fit in the %s a service manager gives an exit after the drain)", p.Journal.ExitFlush, autoWaitMargin-time.Second, autoWaitMargin)
+	}
+}
+
+// checkTelegram validates [telegram] as a whole.
+func (v *validator) checkTelegram(p *Policy) {
+	t := p.Telegram
+	if e := t.TokenEnv; e != "" && !envNameRe.MatchString(e) {
+		v.fail("telegram.token_env", "%q is not an environment variable name (it names the variable that holds the bot token; never put the token itself here)", e)
+	}
+	if t.TokenFile != "" && !filepath.IsAbs(t.TokenFile) {
+		v.fail("telegram.token_file", "%q is not an absolute path", t.TokenFile)
+	}
+	if !strings.HasPrefix(t.APIBase, "https://") && !strings.HasPrefix(t.APIBase, "http://") {
+		v.fail("telegram.api_base", "%q must start with https:// (or http:// for a local Bot API server)", t.APIBase)
+	}
+	if !t.Enabled() {
+		return
+	}
+	if len(t.AllowedUsers) == 0 {
+		p.Warnings = append(p.Warnings, "telegram.allowed_users is empty: the bot answers nobody but tells each user their id (add yours: allowed_users = [123456789])")
+	}
+	for i, id := range t.AllowedUsers {
+		if id <= 0 {
+			v.fail("telegram.allowed_users", "entry %d (%d) is not a Telegram user id (a positive number; the bot tells a user theirs)", i+1, id)
+		}
+	}
+	if t.HistoryTurns < 0 || t.HistoryTurns > 100 {
+		v.fail("telegram.history_turns", "%d is out of range: use 0 to 100", t.HistoryTurns)
+	}
+	if t.PollTimeout < time.Second || t.PollTimeout > 50*time.Second {
+		v.fail("telegram.poll_timeout", "%s is out of range: use 1s to 50s (Telegram holds a long poll at most 50s)", t.PollTimeout)
+	}
+	if t.EditEvery < time.Second {
+		v.fail("telegram.edit_every", "%s is too short: Telegram allows about one edit a second per chat (use at least 1s)", t.EditEvery)
+	}
+	if t.RequestTimeout < time.Second {
+		v.fail("telegram.request_timeout", "%s is too short (use at least 1s)", t.RequestTimeout)
+	}
+	if t.BackoffMax < time.Second {
+		v.fail("telegram.backoff_max", "%s is too short (use at least 1s: a shorter cap is a tight loop against Telegram)", t.BackoffMax)
 	}
 }
 
@@ -880,6 +995,17 @@ func (p *Policy) render() string {
 	fmt.Fprintf(&b, "[crash_loop]\nstarts = %d\nwindow = %s\nbase_delay = %s\nmax_delay = %s\n\n",
 		p.CrashLoop.Starts, d(p.CrashLoop.Window), d(p.CrashLoop.BaseDelay), d(p.CrashLoop.MaxDelay))
 	fmt.Fprintf(&b, "[journal]\nmax_bytes = %d\nexit_flush = %s\n", p.Journal.MaxBytes, d(p.Journal.ExitFlush))
+	t := p.Telegram
+	{
+		ids := make([]string, len(t.AllowedUsers))
+		for i, id := range t.AllowedUsers {
+			ids[i] = strconv.FormatInt(id, 10)
+		}
+		fmt.Fprintf(&b, "\n[telegram]  # %s\ntoken_env = %s\ntoken_file = %s\napi_base = %s\nallowed_users = [%s]\nmodel = %s\nsystem_prompt = %s\nhistory_turns = %d\n",
+			map[bool]string{true: "on", false: "off: no token_env or token_file"}[t.Enabled()], q(t.TokenEnv), q(t.TokenFile), q(t.APIBase), strings.Join(ids, ", "), q(t.Model), q(t.SystemPrompt), t.HistoryTurns)
+		fmt.Fprintf(&b, "poll_timeout = %s\nedit_every = %s\nrequest_timeout = %s\nbackoff_max = %s\ndelete_webhook = %t\nstranger_reply_every = %s\n",
+			d(t.PollTimeout), d(t.EditEvery), d(t.RequestTimeout), d(t.BackoffMax), t.DeleteWebhook, d(t.StrangerReplyEvery))
+	}
 	return b.String()
 }
 

@@ -209,7 +209,7 @@ func TestPolicyErrorsForPeople(t *testing.T) {
 		// Unknown keys and sections.
 		{"[dran]\ntimeout = \"1s\"\n", `hermes.toml:1: dran: unknown section (did you mean [drain]?)`},
 		{"[drian]\ntimeuot = \"1s\"\ngrace = \"1s\"\n", "hermes.toml:1: drian: unknown section (did you mean [drain]?)\nhermes.toml:2: drian.timeuot: unknown key (did you mean drain.timeout?)"},
-		{"[zzz]\na = 1\n", `hermes.toml:1: zzz: unknown section (the sections are [gateway], [echo], [drain], [restart], [service], [lock], [watchdog], [crash_loop], [journal])`},
+		{"[zzz]\na = 1\n", `hermes.toml:1: zzz: unknown section (the sections are [gateway], [echo], [drain], [restart], [service], [lock], [watchdog], [crash_loop], [journal], [telegram])`},
 		{"[drain]\ntimout = \"1s\"\n", `hermes.toml:2: drain.timout: unknown key (did you mean drain.timeout?)`},
 		{"[drain]\nfoo = 1\n", `hermes.toml:2: drain.foo: unknown key ([drain] takes timeout, grace)`},
 		{"[gateway]\ntimeout = \"1s\"\n", `hermes.toml:2: gateway.timeout: unknown key (did you mean drain.timeout?)`},
@@ -250,7 +250,7 @@ func TestKeyKindsMatchTheFileFormat(t *testing.T) {
 		t.Errorf("%d keys in the file format, %d in knownKeys, %d in keyKinds", len(goKinds), len(knownKeys), len(keyKinds))
 	}
 	for _, k := range knownKeys {
-		want := map[keyKind]string{kindString: "*string", kindDuration: "*string", kindInt: "*int", kindLadder: "*[]main.fileRung"}[keyKinds[k]]
+		want := map[keyKind]string{kindString: "*string", kindDuration: "*string", kindInt: "*int", kindLadder: "*[]main.fileRung", kindBool: "*bool", kindIntList: "*[]int"}[keyKinds[k]]
 		if got := goKinds[k]; got == nil || strings.TrimSuffix(got.String(), "64") != want {
 			t.Errorf("%s: keyKinds says %q, the file format decodes %v", k, want, got)
 		}

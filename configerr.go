@@ -23,6 +23,8 @@ const (
 	kindDuration
 	kindInt
 	kindLadder
+	kindBool
+	kindIntList
 )
 
 // keyKinds has every key of knownKeys (TestKeyKindsMatchTheFileFormat).
@@ -38,6 +40,11 @@ var keyKinds = map[string]keyKind{
 	"watchdog.heartbeat": kindDuration, "watchdog.timeout": kindDuration, "watchdog.signal_timeout": kindDuration,
 	"crash_loop.starts": kindInt, "crash_loop.window": kindDuration, "crash_loop.base_delay": kindDuration,
 	"crash_loop.max_delay": kindDuration, "journal.max_bytes": kindInt, "journal.exit_flush": kindDuration,
+	"telegram.token_env": kindString, "telegram.token_file": kindString, "telegram.api_base": kindString,
+	"telegram.allowed_users": kindIntList, "telegram.model": kindString, "telegram.system_prompt": kindString,
+	"telegram.history_turns": kindInt, "telegram.poll_timeout": kindDuration, "telegram.edit_every": kindDuration,
+	"telegram.request_timeout": kindDuration, "telegram.backoff_max": kindDuration, "telegram.delete_webhook": kindBool,
+	"telegram.stranger_reply_every": kindDuration,
 }
 
 // keyExamples is a value of the right kind for keys whose kind alone
@@ -48,6 +55,8 @@ var keyExamples = map[string]string{
 	"restart.mode": `"handoff"`, "lock.token_env": `"HERMES_BOT_TOKEN"`, "lock.token_file": `"/etc/hermes/bot.token"`,
 	"lock.scope": `"gateway"`, "lock.lock_dir": `"/run/lock/hermes"`,
 	"service.start_limit_burst": "10", "crash_loop.starts": "5", "journal.max_bytes": "1048576",
+	"telegram.token_env": `"TELEGRAM_BOT_TOKEN"`, "telegram.token_file": `"/etc/hermes/bot.token"`,
+	"telegram.api_base": `"https://api.telegram.org"`, "telegram.model": `"gpt-4o-mini"`, "telegram.history_turns": "10",
 }
 
 const rungExample = `{ signal = "TERM", wait = "10s" }`
@@ -136,6 +145,23 @@ func wrongKind(key string, v any) string {
 				}
 			}
 			return fmt.Sprintf("%s; write a whole number without quotes, like %s", describe(v), ex)
+		}
+	case kindBool:
+		if _, ok := v.(bool); !ok {
+			return fmt.Sprintf("%s; write true or false, without quotes", describe(v))
+		}
+	case kindIntList:
+		l, ok := v.([]any)
+		if !ok {
+			if _, ok := v.([]int64); ok {
+				return ""
+			}
+			return fmt.Sprintf("%s; write a list of numbers, like [123456789, 987654321]", describe(v))
+		}
+		for i, x := range l {
+			if _, ok := x.(int64); !ok {
+				return fmt.Sprintf("entry %d: %s; write each user id as a number without quotes, like [123456789]", i+1, describe(x))
+			}
 		}
 	case kindLadder:
 		return wrongLadder(v)

@@ -115,6 +115,7 @@ type gateway struct {
 	replies   map[int]chan string
 	nextReply int
 
+	tg       *telegramBot // nil without [telegram]
 	srv      *http.Server
 	client   *http.Client // net/http's Transport: where the upstream client cannot serve
 	upstream atomic.Pointer[upstreamRoute]
@@ -288,6 +289,9 @@ func (g *gateway) loop(ready func()) (int, string) {
 		in.conns = g.conns.count()
 		g.beat(in.now)
 		fx := s.step(in)
+		if in.kind == inPredecessorGone {
+			g.tg.predecessorGone()
+		}
 		for i := 0; i < len(fx); i++ {
 			e := fx[i]
 			switch e.kind {
@@ -297,6 +301,7 @@ func (g *gateway) loop(ready func()) (int, string) {
 				g.sd.put([]byte(strings.Join(e.lines, "\n")))
 			case effStopAdmitting:
 				n := g.gate.close()
+				g.tg.stop() // the long poll is cancelled, not waited out
 				g.srv.SetKeepAlivesEnabled(false)
 				if g.lnKind == listenerSystemd {
 					// systemd holds the socket: connections queue there
@@ -327,6 +332,9 @@ func (g *gateway) loop(ready func()) (int, string) {
 			case effSpawn:
 				go g.spawn()
 			case effCommit:
+				// The bot's poller lets go of poll.lock before the
+				// successor can take over: one poller at a time.
+				g.tg.stop()
 				g.succ.peer.say("go")
 			case effHandOver:
 				g.handOver(e.code)
@@ -348,6 +356,7 @@ func (g *gateway) loop(ready func()) (int, string) {
 				go g.commit(e.code)
 			case effTakeBack:
 				g.takeBack()
+				g.tg.resume()
 			case effPeerSay:
 				// "stop-now" and "stopping" go to the predecessor; the rest
 				// to the successor.

@@ -92,6 +92,20 @@ const (
 	// recording its exit (SIGKILL, the OOM killer, a power cut).
 	evUncleanExit // fields: dead_pid, started, last_seen
 
+	// The Telegram bot's (telegram.go).
+	evTelegramPolling        // fields: bot, offset, pending: polling began (or began again)
+	evTelegramStopped        // fields: why: polling stopped (a drain, a handoff)
+	evTelegramConflict       // fields: conflicts, backoff: another poller uses the token; an episode began
+	evTelegramConflictEnd    // fields: conflicts, lasted
+	evTelegramFailing        // fields: error, backoff: polls fail (network, 5xx); an episode began
+	evTelegramRecovered      // fields: failures, lasted
+	evTelegramAnswered       // fields: session, update, chat, duration, parts, rerun
+	evTelegramTurnCut        // fields: session, update: left for the next gateway
+	evTelegramRerun          // fields: update, chat: an accepted message no gateway answered yet
+	evTelegramStranger       // fields: user: a user not in allowed_users was told their id
+	evTelegramError          // fields: error
+	evTelegramWebhookDeleted // fields: bot, webhook_host
+
 	evCount // not an event: the number of them
 )
 
@@ -113,7 +127,12 @@ var eventNames = [evCount]string{
 	evRungSent: "rung sent", evExitObserved: "exit observed", evManagerAction: "manager action",
 	evRestartDone: "restart done", evStopDone: "stop done",
 	evStartRequested: "start requested", evStartDone: "start done", evReloadRequested: "reload requested",
-	evUncleanExit: "unclean exit",
+	evUncleanExit:     "unclean exit",
+	evTelegramPolling: "telegram polling", evTelegramStopped: "telegram polling stopped",
+	evTelegramConflict: "telegram conflict", evTelegramConflictEnd: "telegram conflict end",
+	evTelegramFailing: "telegram poll failing", evTelegramRecovered: "telegram poll recovered",
+	evTelegramAnswered: "telegram answered", evTelegramTurnCut: "telegram turn cut", evTelegramRerun: "telegram rerun",
+	evTelegramStranger: "telegram stranger", evTelegramError: "telegram error", evTelegramWebhookDeleted: "telegram webhook deleted",
 }
 
 // eventNamed returns the event with that name, or evNone.

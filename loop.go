@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"syscall"
 	"time"
@@ -273,10 +274,17 @@ func (s *loopState) step(in loopInput) effects {
 	case inReloaded:
 		s.reloaded(in, &fx)
 	case inFatal:
+		// A policy error found while serving (Telegram refused the bot
+		// token) is 78 like one found at start: no restart fixes it.
+		code := exitFailure
+		var ce *configError
+		if errors.As(in.err, &ce) {
+			code = exitConfig
+		}
 		fx.log(levelError, evServeFailed, "error", in.err)
-		s.exitCode = exitFailure
+		s.exitCode = code
 		s.state = stateStopping
-		fx.add(effect{kind: effExit, code: exitFailure, reason: "serve failed: " + in.err.Error()})
+		fx.add(effect{kind: effExit, code: code, reason: "serve failed: " + in.err.Error()})
 	case inRestartNow:
 		s.restartNow(in, &fx)
 	case inHandoff:

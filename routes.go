@@ -118,6 +118,8 @@ type gatewayStatus struct {
 	HandedOff   bool               `json:"handed_off,omitempty"`
 	Successor   int                `json:"successor,omitempty"`
 	Predecessor *predecessorStatus `json:"predecessor,omitempty"`
+	// The Telegram bot, when the policy has one.
+	Telegram *tgStatus `json:"telegram,omitempty"`
 }
 
 type predecessorStatus struct {
@@ -140,6 +142,9 @@ func (g *gateway) status() gatewayStatus {
 		Version: version, Policy: s.Policy.policyLabel(),
 		Name: s.Policy.Name, Listen: g.listenAddr(), Socket: g.lnKind, DrainReason: s.Reason,
 		HandedOff: s.HandedOff, Successor: s.Successor,
+	}
+	if g.tg != nil {
+		st.Telegram = g.tg.statusNow(s.Policy, now)
 	}
 	if pr := s.Predecessor; pr != nil {
 		st.Predecessor = &predecessorStatus{PID: pr.pid, Sessions: pr.sessions}

@@ -290,6 +290,11 @@ func runServe(args []string) (err error) {
 		finish(code, reason, nil)
 	})
 
+	if err := g.startTelegram(); err != nil {
+		exitReason = "telegram"
+		g.ln.Close()
+		return err
+	}
 	go stampAlive(p.Gateway.StateDir, pid, g.done)
 	code, reason := g.loop(ready)
 	if !g.ending.CompareAndSwap(0, endLoop) {

@@ -239,6 +239,7 @@ type statusJSON struct {
 	Version        string       `json:"version"`
 	// A handoff in progress or just done.
 	Successor   int                `json:"successor,omitempty"`
+	Telegram    *tgStatus          `json:"telegram,omitempty"`
 	Predecessor *predecessorStatus `json:"predecessor,omitempty"`
 }
 
@@ -268,7 +269,7 @@ func runStatus(args []string) error {
 	}
 	if g := in.Gateway; g != nil {
 		st.UptimeSeconds, st.ActiveSessions, st.Listen = g.UptimeSeconds, g.ActiveSessions, g.Listen
-		st.Predecessor = g.Predecessor
+		st.Predecessor, st.Telegram = g.Predecessor, g.Telegram
 		if !g.HandedOff {
 			st.Successor = g.Successor
 		}
@@ -312,6 +313,9 @@ func runStatus(args []string) error {
 			}
 			if st.Successor != 0 {
 				fmt.Printf("handoff:  handing over to pid %d\n", st.Successor)
+			}
+			if tg := g.Telegram; tg != nil {
+				fmt.Printf("telegram: %s\n", tg.describe())
 			}
 		}
 		fmt.Printf("manager:  %s\n", in.Manager.describe())
