@@ -617,7 +617,7 @@ func (b *telegramBot) compactLocked() {
 		return
 	}
 	st.offset = max(st.offset, b.st.offset)
-	b.st = st
+	*b.st = *st // the same object: the poller holds it
 }
 
 // compactAbove is the store's size past which a gateway that is its only
