@@ -34,6 +34,8 @@ type Policy struct {
 	CrashLoop CrashLoopPolicy
 	Journal   JournalPolicy
 	Telegram  TelegramPolicy
+	Alerts    AlertsPolicy
+	Limits    LimitsPolicy
 }
 
 type GatewayPolicy struct {
@@ -151,6 +153,23 @@ type TelegramPolicy struct {
 // Enabled reports whether the gateway runs a Telegram bot.
 func (t TelegramPolicy) Enabled() bool { return t.TokenEnv != "" || t.TokenFile != "" }
 
+// AlertsPolicy says where incidents are sent (alerts.go).
+type AlertsPolicy struct {
+	WebhookURL          string
+	WebhookURLEnv       string // the environment variable holding the URL, for a URL with a token in it
+	TelegramChat        int64  // also send each alert to this chat through the bot ([telegram])
+	Timeout             time.Duration
+	Retries             int
+	TelegramConflictFor time.Duration // a 409 episode this long is an incident
+	UpstreamDownFor     time.Duration // the upstream unreachable this long is an incident
+}
+
+// LimitsPolicy is the memory guard (limits.go).
+type LimitsPolicy struct {
+	MaxRSS       int64         // bytes; 0: off
+	MaxRSSWindow time.Duration // RSS above MaxRSS this long: a planned restart
+}
+
 type JournalPolicy struct {
 	MaxBytes  int64         // the journal is rotated past this size (one old file is kept)
 	ExitFlush time.Duration // an exiting gateway waits this long at most for queued lines and exit records
@@ -197,6 +216,8 @@ func defaultPolicy() *Policy {
 			PollTimeout: 30 * time.Second, EditEvery: time.Second, RequestTimeout: 10 * time.Second,
 			BackoffMax: time.Minute, StrangerReplyEvery: time.Hour,
 		},
+		Alerts: AlertsPolicy{Timeout: 3 * time.Second, Retries: 2, TelegramConflictFor: 5 * time.Minute, UpstreamDownFor: 2 * time.Minute},
+		Limits: LimitsPolicy{MaxRSSWindow: time.Minute},
 	}
 	p.resolve()
 	return p
@@ -327,6 +348,19 @@ type filePolicy struct {
 		DeleteWebhook      *bool    `toml:"delete_webhook"`
 		StrangerReplyEvery *string  `toml:"stranger_reply_every"`
 	} `toml:"telegram"`
+	Alerts struct {
+		WebhookURL          *string `toml:"webhook_url"`
+		WebhookURLEnv       *string `toml:"webhook_url_env"`
+		TelegramChat        *int64  `toml:"telegram_chat"`
+		Timeout             *string `toml:"timeout"`
+		Retries             *int    `toml:"retries"`
+		TelegramConflictFor *string `toml:"telegram_conflict_for"`
+		UpstreamDownFor     *string `toml:"upstream_down_for"`
+	} `toml:"alerts"`
+	Limits struct {
+		MaxRSS       *string `toml:"max_rss"`
+		MaxRSSWindow *string `toml:"max_rss_window"`
+	} `toml:"limits"`
 }
 
 // configError is a policy error. It names the file, the line and the key, and
@@ -491,6 +525,9 @@ var knownKeys = []string{
 	"telegram.token_env", "telegram.token_file", "telegram.api_base", "telegram.allowed_users", "telegram.model",
 	"telegram.system_prompt", "telegram.history_turns", "telegram.poll_timeout", "telegram.edit_every",
 	"telegram.request_timeout", "telegram.backoff_max", "telegram.delete_webhook", "telegram.stranger_reply_every",
+	"alerts.webhook_url", "alerts.webhook_url_env", "alerts.telegram_chat", "alerts.timeout", "alerts.retries",
+	"alerts.telegram_conflict_for", "alerts.upstream_down_for",
+	"limits.max_rss", "limits.max_rss_window",
 }
 
 // suggestKey names a known key the unknown one was probably meant to be:
@@ -746,6 +783,63 @@ func (v *validator) apply(p *Policy, f *filePolicy) {
 		p.Telegram.DeleteWebhook = *t.DeleteWebhook
 	}
 	v.dur(&p.Telegram.StrangerReplyEvery, t.StrangerReplyEvery, "telegram.stranger_reply_every")
+	al := &f.Alerts
+	v.str(&p.Alerts.WebhookURL, al.WebhookURL, "alerts.webhook_url", false)
+	v.str(&p.Alerts.WebhookURLEnv, al.WebhookURLEnv, "alerts.webhook_url_env", false)
+	if al.TelegramChat != nil {
+		p.Alerts.TelegramChat = *al.TelegramChat
+	}
+	v.dur(&p.Alerts.Timeout, al.Timeout, "alerts.timeout")
+	if al.Retries != nil {
+		p.Alerts.Retries = *al.Retries
+	}
+	v.dur(&p.Alerts.TelegramConflictFor, al.TelegramConflictFor, "alerts.telegram_conflict_for")
+	v.dur(&p.Alerts.UpstreamDownFor, al.UpstreamDownFor, "alerts.upstream_down_for")
+	if f.Limits.MaxRSS != nil {
+		n, err := parseSize(*f.Limits.MaxRSS)
+		if err != nil {
+			v.fail("limits.max_rss", "%q: %v (write it like \"512MiB\" or \"1GiB\"; \"\" is off)", *f.Limits.MaxRSS, err)
+		}
+		p.Limits.MaxRSS = n
+	}
+	v.dur(&p.Limits.MaxRSSWindow, f.Limits.MaxRSSWindow, "limits.max_rss_window")
+}
+
+// parseSize reads a size: a number with a unit (KiB, MiB, GiB, or KB, MB,
+// GB as powers of ten, or B), or "" for none.
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "0" {
+		return 0, nil
+	}
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
+	for _, u := range units {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			n, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
+			if err != nil || n <= 0 {
+				return 0, errors.New("not a positive size")
+			}
+			return int64(n * float64(u.mult)), nil
+		}
+	}
+	return 0, errors.New("a size needs a unit")
+}
+
+func formatSize(n int64) string {
+	switch {
+	case n == 0:
+		return ""
+	case n%(1<<30) == 0:
+		return fmt.Sprintf("%dGiB", n>>30)
+	case n%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", n>>20)
+	case n%(1<<10) == 0:
+		return fmt.Sprintf("%dKiB", n>>10)
+	}
+	return fmt.Sprintf("%dB", n)
 }
 
 var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$`)
@@ -773,6 +867,7 @@ func (v *validator) check(p *Policy) {
 		v.fail("lock.token_env", "%q is not an environment variable name (it names the variable that holds the token; never put the token itself here)", e)
 	}
 	v.checkTelegram(p)
+	v.checkAlerts(p)
 	if p.Lock.TokenFile != "" && !filepath.IsAbs(p.Lock.TokenFile) {
 		v.fail("lock.token_file", "%q is not an absolute path", p.Lock.TokenFile)
 	}
@@ -858,6 +953,32 @@ func (v *validator) check(p *Policy) {
 	// the exit itself: the exit's flush must fit in it.
 	if p.Journal.ExitFlush < 100*time.Millisecond || p.Journal.ExitFlush > autoWaitMargin-time.Second {
 		v.fail("journal.exit_flush", "%s is out of range: use 100ms to %s (it must fit in the %s a service manager gives an exit after the drain)", p.Journal.ExitFlush, autoWaitMargin-time.Second, autoWaitMargin)
+	}
+}
+
+// checkAlerts validates [alerts] and [limits].
+func (v *validator) checkAlerts(p *Policy) {
+	a := p.Alerts
+	if u := a.WebhookURL; u != "" && !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://") {
+		v.fail("alerts.webhook_url", "%q must start with https:// or http://", u)
+	}
+	if e := a.WebhookURLEnv; e != "" && !envNameRe.MatchString(e) {
+		v.fail("alerts.webhook_url_env", "%q is not an environment variable name", e)
+	}
+	if a.TelegramChat != 0 && !p.Telegram.Enabled() {
+		v.fail("alerts.telegram_chat", "alerts go to a Telegram chat through the bot, and [telegram] has none: set telegram.token_env")
+	}
+	if a.Timeout < 100*time.Millisecond || a.Timeout > 30*time.Second {
+		v.fail("alerts.timeout", "%s is out of range: use 100ms to 30s", a.Timeout)
+	}
+	if a.Retries < 0 || a.Retries > 10 {
+		v.fail("alerts.retries", "%d is out of range: use 0 to 10", a.Retries)
+	}
+	if l := p.Limits; l.MaxRSS != 0 && l.MaxRSS < 16<<20 {
+		v.fail("limits.max_rss", "%s is too small: an idle gateway takes about 10MiB (use at least 16MiB)", formatSize(l.MaxRSS))
+	}
+	if p.Limits.MaxRSSWindow < time.Second {
+		v.fail("limits.max_rss_window", "%s is too short (use at least 1s)", p.Limits.MaxRSSWindow)
 	}
 }
 
@@ -1006,6 +1127,14 @@ func (p *Policy) render() string {
 		fmt.Fprintf(&b, "poll_timeout = %s\nedit_every = %s\nrequest_timeout = %s\nbackoff_max = %s\ndelete_webhook = %t\nstranger_reply_every = %s\n",
 			d(t.PollTimeout), d(t.EditEvery), d(t.RequestTimeout), d(t.BackoffMax), t.DeleteWebhook, d(t.StrangerReplyEvery))
 	}
+	al := p.Alerts
+	webhook := al.WebhookURL
+	if webhook != "" {
+		webhook = "[set]" // it may hold a token: never printed
+	}
+	fmt.Fprintf(&b, "\n[alerts]\nwebhook_url = %s\nwebhook_url_env = %s\ntelegram_chat = %d\ntimeout = %s\nretries = %d\ntelegram_conflict_for = %s\nupstream_down_for = %s\n",
+		q(webhook), q(al.WebhookURLEnv), al.TelegramChat, d(al.Timeout), al.Retries, d(al.TelegramConflictFor), d(al.UpstreamDownFor))
+	fmt.Fprintf(&b, "\n[limits]\nmax_rss = %s\nmax_rss_window = %s\n", q(formatSize(p.Limits.MaxRSS)), d(p.Limits.MaxRSSWindow))
 	return b.String()
 }
 

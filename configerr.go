@@ -45,6 +45,9 @@ var keyKinds = map[string]keyKind{
 	"telegram.history_turns": kindInt, "telegram.poll_timeout": kindDuration, "telegram.edit_every": kindDuration,
 	"telegram.request_timeout": kindDuration, "telegram.backoff_max": kindDuration, "telegram.delete_webhook": kindBool,
 	"telegram.stranger_reply_every": kindDuration,
+	"alerts.webhook_url":            kindString, "alerts.webhook_url_env": kindString, "alerts.telegram_chat": kindInt,
+	"alerts.timeout": kindDuration, "alerts.retries": kindInt, "alerts.telegram_conflict_for": kindDuration,
+	"alerts.upstream_down_for": kindDuration, "limits.max_rss": kindString, "limits.max_rss_window": kindDuration,
 }
 
 // keyExamples is a value of the right kind for keys whose kind alone
@@ -57,6 +60,8 @@ var keyExamples = map[string]string{
 	"service.start_limit_burst": "10", "crash_loop.starts": "5", "journal.max_bytes": "1048576",
 	"telegram.token_env": `"TELEGRAM_BOT_TOKEN"`, "telegram.token_file": `"/etc/hermes/bot.token"`,
 	"telegram.api_base": `"https://api.telegram.org"`, "telegram.model": `"gpt-4o-mini"`, "telegram.history_turns": "10",
+	"alerts.webhook_url": `"https://hooks.example.org/hermes"`, "alerts.telegram_chat": "123456789", "alerts.retries": "2",
+	"limits.max_rss": `"512MiB"`,
 }
 
 const rungExample = `{ signal = "TERM", wait = "10s" }`

@@ -116,6 +116,8 @@ type gateway struct {
 	nextReply int
 
 	tg       *telegramBot // nil without [telegram]
+	alerts   *alerter     // nil without [alerts]
+	upWatch  upstreamWatch
 	srv      *http.Server
 	client   *http.Client // net/http's Transport: where the upstream client cannot serve
 	upstream atomic.Pointer[upstreamRoute]

@@ -106,6 +106,10 @@ const (
 	evTelegramError          // fields: error
 	evTelegramWebhookDeleted // fields: bot, webhook_host
 
+	evAlertSent   // fields: alert, state, to, attempts
+	evAlertFailed // fields: alert, state, error
+	evMemoryLimit // fields: rss, max_rss, window, action
+
 	evCount // not an event: the number of them
 )
 
@@ -133,6 +137,7 @@ var eventNames = [evCount]string{
 	evTelegramFailing: "telegram poll failing", evTelegramRecovered: "telegram poll recovered",
 	evTelegramAnswered: "telegram answered", evTelegramTurnCut: "telegram turn cut", evTelegramRerun: "telegram rerun",
 	evTelegramStranger: "telegram stranger", evTelegramError: "telegram error", evTelegramWebhookDeleted: "telegram webhook deleted",
+	evAlertSent: "alert sent", evAlertFailed: "alert failed", evMemoryLimit: "memory limit",
 }
 
 // eventNamed returns the event with that name, or evNone.

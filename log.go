@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -29,6 +30,10 @@ type logger struct {
 	stderr  lineSink
 	jsink   lineSink // the journal's queue, if any
 	journal *journal // renders journal lines
+
+	// tap sees every event logged (the alerter's, alerts.go); it must not
+	// wait.
+	tap atomic.Pointer[func(level string, ev event, kv []any)]
 }
 
 // lineSink takes one finished line.
@@ -152,6 +157,9 @@ func (l *logger) log(level string, ev event, kv []any) {
 	}
 	now := time.Now()
 	l.stderr.put(l.stderrLine(now, level, ev, kv))
+	if tap := l.tap.Load(); tap != nil {
+		(*tap)(level, ev, kv)
+	}
 	if l.journal != nil && !journalSkip[ev] {
 		fields := make(map[string]any, len(kv)/2+1)
 		for i := 0; i+1 < len(kv); i += 2 {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -162,9 +163,11 @@ func (g *gateway) roundTrip(w *responseRecorder, r *http.Request, req *upstreamR
 			return nil, false
 		}
 		g.log.warn(evUpstreamError, "error", redactURL(err, req.url), "path", r.URL.Path)
+		g.upstreamFailed(errors.New(redactURL(err, req.url)))
 		writeAPIError(w, http.StatusBadGateway, "server_error", "upstream_unreachable", "the gateway could not reach its upstream")
 		return nil, false
 	}
+	g.upstreamAnswered()
 	h := w.Header()
 	for k, vs := range resp.Header {
 		if !hopHeader(k) {

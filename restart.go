@@ -367,7 +367,11 @@ func runLadderCommand(name, usage string, args []string, stop bool) error {
 		}
 		p.Restart.Mode = *mode
 	}
-	return restartOrStop(t, *force, *wait, stop)
+	err = restartOrStop(t, *force, *wait, stop)
+	if err != nil && !stop && !errors.Is(err, errInterrupted) {
+		restartFailedAlert(t.p, name, err)
+	}
+	return err
 }
 
 func restartOrStop(t *target, force, wait, stop bool) error {
@@ -677,4 +681,17 @@ func (r *ladderRun) finishStop(mgr managerInfo, managed bool, finishCmd string) 
 	}
 	r.record(evStopDone, "ok", true, "total_ms", time.Since(r.t0).Milliseconds())
 	return nil
+}
+
+// restartFailedAlert tells the operator, out of band, that hermes restart
+// (or start) could not bring the gateway back: the incident no log line on
+// the host will reach them for. Bounded by alerts.timeout and retries.
+func restartFailedAlert(p *Policy, what string, err error) {
+	if alertWebhook(p) == "" && p.Alerts.TelegramChat == 0 {
+		return
+	}
+	log, q := newRecorder(openJournal(p))
+	host, _ := os.Hostname()
+	alertNow(p, log, "restart_failed", fmt.Sprintf("hermes %q on %s: hermes %s could not bring the gateway back: %s", p.Name, host, what, log.secrets.scrub(err.Error())), "error", err)
+	q.flush(time.Now().Add(p.Journal.ExitFlush))
 }

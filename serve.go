@@ -63,6 +63,14 @@ func runServe(args []string) (err error) {
 		logq.flush(time.Now().Add(p.Journal.ExitFlush))
 		return err
 	}
+	// Incidents from here on are alerts too (alerts.go): the logger hands
+	// every event to the alerter, which only queues.
+	alerts := newAlerter(p, log)
+	if alerts != nil {
+		tap := alerts.fromEvent
+		log.tap.Store(&tap)
+		alerts.sendPending(p.Gateway.StateDir)
+	}
 	for _, w := range p.Warnings {
 		log.warn(evPolicyWarning, "warning", w)
 	}
@@ -90,6 +98,11 @@ func runServe(args []string) (err error) {
 			log.errorf(evExit, kv...)
 		}
 		deadline := time.Now().Add(p.Journal.ExitFlush)
+		// The alerts of an exiting gateway share its exit_flush: what is
+		// not out by then waits in alerts-pending.jsonl for the next one.
+		alertsDone := make(chan struct{})
+		go func() { alerts.flush(deadline, p.Gateway.StateDir); close(alertsDone) }()
+		defer func() { <-alertsDone }()
 		runWithin(deadline, func() {
 			if self := pidSelf.Load(); self != nil {
 				removeOwnPidFile(pidFilePath(p.Gateway.StateDir), *self)
@@ -290,6 +303,10 @@ func runServe(args []string) (err error) {
 		finish(code, reason, nil)
 	})
 
+	g.alerts = alerts
+	alerts.watchCrashLoopEnd(g.done)
+	testFaultBallast()
+	g.memoryGuard(g.done)
 	if err := g.startTelegram(); err != nil {
 		exitReason = "telegram"
 		g.ln.Close()

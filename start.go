@@ -78,7 +78,11 @@ func runStart(args []string) error {
 		r.say("%s", note)
 	}
 	markRestartAsked(p.Gateway.StateDir, p.Journal.ExitFlush) // a person asked: not a crash
-	return r.bringBack(mgr, "hermes start"+configFlag(p))
+	if err := r.bringBack(mgr, "hermes start"+configFlag(p)); err != nil {
+		restartFailedAlert(p, "start", err)
+		return err
+	}
+	return nil
 }
 
 // listenOf is the address the inspected gateway listens on.

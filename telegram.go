@@ -104,6 +104,12 @@ func (g *gateway) startTelegram() error {
 	}
 	b.status.Store(&tgStatus{State: "starting"})
 	g.tg = b
+	if g.alerts != nil {
+		send := func(ctx context.Context, chat int64, text string) error {
+			return b.api.call(ctx, "sendMessage", map[string]any{"chat_id": chat, "text": text}, nil)
+		}
+		g.alerts.tg.Store(&send)
+	}
 	b.startPoller()
 	go b.dispatcher()
 	return nil
@@ -248,6 +254,7 @@ func (b *telegramBot) poll(ctx context.Context) {
 	p := b.g.policy.Load()
 	bo := pollBackoff{max: p.Telegram.BackoffMax}
 	conflict, failing := episode{}, episode{}
+	conflictAlerted := false
 	// The token and the webhook, first: a wrong token is a policy error,
 	// never a restart loop.
 	for {
@@ -328,6 +335,10 @@ func (b *telegramBot) poll(ctx context.Context) {
 				if conflict.begin(time.Now()) {
 					b.g.log.warn(evTelegramConflict, "conflicts", 1, "backoff", wait, "note", "another bot instance polls this token (maybe on another host); backing off")
 				}
+				if d := time.Since(conflict.since); d >= p.Alerts.TelegramConflictFor && !conflictAlerted {
+					conflictAlerted = true
+					b.g.alerts.fire("telegram_conflict", "firing", fmt.Sprintf("hermes %q: the bot %s has met polling conflicts for %s (%d so far): another bot instance polls its token and the bot is deaf to it", p.Name, b.bot, d.Round(time.Second), conflict.n), "conflicts", conflict.n)
+				}
 				b.setStatus(func(s *tgStatus) {
 					s.State, s.Since, s.Conflicts, s.NextTry, s.LastError = "conflict", conflict.since, conflict.n, time.Now().Add(wait), b.scrub(err.Error())
 				})
@@ -343,6 +354,10 @@ func (b *telegramBot) poll(ctx context.Context) {
 		now := time.Now()
 		if n, lasted, ok := conflict.end(now); ok {
 			b.g.log.info(evTelegramConflictEnd, "conflicts", n, "lasted", lasted.Round(time.Millisecond))
+			if conflictAlerted {
+				conflictAlerted = false
+				b.g.alerts.fire("telegram_conflict", "resolved", fmt.Sprintf("hermes %q: the bot %s polls again, after %s of conflicts (%d)", p.Name, b.bot, lasted.Round(time.Second), n))
+			}
 		}
 		if n, lasted, ok := failing.end(now); ok {
 			b.g.log.info(evTelegramRecovered, "failures", n, "lasted", lasted.Round(time.Millisecond))

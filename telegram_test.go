@@ -422,7 +422,8 @@ func waitTraffic(t *testing.T, tr *tgTraffic, n int) {
 // as degraded, and resumes by itself when the conflict ends.
 func TestTelegramConflictBacksOff(t *testing.T) {
 	bot := newFakeBotAPI(t)
-	e := telegramEnv(t, bot, "", "")
+	hook := newFakeWebhook(t)
+	e := telegramEnv(t, bot, "", fmt.Sprintf("[alerts]\nwebhook_url = %q\ntelegram_conflict_for = \"2s\"\n", hook.srv.URL))
 	g := e.startGateway()
 	g.waitLog("telegram polling", 10*time.Second)
 	bot.conflict(true)
@@ -446,8 +447,14 @@ func TestTelegramConflictBacksOff(t *testing.T) {
 	if n := strings.Count(g.stderr.String(), "telegram conflict "); n != 1 {
 		t.Errorf("the conflict was logged %d times, want once per episode:\n%s", n, g.stderr.String())
 	}
+	// Past alerts.telegram_conflict_for, the operator hears of it, once.
+	hook.waitAlert(t, "telegram_conflict", "firing", 30*time.Second)
 	bot.conflict(false)
 	g.waitLog("telegram conflict end", 90*time.Second)
+	hook.waitAlert(t, "telegram_conflict", "resolved", 30*time.Second)
+	if got, _, _ := hook.alerts(); len(got) != 2 {
+		t.Errorf("alerts: %+v, want one firing and one resolved", got)
+	}
 	_, m := bot.userMessage(tgAllowed, tgAllowed, "are you back")
 	answered(t, bot, tgAllowed, m, "are you back", 20*time.Second)
 	out, _, _ = e.hermes(20*time.Second, "status")

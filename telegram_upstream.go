@@ -48,9 +48,14 @@ func (b *telegramBot) complete(ctx context.Context, p *Policy, msgs []map[string
 		if errors.As(err, &ue) {
 			err = ue.Err // never the URL
 		}
-		return "", fmt.Errorf("upstream unreachable: %v", err)
+		err = fmt.Errorf("upstream unreachable: %v", err)
+		if ctx.Err() == nil {
+			b.g.upstreamFailed(err)
+		}
+		return "", err
 	}
 	defer resp.Body.Close()
+	b.g.upstreamAnswered()
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
 		return "", fmt.Errorf("upstream answered HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(msg)))

@@ -11,3 +11,5 @@ func testFaultSet(string) bool { return false }
 func testFault(string) {}
 
 func successorTestFault() string { return "" }
+
+func testFaultBallast() {}

@@ -11,6 +11,7 @@ import "os"
 //	freeze-after-ready   the loop blocks forever once it is ready (a frozen event loop)
 //	ignore-stop-signals  the loop drops TERM, INT and USR1 but keeps ticking
 //	exit-after-ready     the gateway exits 1 right after it is ready (a crash at start)
+//	hold-64mib           the gateway holds 64 MiB it touched, from start to exit (a leak, for the memory guard)
 const testFaultsBuilt = true
 
 // testFaultSet reports whether HERMES_TEST_FAULT names the fault.
@@ -35,3 +36,16 @@ func freezeLoopForTest() {
 // faults: never-ready (it starts and ticks but never reports ready) and
 // crash-after-takeover (it panics right after it took over).
 func successorTestFault() string { return os.Getenv("HERMES_TEST_SUCCESSOR_FAULT") }
+
+// testBallast is what hold-64mib holds.
+var testBallast []byte
+
+// testFaultBallast takes the memory of hold-64mib.
+func testFaultBallast() {
+	if testFaultSet("hold-64mib") {
+		testBallast = make([]byte, 64<<20)
+		for i := 0; i < len(testBallast); i += 4096 {
+			testBallast[i] = 1
+		}
+	}
+}
