@@ -423,7 +423,8 @@ func waitTraffic(t *testing.T, tr *tgTraffic, n int) {
 func TestTelegramConflictBacksOff(t *testing.T) {
 	bot := newFakeBotAPI(t)
 	hook := newFakeWebhook(t)
-	e := telegramEnv(t, bot, "", fmt.Sprintf("[alerts]\nwebhook_url = %q\ntelegram_conflict_for = \"2s\"\n", hook.srv.URL))
+	const operator = 555
+	e := telegramEnv(t, bot, "", fmt.Sprintf("[alerts]\nwebhook_url = %q\ntelegram_conflict_for = \"2s\"\ntelegram_chat = %d\n", hook.srv.URL, operator))
 	g := e.startGateway()
 	g.waitLog("telegram polling", 10*time.Second)
 	bot.conflict(true)
@@ -454,6 +455,10 @@ func TestTelegramConflictBacksOff(t *testing.T) {
 	hook.waitAlert(t, "telegram_conflict", "resolved", 30*time.Second)
 	if got, _, _ := hook.alerts(); len(got) != 2 {
 		t.Errorf("alerts: %+v, want one firing and one resolved", got)
+	}
+	// The same two went to the operator's chat through the bot.
+	if !bot.waitFor(20*time.Second, func() bool { return len(bot.sent(operator)) == 2 }) || !strings.HasPrefix(bot.sent(operator)[0].Text, "hermes alert: ") {
+		t.Errorf("operator chat: %+v", bot.sent(operator))
 	}
 	_, m := bot.userMessage(tgAllowed, tgAllowed, "are you back")
 	answered(t, bot, tgAllowed, m, "are you back", 20*time.Second)
