@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -279,4 +280,62 @@ func TestCrashLoopAlertOncePerEpisode(t *testing.T) {
 		t.Errorf("alerts: %v, want one firing and one resolved", n)
 	}
 	_ = g
+}
+
+// TestIncidentAlerts: a token held by another gateway (exit 78), a
+// gateway found dead without an exit (SIGKILL), and a hermes restart that
+// cannot bring the gateway back (its port is taken) each alert once.
+func TestIncidentAlerts(t *testing.T) {
+	hook := newFakeWebhook(t)
+	policy := fmt.Sprintf("listen_timeout = \"0s\"\n[lock]\ntoken_env = \"HERMES_TEST_LOCK_TOKEN\"\n[alerts]\nwebhook_url = %q\n", hook.srv.URL)
+	e := newTestEnv(t, policy)
+	e.env = append(e.env, "HERMES_TEST_LOCK_TOKEN=incident-token-123456")
+	g := e.startGateway()
+
+	// The same token in another instance.
+	e2 := newTestEnv(t, policy)
+	e2.env = append(e2.env, "HERMES_TEST_LOCK_TOKEN=incident-token-123456")
+	if code := e2.spawnGateway().wait(20 * time.Second); code != exitConfig {
+		t.Fatalf("second gateway: exit %d, want 78", code)
+	}
+	a := hook.waitAlert(t, "lock_conflict", "", 20*time.Second)
+	if !strings.Contains(a.Summary, strconv.Itoa(g.pid())) {
+		t.Errorf("lock_conflict does not name the holder: %+v", a)
+	}
+
+	// SIGKILL, then a start: the unclean death is found and alerted.
+	g.cmd.Process.Kill()
+	g.wait(10 * time.Second)
+	g2 := e.startGateway()
+	a = hook.waitAlert(t, "unclean_exit", "", 20*time.Second)
+	if !strings.Contains(a.Summary, strconv.Itoa(g.pid())) {
+		t.Errorf("unclean_exit does not name the dead pid: %+v", a)
+	}
+
+	// Its port taken while it is down: hermes start cannot bring it back.
+	g2.signal(syscall.SIGTERM)
+	g2.wait(20 * time.Second)
+	ln, err := net.Listen("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if _, _, code := e.hermes(60*time.Second, "restart"); code == exitOK {
+		t.Fatal("restart succeeded on a taken port")
+	}
+	a = hook.waitAlert(t, "restart_failed", "", 20*time.Second)
+	if !strings.Contains(a.Summary, "could not bring the gateway back") {
+		t.Errorf("restart_failed: %+v", a)
+	}
+	got, raw, _ := hook.alerts()
+	n := map[string]int{}
+	for _, a := range got {
+		n[a.Event]++
+	}
+	if n["lock_conflict"] != 1 || n["unclean_exit"] != 1 || n["restart_failed"] != 1 {
+		t.Errorf("alerts: %v, want one of each", n)
+	}
+	if strings.Contains(strings.Join(raw, ""), "incident-token-123456") {
+		t.Errorf("an alert carries the token")
+	}
 }
