@@ -142,7 +142,6 @@ type incident struct {
 	turnsCut    int
 	turnsRerun  int
 	actions     []string
-	summary     string
 }
 
 // downSpan is a time no gateway served.
@@ -323,7 +322,7 @@ func findIncidents(evs []journalEvent, settle time.Duration) []*incident {
 			}
 			inc.end = end
 			if end == endReady {
-				j = rerunsAfter(evs, j)
+				j = rerunsAfter(evs, inc.first, j)
 			}
 			break
 		}
@@ -407,11 +406,15 @@ func requestDone(evs []journalEvent, j int, inFlight map[int]bool, settle time.D
 const rerunWindow = 10 * time.Second
 
 // rerunsAfter returns the index of the last "telegram rerun" of the
-// gateway that got ready at evs[j], within rerunWindow and before anything
-// abnormal or a person's request; else j.
-func rerunsAfter(evs []journalEvent, j int) int {
+// gateway whose ready ended the incident evs[first:j+1], within rerunWindow
+// of that ready and before anything abnormal or a person's request; else j.
+func rerunsAfter(evs []journalEvent, first, j int) int {
+	r := j
+	for r > first && evs[r].Kind != evReady {
+		r--
+	}
 	last := j
-	for k := j + 1; k < len(evs) && evs[k].Time.Sub(evs[j].Time) <= rerunWindow; k++ {
+	for k := j + 1; k < len(evs) && evs[k].Time.Sub(evs[r].Time) <= rerunWindow; k++ {
 		if ab, _ := abnormalEvent(evs[k]); ab {
 			break
 		}
@@ -419,7 +422,7 @@ func rerunsAfter(evs []journalEvent, j int) int {
 		case evRestartRequested, evStopRequested, evStartRequested:
 			return last
 		case evTelegramRerun:
-			if evs[k].PID == evs[j].PID {
+			if evs[k].PID == evs[r].PID {
 				last = k
 			}
 		}
@@ -501,7 +504,6 @@ func (inc *incident) measure(spans []downSpan, prevEnd int) {
 	inc.degraded = degradedTime(inc)
 	inc.classify()
 	inc.actions = incidentActions(inc)
-	inc.summary = incidentSummary(inc, time.Local)
 }
 
 // degradedTime is how long the incident's Telegram episodes lasted.
@@ -667,7 +669,7 @@ func incidentActions(inc *incident) []string {
 		case evExitObserved:
 			out = append(out, fmt.Sprintf("exit of pid %s observed%s", ev.str("target"), elapsedNote(ev)))
 		case evManagerAction:
-			a := fmt.Sprintf("hermes (pid %d) had %s: %s", ev.PID, orDefault(ev.str("manager"), "?"), ev.str("action"))
+			a := fmt.Sprintf("hermes (pid %d) asked %s to %s", ev.PID, orDefault(ev.str("manager"), "?"), ev.str("action"))
 			if ev.str("manager") == managerNone {
 				a = fmt.Sprintf("hermes (pid %d): %s", ev.PID, ev.str("action"))
 			}
@@ -792,11 +794,17 @@ func incidentSummary(inc *incident, loc *time.Location) string {
 		if m := lastSeenRe.FindStringSubmatchIndex(why); m != nil {
 			why = strings.TrimSuffix(strings.TrimSpace(why[:m[0]]), ";")
 		}
+		const died = "it died without recording its exit"
+		if strings.HasPrefix(why, died) {
+			why = "died without recording its exit" + strings.TrimPrefix(why, died)
+		} else {
+			why = "ended without recording its exit: " + why
+		}
 		seen := ""
 		if t, err := time.Parse(time.RFC3339, u.str("last_seen")); err == nil {
-			seen = ", last seen alive at " + t.In(loc).Format("15:04:05")
+			seen = "; it was last seen alive at " + t.In(loc).Format("15:04:05")
 		}
-		add("Gateway pid %s died without recording its exit: %s%s; the next start (pid %d) found it at %s.", u.str("dead_pid"), why, seen, u.PID, clock(u.Time))
+		add("Gateway pid %s %s%s; the next start (pid %d) found it at %s.", u.str("dead_pid"), why, seen, u.PID, clock(u.Time))
 	case kindLock:
 		l := inc.firstOf(evLockConflict)
 		add("Gateway pid %d could not take the token lock (scope %s): pid %s of instance %s holds it.", l.PID, orDefault(l.str("scope"), "?"), orDefault(l.str("holder_pid"), "?"), orDefault(l.str("holder_instance"), "?"))
