@@ -35,7 +35,7 @@ import (
 //     serving (a failed handoff: the old gateway serves on) ends at once.
 //   - Another abnormal event within the settle window (crash_loop.window)
 //     of that end continues the same incident, unless a person asked for a
-//     restart, stop or start in between: a gateway that is ready and crashes
+//     restart, stop or start, or a gateway was stopped (exit 0), in between: a gateway that is ready and crashes
 //     again is not healed, and a crash loop is one incident, not ten.
 //   - Telegram trouble (a polling conflict, failing polls) is degraded, not
 //     unavailable: HTTP is served throughout. Such an episode is an incident
@@ -431,13 +431,17 @@ func rerunsAfter(evs []journalEvent, first, j int) int {
 }
 
 // nextAbnormal returns the index of the next abnormal event within settle
-// of evs[j], unless a person asked for a restart, stop or start first;
-// else j.
+// of evs[j], unless a person asked for a restart, stop or start first, or
+// the gateway was stopped (exit 0); else j.
 func nextAbnormal(evs []journalEvent, j int, settle time.Duration) int {
 	for k := j + 1; k < len(evs) && evs[k].Time.Sub(evs[j].Time) <= settle; k++ {
 		switch evs[k].Kind {
 		case evRestartRequested, evStopRequested, evStartRequested:
 			return j
+		case evExit:
+			if evs[k].str("code") == "0" {
+				return j
+			}
 		}
 		if ab, _ := abnormalEvent(evs[k]); ab {
 			return k

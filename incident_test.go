@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -190,6 +192,12 @@ func TestIncidentGrouping(t *testing.T) {
 	if n := len(findIncidents(evs, 2*time.Minute)); n != 2 {
 		t.Errorf("crashes with a restart requested between: %d incidents, want 2", n)
 	}
+	// So does a planned stop.
+	evs = mk(time.Minute)
+	evs = append(evs[:3], append([]journalEvent{line(evs[2].Time.Add(time.Second).Format(time.RFC3339Nano), 2, "exit", "code", "0")}, evs[3:]...)...)
+	if n := len(findIncidents(evs, 2*time.Minute)); n != 2 {
+		t.Errorf("crashes with a planned stop between: %d incidents, want 2", n)
+	}
 }
 
 // TestIncidentAbnormalSet: what counts as abnormal, degraded, or neither.
@@ -258,3 +266,73 @@ func TestIncidentNone(t *testing.T) {
 		}
 	}
 }
+
+// TestIncidentRealWatchdogAndCrashLoop freezes a real gateway until the
+// watchdog ends it (exit 70), starts it again, and asks `hermes events
+// --incident` what happened; then crashes gateways right after their
+// ready until the crash-loop guard delays them, and asks again.
+func TestIncidentRealWatchdogAndCrashLoop(t *testing.T) {
+	e := newTestEnv(t, "[watchdog]\ntimeout = \"2s\"\nsignal_timeout = \"0s\"\n"+
+		"[crash_loop]\nstarts = 2\nwindow = \"1m\"\nbase_delay = \"100ms\"\nmax_delay = \"1s\"\n")
+	if out, errOut, code := e.hermes(10*time.Second, "events", "--incident"); code != 0 || out != "" {
+		t.Errorf("events --incident before any gateway: exit %d\n%s%s", code, out, errOut)
+	}
+	g := e.startGateway(frozen)
+	if code := g.wait(15 * time.Second); code != exitWatchdog {
+		t.Fatalf("frozen gateway: exit %d, want %d\n%s", code, exitWatchdog, g.stderr.String())
+	}
+	g2 := e.startGateway()
+	out, errOut, code := e.hermes(10*time.Second, "events", "--incident")
+	if code != 0 {
+		t.Fatalf("events --incident: exit %d\n%s", code, errOut)
+	}
+	for _, want := range []string{"Incident: watchdog: frozen loop", "The gateway's loop froze in main.freezeLoopForTest",
+		fmt.Sprintf("pid %d", g.pid()), fmt.Sprintf("A new gateway (pid %d) was ready", g2.pid()), "Unavailable ", "watchdog exit 70", "watchdog fired", "exit"} {
+		if !strings.Contains(unwrapped(out), want) {
+			t.Errorf("events --incident lacks %q:\n%s", want, out)
+		}
+	}
+	jout, _, _ := e.hermes(10*time.Second, "events", "--incident", "--json")
+	var j incidentJSON
+	if err := json.Unmarshal([]byte(jout), &j); err != nil {
+		t.Fatalf("events --incident --json: %v\n%s", err, jout)
+	}
+	// Unavailable from the last heartbeat (watchdog.timeout 2s before the
+	// watchdog fired) to the new gateway's ready.
+	if j.Kind != kindWatchdog || j.End != endReady || j.UnavailableMS < 2000 || !strings.Contains(j.Summary, "main.freezeLoopForTest") {
+		t.Errorf("events --incident --json: kind %s end %s unavailable_ms %d summary %q", j.Kind, j.End, j.UnavailableMS, j.Summary)
+	}
+	t.Logf("watchdog incident:\n%s", out)
+	g2.signal(syscall.SIGTERM)
+	if code := g2.wait(10 * time.Second); code != exitOK {
+		t.Fatalf("stop: exit %d", code)
+	}
+
+	// A crash loop: four gateways that fail right after their ready (the
+	// 3rd and 4th wait out a crash-loop delay), then one that stays up.
+	for i := 0; i < 4; i++ {
+		c := e.spawnGateway(crashing)
+		if code := c.wait(20 * time.Second); code != exitFailure {
+			t.Fatalf("crashing start %d: exit %d\n%s", i+1, code, c.stderr.String())
+		}
+	}
+	g3 := e.startGateway()
+	defer func() { g3.signal(syscall.SIGTERM); g3.wait(10 * time.Second) }()
+	out, errOut, code = e.hermes(10*time.Second, "events", "--incident")
+	if code != 0 {
+		t.Fatalf("events --incident: exit %d\n%s", code, errOut)
+	}
+	for _, want := range []string{"Incident: crash loop", "The gateway crash-looped: 4 gateways exited with a failure", "exit 1: test fault exit-after-ready",
+		"the crash-loop guard delayed 2 starts", fmt.Sprintf("gateway pid %d was ready", g3.pid()), "crash-loop delay of 100ms, 200ms"} {
+		if !strings.Contains(unwrapped(out), want) {
+			t.Errorf("events --incident lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "watchdog fired") {
+		t.Errorf("the crash-loop incident takes in the older watchdog one:\n%s", out)
+	}
+	t.Logf("crash-loop incident:\n%s", out)
+}
+
+// unwrapped is the report with its summary's line breaks undone.
+func unwrapped(s string) string { return strings.Join(strings.Fields(s), " ") }
