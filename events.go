@@ -61,7 +61,7 @@ func runEvents(args []string) error {
 		return err
 	})
 	asJSON := fs.Bool("json", false, "print the journal lines as JSON, one per line")
-	inc := fs.Bool("incident", false, "print the report of the most recent incident: what happened, how long the gateway was unavailable, what hermes did, and its timeline (with --json: one JSON object)")
+	inc := fs.Bool("incident", false, "report the most recent incident: what happened, how long the gateway was unavailable, what hermes did, its timeline (with --json: one object)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
