@@ -27,6 +27,16 @@ exit observed, restart requested to done).
     $ hermes events --since yesterday
     $ hermes events --since 2026-11-23T14:00:00+01:00
     $ hermes events --json | jq 'select(.event == "exit")'
+
+--incident prints the most recent incident instead: the events from the
+first abnormal one (a watchdog exit, a crash, a crash-loop delay, an unclean
+death, a lock conflict, a failed restart, a drain that cut sessions, Telegram
+polling in trouble) to the gateway serving again, with a summary of what
+happened, how long the gateway was unavailable, what was cut or re-run and
+what hermes did:
+
+    $ hermes events --incident
+    $ hermes events --incident --json | jq .unavailable_ms
 `
 
 // journalEvent is one parsed journal line.
@@ -51,6 +61,7 @@ func runEvents(args []string) error {
 		return err
 	})
 	asJSON := fs.Bool("json", false, "print the journal lines as JSON, one per line")
+	inc := fs.Bool("incident", false, "report the most recent incident: what happened, how long the gateway was unavailable, what hermes did, its timeline (with --json: one object)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -68,6 +79,9 @@ func runEvents(args []string) error {
 		return nil
 	}
 	spans(evs)
+	if *inc {
+		return printIncident(os.Stdout, os.Stderr, evs, cut, p, *asJSON)
+	}
 	if !cut.IsZero() {
 		i := sort.Search(len(evs), func(i int) bool { return !evs[i].Time.Before(cut) })
 		evs = evs[i:]
