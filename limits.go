@@ -59,9 +59,9 @@ func (g *gateway) memoryGuard(done <-chan struct{}) {
 // memoryRestart asks the loop for a handoff, and for a drain restart if a
 // handoff cannot run.
 func (g *gateway) memoryRestart(p *Policy, rss int64) {
-	g.log.warn(evMemoryLimit, "rss", formatSize(rss/1024*1024), "max_rss", formatSize(p.Limits.MaxRSS), "window", p.Limits.MaxRSSWindow, "action", "planned restart")
+	g.log.warn(evMemoryLimit, "rss", fmt.Sprintf("%.1fMiB", float64(rss)/(1<<20)), "max_rss", formatSize(p.Limits.MaxRSS), "window", p.Limits.MaxRSSWindow, "action", "planned restart")
 	g.alerts.fire("memory_limit", "", fmt.Sprintf("hermes %q on %s: the gateway's memory (%s) stayed above limits.max_rss (%s) for %s; it restarts without cutting a session",
-		p.Name, g.alerts.hostName(), formatSize(rss/1024*1024), formatSize(p.Limits.MaxRSS), p.Limits.MaxRSSWindow), "rss_bytes", rss, "max_rss_bytes", p.Limits.MaxRSS)
+		p.Name, g.alerts.hostName(), fmt.Sprintf("%.1fMiB", float64(rss)/(1<<20)), formatSize(p.Limits.MaxRSS), p.Limits.MaxRSSWindow), "rss_bytes", rss, "max_rss_bytes", p.Limits.MaxRSS)
 	reply := make(chan string, 1)
 	select {
 	case g.handoffs <- handoffReq{by: "the memory guard", reply: reply}:
