@@ -29,6 +29,8 @@ type logger struct {
 	stderr  lineSink
 	jsink   lineSink // the journal's queue, if any
 	journal *journal // renders journal lines
+
+	count func(ev event, kv []any) // the gateway's metrics count events (metrics.go)
 }
 
 // lineSink takes one finished line.
@@ -149,6 +151,9 @@ func (l *logger) errorf(ev event, kv ...any) { l.log(levelError, ev, kv) }
 func (l *logger) log(level string, ev event, kv []any) {
 	if l == nil {
 		return
+	}
+	if l.count != nil {
+		l.count(ev, kv)
 	}
 	now := time.Now()
 	l.stderr.put(l.stderrLine(now, level, ev, kv))
