@@ -86,9 +86,27 @@ func upstreamErrKind(err error) upstreamKind {
 // long agent stream; the first byte comes within milliseconds (echo) to
 // seconds (a model thinking).
 var (
-	durationBuckets = []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
-	ttfbBuckets     = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+	durationBuckets = newBuckets(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+	ttfbBuckets     = newBuckets(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 )
+
+// buckets are a histogram's upper bounds, in seconds, ascending, and the
+// same as le label values.
+type buckets struct {
+	bounds []float64
+	le     []string
+}
+
+func newBuckets(bounds ...float64) *buckets {
+	if len(bounds) > maxBuckets {
+		panic("metrics: too many buckets")
+	}
+	b := &buckets{bounds: bounds}
+	for _, ub := range bounds {
+		b.le = append(b.le, string(appendFloat(nil, ub)))
+	}
+	return b
+}
 
 // histogram counts observations per bucket (not cumulated: one add per
 // observation); the exposition cumulates them. Its bounds are given at
@@ -100,10 +118,10 @@ type histogram struct {
 
 const maxBuckets = 16
 
-func (h *histogram) observe(bounds []float64, d time.Duration) {
+func (h *histogram) observe(b *buckets, d time.Duration) {
 	s := d.Seconds()
 	i := 0
-	for i < len(bounds) && s > bounds[i] {
+	for i < len(b.bounds) && s > b.bounds[i] {
 		i++
 	}
 	h.counts[i].Add(1)
@@ -478,19 +496,25 @@ func (w *promWriter) sampleU(name string, v uint64, kv ...string) {
 
 // histogram writes a histogram family: cumulative buckets, +Inf, sum and
 // count (the count is the +Inf bucket's, so the two always agree).
-func (w *promWriter) histogram(name, help string, bounds []float64, h *histogram) {
+func (w *promWriter) histogram(name, help string, b *buckets, h *histogram) {
 	w.family(name, "histogram", help)
-	bucket := name + "_bucket"
 	var cum uint64
-	var le [24]byte
-	for i, ub := range bounds {
+	for i, le := range b.le {
 		cum += h.counts[i].Load()
-		w.sampleU(bucket, cum, "le", string(appendFloat(le[:0], ub)))
+		w.sampleU2(name, "_bucket", cum, "le", le)
 	}
-	cum += h.counts[len(bounds)].Load()
-	w.sampleU(bucket, cum, "le", "+Inf")
-	w.sample(name+"_sum", float64(h.sumNS.Load())/1e9)
-	w.sampleU(name+"_count", cum)
+	cum += h.counts[len(b.le)].Load()
+	w.sampleU2(name, "_bucket", cum, "le", "+Inf")
+	w.b = append(w.b, name...)
+	w.sample("_sum", float64(h.sumNS.Load())/1e9)
+	w.b = append(w.b, name...)
+	w.sampleU("_count", cum)
+}
+
+// sampleU2 writes a sample whose name is name+suffix, without joining them.
+func (w *promWriter) sampleU2(name, suffix string, v uint64, kv ...string) {
+	w.b = append(w.b, name...)
+	w.sampleU(suffix, v, kv...)
 }
 
 // appendFloat formats v as the text format wants it (+Inf, -Inf, NaN).
