@@ -400,7 +400,9 @@ func TestMetricsCountSessions(t *testing.T) {
 	long := startStream(t, g.url, 4000)
 	long.waitLines(t, 2, 5*time.Second)
 	g.signal(syscall.SIGTERM)
-	g.waitLog("drain start", 5*time.Second)
+	// The state is published after the loop has closed the gate (the
+	// "drain start" line may come a moment before).
+	waitMetric(t, g.url, 5*time.Second, func(v float64) bool { return v == 1 }, "hermes_state", "state", "draining")
 	if code, body := chatOnce(t, g.url, "too late"); code != 503 {
 		t.Fatalf("a request during the drain: %d %s, want 503", code, body)
 	}
