@@ -93,6 +93,7 @@ type gateway struct {
 	// /healthz, /readyz and the control socket read it without the loop.
 	heartbeat atomic.Int64
 	gate      admission
+	mx        metrics // GET /metrics (metrics.go)
 	conns     connTracker
 	handedOff atomic.Bool     // responses say Connection: close
 	cutCtx    context.Context // every request's context descends from it
@@ -164,6 +165,7 @@ func newGateway(p *Policy, flagPath string, pipe *selfPipe, log *logger, logq *l
 		replies:   map[int]chan string{},
 	}
 	g.gate.init()
+	g.mx.hook(log)
 	g.conns.changed = g.gate.wake
 	g.cutCtx, g.cut = context.WithCancelCause(context.Background())
 	g.policy.Store(p)

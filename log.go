@@ -33,7 +33,8 @@ type logger struct {
 
 	// tap sees every event logged (the alerter's, alerts.go); it must not
 	// wait.
-	tap atomic.Pointer[func(level string, ev event, kv []any)]
+	tap   atomic.Pointer[func(level string, ev event, kv []any)]
+	count func(ev event, kv []any) // the gateway's metrics count events (metrics.go)
 }
 
 // lineSink takes one finished line.
@@ -154,6 +155,9 @@ func (l *logger) errorf(ev event, kv ...any) { l.log(levelError, ev, kv) }
 func (l *logger) log(level string, ev event, kv []any) {
 	if l == nil {
 		return
+	}
+	if l.count != nil {
+		l.count(ev, kv)
 	}
 	now := time.Now()
 	l.stderr.put(l.stderrLine(now, level, ev, kv))

@@ -164,6 +164,7 @@ func (g *gateway) roundTrip(w *responseRecorder, r *http.Request, req *upstreamR
 		}
 		g.log.warn(evUpstreamError, "error", redactURL(err, req.url), "path", r.URL.Path)
 		g.upstreamFailed(errors.New(redactURL(err, req.url)))
+		w.upstream = upstreamErrKind(err)
 		writeAPIError(w, http.StatusBadGateway, "server_error", "upstream_unreachable", "the gateway could not reach its upstream")
 		return nil, false
 	}
@@ -173,6 +174,9 @@ func (g *gateway) roundTrip(w *responseRecorder, r *http.Request, req *upstreamR
 		if !hopHeader(k) {
 			h[k] = vs
 		}
+	}
+	if resp.StatusCode >= 500 {
+		w.upstream = upStatus5xx
 	}
 	w.WriteHeader(resp.StatusCode)
 	return resp, true
@@ -204,6 +208,7 @@ func relay(w *responseRecorder, r *http.Request, resp *http.Response, log *logge
 		if err != nil {
 			if err != io.EOF && r.Context().Err() == nil {
 				upstreamBroken(log, err, r.URL.Path)
+				w.upstream = upBroken
 			}
 			return
 		}

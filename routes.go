@@ -49,9 +49,11 @@ func (g *gateway) serveOther(w http.ResponseWriter, r *http.Request) {
 	case r.URL.Path == "/status":
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(g.status())
+	case r.URL.Path == "/metrics":
+		g.serveMetrics(w)
 	default:
 		writeAPIError(w, http.StatusNotFound, "invalid_request_error", "unknown_url",
-			fmt.Sprintf("no route for %s: the gateway serves /v1/..., /healthz, /readyz and /status", r.URL.Path))
+			fmt.Sprintf("no route for %s: the gateway serves /v1/..., /healthz, /readyz, /status and /metrics", r.URL.Path))
 	}
 }
 

@@ -227,6 +227,7 @@ func runServe(args []string) (err error) {
 
 	writeRunningPolicy(p) // what status and stop use if the file breaks later
 	g := newGateway(p, *configPath, pipe, log, logq, sd)
+	g.mx.noteStart(ledger, p, pid)
 	g.exe, g.args, g.inst, g.tokLock, g.inh, g.keeper = exe, os.Args[1:], inst, tokLock, inh, keeper
 	g.self, g.pidSelf, g.ctlPath, g.pidPath = self, &pidSelf, ctlPath, pidPath
 	g.noHandoff = handoffPossible()

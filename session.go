@@ -118,6 +118,7 @@ func (g *gateway) beginSession(w http.ResponseWriter, r *http.Request) *sessionR
 //go:noinline
 func (g *gateway) endSession(s *sessionRun, r *http.Request) {
 	ctx := r.Context()
+	first := s.rec.first // before a final event writes
 	var cc *cutCause
 	ev := evNone
 	switch {
@@ -132,12 +133,14 @@ func (g *gateway) endSession(s *sessionRun, r *http.Request) {
 	if ev != evNone {
 		g.log.info(ev, "session", s.id, "path", r.URL.Path, "duration", time.Since(s.started), "sessions", g.gate.count()-1)
 	}
+	g.mx.sessionEnded(s, ev, first)
 }
 
 // refuse answers a request that arrives while the gateway drains.
 //
 //go:noinline
 func (g *gateway) refuse(w http.ResponseWriter) {
+	g.mx.sessions[sessRefused].Add(1)
 	s := g.snap.Load()
 	reason := s.Reason
 	if reason == "" {
@@ -154,6 +157,11 @@ func (g *gateway) refuse(w http.ResponseWriter) {
 type responseRecorder struct {
 	http.ResponseWriter
 	wroteHeader bool
+	// For the metrics: the body bytes written, when the first went, and
+	// what went wrong with the upstream (proxy.go).
+	written  int64
+	first    time.Time
+	upstream upstreamKind
 }
 
 func (r *responseRecorder) WriteHeader(code int) {
@@ -163,7 +171,12 @@ func (r *responseRecorder) WriteHeader(code int) {
 
 func (r *responseRecorder) Write(b []byte) (int, error) {
 	r.wroteHeader = true
-	return r.ResponseWriter.Write(b)
+	if r.first.IsZero() {
+		r.first = time.Now()
+	}
+	n, err := r.ResponseWriter.Write(b)
+	r.written += int64(n)
+	return n, err
 }
 
 func (r *responseRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

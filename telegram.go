@@ -322,6 +322,7 @@ func (b *telegramBot) poll(ctx context.Context) {
 		if ctx.Err() != nil {
 			return // stopped: a 409 now is the successor's poll, not a conflict
 		}
+		b.g.mx.telegramPoll(err)
 		if err != nil {
 			if isBotCode(err, 401) {
 				select {
