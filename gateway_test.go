@@ -730,6 +730,9 @@ func TestRefusalMatchesFinalEvent(t *testing.T) {
 			s.waitLines(t, 4, 5*time.Second)
 			g.signal(tc.drain)
 			g.waitLog("drain start", 5*time.Second)
+			// The log line can come a moment before the gate closes; /readyz
+			// says 503 only once the loop has published the drain, after it.
+			waitReadyz(t, g.url, http.StatusServiceUnavailable, 5*time.Second)
 			resp, err := http.Post(g.url+"/v1/chat/completions", "application/json", strings.NewReader(`{}`))
 			if err != nil {
 				t.Fatal(err)
@@ -923,5 +926,25 @@ func TestEchoStreamIsValidJSON(t *testing.T) {
 	}
 	if want := strings.Join(strings.Fields(words), " "); got.String() != want || !done {
 		t.Errorf("deltas = %q (done %v), want %q", got.String(), done, want)
+	}
+}
+
+// waitReadyz polls /readyz until it answers status (a state published by
+// the loop, with no event to wait on from outside).
+func waitReadyz(t *testing.T, url string, status int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		resp, err := http.Get(url + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == status {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz did not answer %d within %s", status, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
