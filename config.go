@@ -220,8 +220,8 @@ func defaultPolicy() *Policy {
 		},
 		Alerts: AlertsPolicy{Timeout: 3 * time.Second, Retries: 2, TelegramConflictFor: 5 * time.Minute, UpstreamDownFor: 2 * time.Minute},
 		Limits: LimitsPolicy{MaxRSSWindow: time.Minute},
-		Kubernetes: KubernetesPolicy{Image: "hermes:latest", Replicas: 1},
 	}
+	p.Kubernetes = KubernetesPolicy{Image: "hermes:latest", Replicas: 1}
 	p.resolve()
 	return p
 }

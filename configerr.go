@@ -65,6 +65,7 @@ var keyExamples = map[string]string{
 	"telegram.api_base": `"https://api.telegram.org"`, "telegram.model": `"gpt-4o-mini"`, "telegram.history_turns": "10",
 	"alerts.webhook_url": `"https://hooks.example.org/hermes"`, "alerts.telegram_chat": "123456789", "alerts.retries": "2",
 	"limits.max_rss": `"512MiB"`,
+
 	"kubernetes.image": `"registry.example.org/hermes:0.1.0"`, "kubernetes.replicas": "1", "kubernetes.cpu_request": `"100m"`,
 	"kubernetes.memory_limit": `"256Mi"`, "kubernetes.state_volume_size": `"1Gi"`,
 }
