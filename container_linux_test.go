@@ -201,17 +201,22 @@ func TestPID1ReapsAdoptedOrphans(t *testing.T) {
 	g, pid1 := asPID1(t, e)
 	// sh starts a subshell that starts sleep and exits at once: sleep's
 	// parent is gone, and the namespace's init adopts it.
-	out, err := exec.Command("nsenter", "-t", strconv.Itoa(pid1), "-p", "sh", "-c", "(sleep 1 &); exit 0").CombinedOutput()
+	out, err := exec.Command("nsenter", "-t", strconv.Itoa(pid1), "-p", "sh", "-c", "(sleep 2 </dev/null >/dev/null 2>&1 &); exit 0").CombinedOutput()
 	if err != nil {
 		t.Fatalf("nsenter: %v: %s", err, out)
 	}
 	var orphan int
 	deadline := time.Now().Add(5 * time.Second)
 	for orphan == 0 && time.Now().Before(deadline) {
-		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid1, pid1))
-		for _, f := range strings.Fields(string(b)) {
-			if c, _ := strconv.Atoi(f); procComm(c) == "sleep" {
-				orphan = c
+		// Any of PID 1's threads may become the parent: each thread has its
+		// own children file, so look at every task's.
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid1))
+		for _, task := range tasks {
+			b, _ := os.ReadFile(task)
+			for _, f := range strings.Fields(string(b)) {
+				if c, _ := strconv.Atoi(f); procComm(c) == "sleep" {
+					orphan = c
+				}
 			}
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -219,7 +224,7 @@ func TestPID1ReapsAdoptedOrphans(t *testing.T) {
 	if orphan == 0 {
 		t.Fatalf("the orphaned sleep was not adopted by PID 1 (pid %d)", pid1)
 	}
-	// It exits after 1s; PID 1 must reap it.
+	// It exits after 2s; PID 1 must reap it.
 	deadline = time.Now().Add(5 * time.Second)
 	for {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", orphan))
