@@ -36,6 +36,8 @@ type Policy struct {
 	Telegram  TelegramPolicy
 	Alerts    AlertsPolicy
 	Limits    LimitsPolicy
+	// Kubernetes is read by install-unit --kubernetes only (kubernetes.go).
+	Kubernetes KubernetesPolicy
 }
 
 type GatewayPolicy struct {
@@ -219,6 +221,7 @@ func defaultPolicy() *Policy {
 		Alerts: AlertsPolicy{Timeout: 3 * time.Second, Retries: 2, TelegramConflictFor: 5 * time.Minute, UpstreamDownFor: 2 * time.Minute},
 		Limits: LimitsPolicy{MaxRSSWindow: time.Minute},
 	}
+	p.Kubernetes = KubernetesPolicy{Image: "hermes:latest", Replicas: 1}
 	p.resolve()
 	return p
 }
@@ -361,6 +364,7 @@ type filePolicy struct {
 		MaxRSS       *string `toml:"max_rss"`
 		MaxRSSWindow *string `toml:"max_rss_window"`
 	} `toml:"limits"`
+	Kubernetes fileKubernetes `toml:"kubernetes"`
 }
 
 // configError is a policy error. It names the file, the line and the key, and
@@ -528,6 +532,8 @@ var knownKeys = []string{
 	"alerts.webhook_url", "alerts.webhook_url_env", "alerts.telegram_chat", "alerts.timeout", "alerts.retries",
 	"alerts.telegram_conflict_for", "alerts.upstream_down_for",
 	"limits.max_rss", "limits.max_rss_window",
+	"kubernetes.image", "kubernetes.namespace", "kubernetes.replicas", "kubernetes.secret", "kubernetes.cpu_request", "kubernetes.cpu_limit",
+	"kubernetes.memory_request", "kubernetes.memory_limit", "kubernetes.state_volume_size", "kubernetes.storage_class",
 }
 
 // suggestKey names a known key the unknown one was probably meant to be:
@@ -803,6 +809,7 @@ func (v *validator) apply(p *Policy, f *filePolicy) {
 		p.Limits.MaxRSS = n
 	}
 	v.dur(&p.Limits.MaxRSSWindow, f.Limits.MaxRSSWindow, "limits.max_rss_window")
+	v.applyKubernetes(p, &f.Kubernetes)
 }
 
 // parseSize reads a size: a number with a unit (KiB, MiB, GiB, or KB, MB,
@@ -868,6 +875,7 @@ func (v *validator) check(p *Policy) {
 	}
 	v.checkTelegram(p)
 	v.checkAlerts(p)
+	v.checkKubernetes(p)
 	if p.Lock.TokenFile != "" && !filepath.IsAbs(p.Lock.TokenFile) {
 		v.fail("lock.token_file", "%q is not an absolute path", p.Lock.TokenFile)
 	}
@@ -1135,6 +1143,7 @@ func (p *Policy) render() string {
 	fmt.Fprintf(&b, "\n[alerts]\nwebhook_url = %s\nwebhook_url_env = %s\ntelegram_chat = %d\ntimeout = %s\nretries = %d\ntelegram_conflict_for = %s\nupstream_down_for = %s\n",
 		q(webhook), q(al.WebhookURLEnv), al.TelegramChat, d(al.Timeout), al.Retries, d(al.TelegramConflictFor), d(al.UpstreamDownFor))
 	fmt.Fprintf(&b, "\n[limits]\nmax_rss = %s\nmax_rss_window = %s\n", q(formatSize(p.Limits.MaxRSS)), d(p.Limits.MaxRSSWindow))
+	b.WriteString(p.Kubernetes.render())
 	return b.String()
 }
 

@@ -48,6 +48,9 @@ var keyKinds = map[string]keyKind{
 	"alerts.webhook_url":            kindString, "alerts.webhook_url_env": kindString, "alerts.telegram_chat": kindInt,
 	"alerts.timeout": kindDuration, "alerts.retries": kindInt, "alerts.telegram_conflict_for": kindDuration,
 	"alerts.upstream_down_for": kindDuration, "limits.max_rss": kindString, "limits.max_rss_window": kindDuration,
+	"kubernetes.image": kindString, "kubernetes.namespace": kindString, "kubernetes.replicas": kindInt, "kubernetes.secret": kindString,
+	"kubernetes.cpu_request": kindString, "kubernetes.cpu_limit": kindString, "kubernetes.memory_request": kindString,
+	"kubernetes.memory_limit": kindString, "kubernetes.state_volume_size": kindString, "kubernetes.storage_class": kindString,
 }
 
 // keyExamples is a value of the right kind for keys whose kind alone
@@ -62,6 +65,9 @@ var keyExamples = map[string]string{
 	"telegram.api_base": `"https://api.telegram.org"`, "telegram.model": `"gpt-4o-mini"`, "telegram.history_turns": "10",
 	"alerts.webhook_url": `"https://hooks.example.org/hermes"`, "alerts.telegram_chat": "123456789", "alerts.retries": "2",
 	"limits.max_rss": `"512MiB"`,
+
+	"kubernetes.image": `"registry.example.org/hermes:0.1.0"`, "kubernetes.replicas": "1", "kubernetes.cpu_request": `"100m"`,
+	"kubernetes.memory_limit": `"256Mi"`, "kubernetes.state_volume_size": `"1Gi"`,
 }
 
 const rungExample = `{ signal = "TERM", wait = "10s" }`

@@ -9,6 +9,7 @@
 //	hermes stop           [--force] [--config FILE] drain and stop, for good
 //	hermes reload         [--config FILE]          check the policy, then HUP
 //	hermes status         [--json] [--config FILE]  what the gateway is doing
+//	hermes healthcheck    [--config FILE]          exit 0 if it serves and ticks (a container's HEALTHCHECK)
 //	hermes logs           [-f] [-n N]              the gateway's log
 //	hermes check-config   [--config FILE]          print the effective policy
 //	hermes install-unit   [...]                    write the systemd unit or launchd plist
@@ -79,9 +80,10 @@ Commands:
     stop            drain the gateway and stop it for good
     reload          check the policy file, then have the running gateway load it
     status          show what the gateway is doing (with no policy: every gateway on the host)
+    healthcheck     exit 0 when the gateway serves and its loop ticks, else 1 (for containers)
     logs            print the gateway's log (-f to follow)
     check-config    print the effective policy with defaults filled in
-    install-unit    write the systemd unit or launchd plist for this policy
+    install-unit    write the systemd unit, launchd plist or Kubernetes manifests for this policy
     uninstall-unit  remove the unit or plist written by install-unit
     events          print the lifecycle timeline
     version         print the version
@@ -154,6 +156,8 @@ func run(args []string) int {
 		err = runStop(rest)
 	case "status":
 		err = runStatus(rest)
+	case "healthcheck":
+		err = runHealthcheck(rest)
 	case "check-config":
 		err = runCheckConfig(rest)
 	case "install-unit":

@@ -402,12 +402,19 @@ policy changes (unchanged files are left alone, changes are shown).
     $ hermes install-unit --enable
     $ sudo hermes install-unit --system --config /etc/hermes/hermes.toml --enable
     $ sudo hermes install-unit --system --run-as hermes --enable
+    $ hermes install-unit --kubernetes --config deploy/container.toml --print
+    $ hermes install-unit --compose --config deploy/container.toml --unit-dir deploy
 
 systemd units go to ~/.config/systemd/user or /etc/systemd/system as
 hermes-<name>.service; launchd plists to ~/Library/LaunchAgents or
 /Library/LaunchDaemons as dev.hermes.<name>.plist. Secrets never go in them:
 with systemd, put NAME=value lines in /etc/hermes/<name>.env (system) or
 ~/.config/hermes/<name>.env (user).
+
+--kubernetes writes a ConfigMap (the policy), a Service and a Deployment
+(a StatefulSet when kubernetes.state_volume_size is set); --compose a
+compose file. They need a policy made for a container (listen on 0.0.0.0,
+an explicit state_dir): see deploy/container.toml and the README.
 `
 
 // unitFlags are the flags install-unit and uninstall-unit share.
@@ -485,8 +492,13 @@ func runInstallUnit(args []string) error {
 	enable := flags.Bool("enable", false, "then load, enable and start it (systemctl enable --now, launchctl bootstrap)")
 	runAs := flags.String("run-as", "", "with --system: the `USER` the gateway runs as (default: $SUDO_USER, else you; root means no User=)")
 	sdVersion := flags.Int("systemd-version", 0, "target systemd `VERSION` (default: from systemctl --version)")
+	kube := flags.Bool("kubernetes", false, "Kubernetes manifests instead (to ./hermes-<name>.k8s.yaml or --unit-dir; kubernetes.go)")
+	compose := flags.Bool("compose", false, "a compose file instead (to ./hermes-<name>.compose.yaml or --unit-dir)")
 	if err := parseFlags(flags, args); err != nil {
 		return err
+	}
+	if *kube || *compose {
+		return installManifests(flags, f, *kube, *printOnly)
 	}
 	manager, system, err := f.target()
 	if err != nil {
