@@ -341,9 +341,16 @@ func (a *alerter) fromEvent(level string, ev event, kv []any) {
 	case evHandoffFailed:
 		a.fire("handoff_failed", "", fmt.Sprintf("hermes %q on %s: a handoff failed (%s); the old gateway serves on", name, a.host, get("reason")), kv...)
 	case evCrashLoopDelay:
-		if a.episode(a.p.Gateway.StateDir, "crash_loop", true) {
-			a.fire("crash_loop", "firing", fmt.Sprintf("hermes %q on %s: crash loop: %s starts within %s; each start is delayed (now %s)", name, a.host, get("starts"), get("window"), get("delay")), kv...)
-		}
+		// The episode's state is a file: read and written off the caller,
+		// which may be any goroutine, and must not wait on the disk.
+		summary := fmt.Sprintf("hermes %q on %s: crash loop: %s starts within %s; each start is delayed (now %s)", name, a.host, get("starts"), get("window"), get("delay"))
+		a.busy.Add(1)
+		go func() {
+			defer a.busy.Done()
+			if a.episode(a.p.Gateway.StateDir, "crash_loop", true) {
+				a.fire("crash_loop", "firing", summary, kv...)
+			}
+		}()
 	}
 }
 
