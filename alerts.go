@@ -200,10 +200,7 @@ func (a *alerter) post(body []byte) error {
 	req.Header.Set("User-Agent", "hermes/"+version)
 	resp, err := a.client.Do(req)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // never the URL
-		}
+		err = withoutURL(err)
 		if errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("no answer within alerts.timeout (%s)", a.p.Alerts.Timeout)
 		}

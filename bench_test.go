@@ -196,7 +196,7 @@ func BenchmarkStreamProxy(b *testing.B) {
 // stream runs 20 chunks 200 ms apart, and all N are open at once before
 // any ends; each must arrive whole, ending in [DONE].
 //
-//	go test -run XXX -bench ConcurrentStreams -benchtime 1x .
+//	go test -run '^$' -bench ConcurrentStreams -benchtime 1x .
 func BenchmarkConcurrentStreams(b *testing.B) {
 	n := 10000
 	if s := os.Getenv("HERMES_BENCH_STREAMS"); s != "" {

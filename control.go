@@ -162,24 +162,33 @@ func (g *gateway) controlHandoff(c *net.UnixConn, uid int, by string) {
 	if by == "" {
 		by = "the control socket"
 	}
-	req := handoffReq{by: fmt.Sprintf("%s (uid %d)", by, uid), reply: make(chan string, 1)}
+	if ans, taken := g.askHandoff(fmt.Sprintf("%s (uid %d)", by, uid), wait); taken {
+		fmt.Fprintln(c, ans)
+	} // else silence: the loop does not take its inputs
+}
+
+// askHandoff hands a handoff request to the loop and waits, until wait,
+// for its outcome: "ok <successor pid>", or "error refused: ..." /
+// "error failed: ...". taken is false when the loop did not take the
+// request at all (frozen).
+func (g *gateway) askHandoff(by string, wait time.Duration) (ans string, taken bool) {
+	req := handoffReq{by: by, reply: make(chan string, 1)}
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case <-g.done:
-		fmt.Fprintln(c, "error refused: the gateway is stopping")
-		return
+		return "error refused: the gateway is stopping", true
 	case g.handoffs <- req:
 	case <-t.C:
-		return // silence: the loop does not take its inputs
+		return "", false
 	}
 	select {
 	case ans := <-req.reply:
-		fmt.Fprintln(c, ans)
+		return ans, true
 	case <-g.done:
-		fmt.Fprintln(c, "error refused: the gateway stopped before the handoff was done")
+		return "error refused: the gateway stopped before the handoff was done", true
 	case <-t.C:
-		fmt.Fprintf(c, "error failed: no outcome within %s\n", wait)
+		return fmt.Sprintf("error failed: no outcome within %s", wait), true
 	}
 }
 

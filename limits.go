@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -59,26 +60,19 @@ func (g *gateway) memoryGuard(done <-chan struct{}) {
 // memoryRestart asks the loop for a handoff, and for a drain restart if a
 // handoff cannot run.
 func (g *gateway) memoryRestart(p *Policy, rss int64) {
-	g.log.warn(evMemoryLimit, "rss", fmt.Sprintf("%.1fMiB", float64(rss)/(1<<20)), "max_rss", formatSize(p.Limits.MaxRSS), "window", p.Limits.MaxRSSWindow, "action", "planned restart")
+	mib := fmt.Sprintf("%.1fMiB", float64(rss)/(1<<20))
+	g.log.warn(evMemoryLimit, "rss", mib, "max_rss", formatSize(p.Limits.MaxRSS), "window", p.Limits.MaxRSSWindow, "action", "planned restart")
 	g.alerts.fire("memory_limit", "", fmt.Sprintf("hermes %q on %s: the gateway's memory (%s) stayed above limits.max_rss (%s) for %s; it restarts without cutting a session",
-		p.Name, g.alerts.hostName(), fmt.Sprintf("%.1fMiB", float64(rss)/(1<<20)), formatSize(p.Limits.MaxRSS), p.Limits.MaxRSSWindow), "rss_bytes", rss, "max_rss_bytes", p.Limits.MaxRSS)
-	reply := make(chan string, 1)
-	select {
-	case g.handoffs <- handoffReq{by: "the memory guard", reply: reply}:
-	case <-g.done:
+		p.Name, g.alerts.hostName(), mib, formatSize(p.Limits.MaxRSS), p.Limits.MaxRSSWindow), "rss_bytes", rss, "max_rss_bytes", p.Limits.MaxRSS)
+	ans, _ := g.askHandoff("the memory guard", handoffWait(p))
+	if strings.HasPrefix(ans, "ok") {
 		return
 	}
-	t := time.NewTimer(handoffWait(p))
-	defer t.Stop()
 	select {
-	case ans := <-reply:
-		if len(ans) >= 2 && ans[:2] == "ok" {
-			return
-		}
-		g.log.warn(evMemoryLimit, "action", "drain restart", "note", "no handoff: "+ans)
-	case <-t.C:
 	case <-g.done:
-		return
+		return // stopping anyway
+	default:
 	}
+	g.log.warn(evMemoryLimit, "action", "drain restart", "note", "no handoff: "+ans)
 	syscall.Kill(os.Getpid(), syscall.SIGUSR1) // through the self-pipe, like every signal
 }

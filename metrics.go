@@ -320,37 +320,23 @@ func (g *gateway) writeMetrics(w *promWriter, now time.Time) {
 	w.sample("hermes_sessions_active", float64(g.gate.count()))
 	w.family("hermes_connections_open", "gauge", "Open client connections.")
 	w.sample("hermes_connections_open", float64(g.conns.count()))
-	w.family("hermes_sessions_total", "counter", "Sessions (/v1/... requests) by how they ended: finished, cut by a drain, client_gone, refused (503 while draining), upstream_error.")
-	for i := range m.sessions {
-		w.sampleU("hermes_sessions_total", m.sessions[i].Load(), "outcome", outcomeNames[i])
-	}
+	w.counterVec("hermes_sessions_total", "Sessions (/v1/... requests) by how they ended: finished, cut by a drain, client_gone, refused (503 while draining), upstream_error.",
+		"outcome", outcomeNames[:], m.sessions[:])
 	w.histogram("hermes_session_duration_seconds", "How long admitted sessions lasted, observed as they end.", durationBuckets, &m.duration)
 	w.histogram("hermes_session_ttfb_seconds", "Time from a session's start to its first byte written to the client, observed as the session ends.", ttfbBuckets, &m.ttfb)
 	w.family("hermes_streamed_bytes_total", "counter", "Response body bytes sessions wrote to their clients.")
 	w.sampleU("hermes_streamed_bytes_total", m.streamed.Load())
-	w.family("hermes_upstream_errors_total", "counter", "Sessions whose upstream failed, by kind: connect, timeout, status_5xx, broken_stream, other.")
-	for i := upConnect; i < upKinds; i++ {
-		w.sampleU("hermes_upstream_errors_total", m.upstream[i].Load(), "kind", upstreamKindNames[i])
-	}
+	w.counterVec("hermes_upstream_errors_total", "Sessions whose upstream failed, by kind: connect, timeout, status_5xx, broken_stream, other.",
+		"kind", upstreamKindNames[upConnect:], m.upstream[upConnect:])
 
-	w.family("hermes_drains_total", "counter", "Drains started, by reason (a handoff's predecessor drains with reason handoff).")
-	for i := range m.drains {
-		w.sampleU("hermes_drains_total", m.drains[i].Load(), "reason", drainReasons[i])
-	}
+	w.counterVec("hermes_drains_total", "Drains started, by reason (a handoff's predecessor drains with reason handoff).", "reason", drainReasons[:], m.drains[:])
 	w.family("hermes_drain_timeouts_total", "counter", "Drains that reached drain.timeout and cut the sessions left.")
 	w.sampleU("hermes_drain_timeouts_total", m.drainTimeouts.Load())
-	w.family("hermes_drain_ends_total", "counter", "Drains ended: empty (every session had ended) or grace_over (sessions cut and drain.grace ran out). The process exits right after.")
-	for i := range m.drainEnds {
-		w.sampleU("hermes_drain_ends_total", m.drainEnds[i].Load(), "how", drainEndHows[i])
-	}
-	w.family("hermes_handoffs_total", "counter", "Handoffs by result: ok (the successor serves), failed, refused, failback (the successor died after taking over).")
-	for i := range m.handoffs {
-		w.sampleU("hermes_handoffs_total", m.handoffs[i].Load(), "result", handoffResults[i])
-	}
-	w.family("hermes_reloads_total", "counter", "Policy reloads by result.")
-	for i := range m.reloads {
-		w.sampleU("hermes_reloads_total", m.reloads[i].Load(), "result", reloadResults[i])
-	}
+	w.counterVec("hermes_drain_ends_total", "Drains ended: empty (every session had ended) or grace_over (sessions cut and drain.grace ran out). The process exits right after.",
+		"how", drainEndHows[:], m.drainEnds[:])
+	w.counterVec("hermes_handoffs_total", "Handoffs by result: ok (the successor serves), failed, refused, failback (the successor died after taking over).",
+		"result", handoffResults[:], m.handoffs[:])
+	w.counterVec("hermes_reloads_total", "Policy reloads by result.", "result", reloadResults[:], m.reloads[:])
 	w.family("hermes_watchdog_firings_total", "counter", "Times the watchdog found the loop frozen; the process exits 70 right after.")
 	w.sampleU("hermes_watchdog_firings_total", m.watchdog.Load())
 	w.family("hermes_crash_loop", "gauge", "1 when this gateway started in a crash loop (and waited out a delay), else 0.")
@@ -487,6 +473,15 @@ func (w *promWriter) sample(name string, v float64, kv ...string) {
 }
 
 // sampleU writes one sample with an integer value (a counter).
+// counterVec writes a counter family with one label: a sample for each of
+// values, counted in counts (the same length, the same order).
+func (w *promWriter) counterVec(name, help, label string, values []string, counts []atomic.Uint64) {
+	w.family(name, "counter", help)
+	for i := range counts {
+		w.sampleU(name, counts[i].Load(), label, values[i])
+	}
+}
+
 func (w *promWriter) sampleU(name string, v uint64, kv ...string) {
 	w.labels(name, kv)
 	w.b = append(w.b, ' ')

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -83,4 +85,15 @@ func (r *redactor) scrub(s string) string {
 		}
 	}
 	return s
+}
+
+// withoutURL returns the error a *url.Error wraps: the same failure, told
+// without the URL, which may hold a secret (the Bot API's token is in its
+// path, a webhook URL may carry one). Other errors are returned as they are.
+func withoutURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }

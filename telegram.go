@@ -119,23 +119,15 @@ func (g *gateway) startTelegram() error {
 // a policy error (78): no restart brings it.
 func telegramToken(p *Policy) (string, error) {
 	t := p.Telegram
-	if t.TokenEnv != "" {
-		if tok := strings.TrimSpace(os.Getenv(t.TokenEnv)); tok != "" {
-			return tok, nil
-		}
-		if t.TokenFile == "" {
-			return "", &configError{File: p.policyLabel(), Key: "telegram.token_env", Msg: fmt.Sprintf("$%s is empty or not set: put the bot token from @BotFather there (for a systemd unit, in its environment file: see 'hermes help install-unit')", t.TokenEnv)}
-		}
-	}
-	b, err := os.ReadFile(t.TokenFile)
-	if err != nil {
-		return "", &configError{File: p.policyLabel(), Key: "telegram.token_file", Msg: "cannot read the token file: " + err.Error()}
-	}
-	tok := strings.TrimSpace(string(b))
-	if tok == "" {
+	tok, err := readToken(p, "telegram", t.TokenEnv, t.TokenFile)
+	switch {
+	case err != nil || tok != "":
+		return tok, err
+	case t.TokenFile == "":
+		return "", &configError{File: p.policyLabel(), Key: "telegram.token_env", Msg: fmt.Sprintf("$%s is empty or not set: put the bot token from @BotFather there (for a systemd unit, in its environment file: see 'hermes help install-unit')", t.TokenEnv)}
+	default:
 		return "", &configError{File: p.policyLabel(), Key: "telegram.token_file", Msg: t.TokenFile + " is empty: put the bot token from @BotFather in it"}
 	}
-	return tok, nil
 }
 
 // The loop's side: flags and cancels, nothing that waits.
@@ -574,7 +566,7 @@ func (b *telegramBot) dispatch() {
 		return
 	}
 	p := b.g.policy.Load()
-	if b.sole && b.store.size() > compactAbove {
+	if b.sole && b.store.written() > compactAbove {
 		b.compactLocked()
 	}
 	pend := b.st.pending()

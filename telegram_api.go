@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 )
@@ -114,10 +113,7 @@ func (c *botClient) call(ctx context.Context, method string, params any, out any
 
 // netError drops the URL from a network error.
 func netError(method string, err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		err = ue.Err
-	}
+	err = withoutURL(err)
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		return &botNetError{Method: method, Err: "timed out"}

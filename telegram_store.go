@@ -134,6 +134,7 @@ type tgStore struct {
 	mu   sync.Mutex
 	path string
 	f    *os.File
+	size int64 // bytes this process knows the file holds (its own appends)
 }
 
 func tgStorePath(stateDir string) string {
@@ -149,7 +150,11 @@ func openTgStore(stateDir string) (*tgStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &tgStore{path: path, f: f}, nil
+	s := &tgStore{path: path, f: f}
+	if fi, err := f.Stat(); err == nil {
+		s.size = fi.Size()
+	}
+	return s, nil
 }
 
 // append writes records in one write and makes them durable.
@@ -162,7 +167,9 @@ func (s *tgStore) append(recs ...tgRecord) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, err := s.f.Write(b.Bytes()); err != nil {
+	n, err := s.f.Write(b.Bytes())
+	s.size += int64(n)
+	if err != nil {
 		return fmt.Errorf("writing %s: %w", s.path, err)
 	}
 	if err := s.f.Sync(); err != nil {
@@ -257,16 +264,17 @@ func (s *tgStore) compact(historyTurns int) (*tgState, error) {
 		return st, err
 	}
 	s.f.Close()
-	s.f = f
+	s.f, s.size = f, int64(b.Len())
 	return kept, nil
 }
 
-func (s *tgStore) size() int64 {
-	fi, err := os.Stat(s.path)
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
+// written is the file's size as far as this process knows: what it read
+// at open, its appends, its compactions. It costs no system call: the
+// dispatcher asks on every turn.
+func (s *tgStore) written() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.size
 }
 
 func (s *tgStore) close() {

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -44,11 +43,7 @@ func (b *telegramBot) complete(ctx context.Context, p *Policy, msgs []map[string
 	}
 	resp, err := b.g.client.Do(req)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // never the URL
-		}
-		err = fmt.Errorf("upstream unreachable: %v", err)
+		err = fmt.Errorf("upstream unreachable: %v", withoutURL(err))
 		if ctx.Err() == nil {
 			b.g.upstreamFailed(err)
 		}

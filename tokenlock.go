@@ -34,15 +34,23 @@ type tokenHolder struct {
 // readLockToken returns the token the policy guards, or "" when there is
 // none. A token file that is named but cannot be read is a policy error.
 func readLockToken(p *Policy) (string, error) {
-	if p.Lock.TokenEnv != "" {
-		if tok := strings.TrimSpace(os.Getenv(p.Lock.TokenEnv)); tok != "" {
+	return readToken(p, "lock", p.Lock.TokenEnv, p.Lock.TokenFile)
+}
+
+// readToken reads a secret named the way the policy names secrets: the
+// environment variable env (tried first), else the file. "" when neither
+// gives one; a file that is named but cannot be read is a policy error on
+// section.token_file.
+func readToken(p *Policy, section, env, file string) (string, error) {
+	if env != "" {
+		if tok := strings.TrimSpace(os.Getenv(env)); tok != "" {
 			return tok, nil
 		}
 	}
-	if p.Lock.TokenFile != "" {
-		b, err := os.ReadFile(p.Lock.TokenFile)
+	if file != "" {
+		b, err := os.ReadFile(file)
 		if err != nil {
-			return "", &configError{File: p.policyLabel(), Key: "lock.token_file", Msg: "cannot read the token file: " + err.Error()}
+			return "", &configError{File: p.policyLabel(), Key: section + ".token_file", Msg: "cannot read the token file: " + err.Error()}
 		}
 		return strings.TrimSpace(string(b)), nil
 	}
