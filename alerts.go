@@ -25,8 +25,9 @@ import (
 // queue (a full queue drops it and counts it), and one goroutine sends,
 // each attempt bounded by alerts.timeout, with alerts.retries more after
 // a failure. A process about to exit (the watchdog's exit 70, a policy or
-// lock error's 78) gives its alerts the same journal.exit_flush as its
-// log lines, and no more; what did not get out by then is written to
+// lock error's 78) gives its alerts the first three quarters of the
+// journal.exit_flush its log lines have (the rest is for the lines saying
+// how the alerts went), and no more; what did not get out by then is written to
 // <state_dir>/alerts-pending.jsonl and sent by the next gateway that
 // starts, marked "late". Every alert sent or given up is journaled.
 //

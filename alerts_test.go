@@ -146,7 +146,7 @@ func TestAlertWebhookDown(t *testing.T) {
 	if took > 2*time.Second+time.Second {
 		t.Errorf("the exit took %s after the watchdog fired, past the bound of 2 x exit_flush (2s)", took)
 	}
-	t.Logf("webhook down: exit %s after the watchdog fired (bound: exit_flush 1s for the exit)", took.Round(time.Millisecond))
+	t.Logf("webhook down: exit %s after the watchdog fired (bound: exit_flush 1s for the exit, 0.75s of it for the alerts)", took.Round(time.Millisecond))
 	pending := readFile(t, pendingAlertsPath(e.stateDir))
 	if !strings.Contains(pending, `"event":"watchdog"`) {
 		t.Fatalf("alerts-pending.jsonl: %q", pending)

@@ -99,16 +99,26 @@ func runServe(args []string) (err error) {
 		}
 		deadline := time.Now().Add(p.Journal.ExitFlush)
 		// The alerts of an exiting gateway share its exit_flush: what is
-		// not out by then waits in alerts-pending.jsonl for the next one.
+		// not out by its first three quarters waits in alerts-pending.jsonl
+		// for the next gateway. The last quarter is for the log lines that
+		// say how the alerts went, written after them.
 		alertsDone := make(chan struct{})
-		go func() { alerts.flush(deadline, p.Gateway.StateDir); close(alertsDone) }()
-		defer func() { <-alertsDone }()
+		go func() {
+			alerts.flush(deadline.Add(-p.Journal.ExitFlush/4), p.Gateway.StateDir)
+			close(alertsDone)
+		}()
 		runWithin(deadline, func() {
 			if self := pidSelf.Load(); self != nil {
 				removeOwnPidFile(pidFilePath(p.Gateway.StateDir), *self)
 			}
 			recordExit(p.Gateway.StateDir, pid, code, reason, time.Until(deadline))
 		})
+		t := time.NewTimer(time.Until(deadline))
+		select {
+		case <-alertsDone:
+		case <-t.C:
+		}
+		t.Stop()
 		flushAll(deadline, logq.stderr, logq.journal, sd)
 	}
 	// The locks are let go last, after the exit is on record: a successor
