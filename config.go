@@ -43,6 +43,8 @@ type Policy struct {
 type GatewayPolicy struct {
 	Listen         string
 	ListenTimeout  time.Duration // gateway.listen in use: keep trying this long, then exit 78
+	HeaderTimeout  time.Duration // a client sending a request head for longer is cut off
+	IdleTimeout    time.Duration // a keep-alive connection idle for longer is closed
 	Upstream       string        // "" means the built-in echo upstream
 	UpstreamKeyEnv string        // name of the environment variable holding the API key
 	StateDir       string
@@ -185,6 +187,8 @@ func defaultPolicy() *Policy {
 		Gateway: GatewayPolicy{
 			Listen:         "127.0.0.1:8642",
 			ListenTimeout:  5 * time.Second,
+			HeaderTimeout:  10 * time.Second,
+			IdleTimeout:    2 * time.Minute,
 			UpstreamKeyEnv: "HERMES_UPSTREAM_KEY",
 		},
 		Echo:  EchoPolicy{WordDelay: 50 * time.Millisecond},
@@ -282,6 +286,8 @@ func defaultLockDir() string {
 type fileGateway struct {
 	Listen         *string `toml:"listen"`
 	ListenTimeout  *string `toml:"listen_timeout"`
+	HeaderTimeout  *string `toml:"header_timeout"`
+	IdleTimeout    *string `toml:"idle_timeout"`
 	Upstream       *string `toml:"upstream"`
 	UpstreamKeyEnv *string `toml:"upstream_key_env"`
 	StateDir       *string `toml:"state_dir"`
@@ -518,7 +524,7 @@ func tomlError(path string, src []byte, err error) error {
 }
 
 var knownKeys = []string{
-	"name", "gateway.listen", "gateway.listen_timeout", "gateway.upstream", "gateway.upstream_key_env", "gateway.state_dir",
+	"name", "gateway.listen", "gateway.listen_timeout", "gateway.header_timeout", "gateway.idle_timeout", "gateway.upstream", "gateway.upstream_key_env", "gateway.state_dir",
 	"echo.word_delay", "drain.timeout", "drain.grace",
 	"restart.mode", "restart.probation", "restart.ladder", "restart.force", "restart.ready_timeout",
 	"service.restart_sec", "service.restart_max_delay", "service.start_limit_burst", "service.start_limit_interval",
@@ -715,6 +721,8 @@ func (v *validator) apply(p *Policy, f *filePolicy) {
 	}
 	v.str(&p.Gateway.Listen, f.Gateway.Listen, "gateway.listen", true)
 	v.dur(&p.Gateway.ListenTimeout, f.Gateway.ListenTimeout, "gateway.listen_timeout")
+	v.dur(&p.Gateway.HeaderTimeout, f.Gateway.HeaderTimeout, "gateway.header_timeout")
+	v.dur(&p.Gateway.IdleTimeout, f.Gateway.IdleTimeout, "gateway.idle_timeout")
 	v.str(&p.Gateway.Upstream, f.Gateway.Upstream, "gateway.upstream", false)
 	v.str(&p.Gateway.UpstreamKeyEnv, f.Gateway.UpstreamKeyEnv, "gateway.upstream_key_env", false)
 	if f.Gateway.StateDir != nil {
@@ -863,6 +871,13 @@ func (v *validator) check(p *Policy) {
 	// delay). listenWait keeps it inside restart.ready_timeout too.
 	if lt := p.Gateway.ListenTimeout; lt > startSlack/2 {
 		v.fail("gateway.listen_timeout", "%s is too long: use 0 to %s (a start has %s for itself)", lt, startSlack/2, startSlack)
+	}
+	// The server's sweeper looks once a second: less would read as more.
+	if ht := p.Gateway.HeaderTimeout; ht < time.Second || ht > 10*time.Minute {
+		v.fail("gateway.header_timeout", "%s is out of range: use 1s to 10m (a client that takes longer to send a request head is cut off)", ht)
+	}
+	if it := p.Gateway.IdleTimeout; it < time.Second || it > 24*time.Hour {
+		v.fail("gateway.idle_timeout", "%s is out of range: use 1s to 24h (an idle keep-alive connection is closed after it)", it)
 	}
 	if u := p.Gateway.Upstream; u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
 		v.fail("gateway.upstream", "%q must start with http:// or https://", u)
@@ -1107,7 +1122,8 @@ func (p *Policy) render() string {
 		return "[\n" + strings.Join(parts, "\n") + "\n]"
 	}
 	fmt.Fprintf(&b, "name = %s\n\n", q(p.Name))
-	fmt.Fprintf(&b, "[gateway]\nlisten = %s\nlisten_timeout = %s\nupstream = %s", q(p.Gateway.Listen), d(p.Gateway.ListenTimeout), q(p.Gateway.Upstream))
+	fmt.Fprintf(&b, "[gateway]\nlisten = %s\nlisten_timeout = %s\nheader_timeout = %s\nidle_timeout = %s\nupstream = %s",
+		q(p.Gateway.Listen), d(p.Gateway.ListenTimeout), d(p.Gateway.HeaderTimeout), d(p.Gateway.IdleTimeout), q(p.Gateway.Upstream))
 	if p.Gateway.Upstream == "" {
 		b.WriteString("  # the built-in echo upstream")
 	}

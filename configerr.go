@@ -29,7 +29,8 @@ const (
 
 // keyKinds has every key of knownKeys (TestKeyKindsMatchTheFileFormat).
 var keyKinds = map[string]keyKind{
-	"name": kindString, "gateway.listen": kindString, "gateway.listen_timeout": kindDuration, "gateway.upstream": kindString,
+	"name": kindString, "gateway.listen": kindString, "gateway.listen_timeout": kindDuration,
+	"gateway.header_timeout": kindDuration, "gateway.idle_timeout": kindDuration, "gateway.upstream": kindString,
 	"gateway.upstream_key_env": kindString, "gateway.state_dir": kindString,
 	"echo.word_delay": kindDuration, "drain.timeout": kindDuration, "drain.grace": kindDuration,
 	"restart.mode": kindString, "restart.probation": kindDuration, "restart.ladder": kindLadder,

@@ -2,14 +2,15 @@ package main
 
 import (
 	"net"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// connTracker counts the gateway's client connections and ends them cleanly
-// once the gateway has handed off.
+// connTracker counts the gateway's client connections, knows which are idle
+// or sending a request head and since when (h1Server records it, and its
+// sweeper applies gateway.idle_timeout and gateway.header_timeout), and ends
+// them cleanly once the gateway has handed off.
 //
 // A handed-off gateway must not refuse a request and must not cut one. It
 // keeps serving whatever arrives on the connections it already has, and
@@ -17,8 +18,8 @@ import (
 // client moves to the successor on its next request. What it must not do
 // is close a keep-alive connection the moment it goes idle: a client may
 // be writing its next request into it at that very moment (the race HTTP/1.1
-// leaves open, and the one net/http's SetKeepAlivesEnabled(false) runs into
-// by closing idle connections at once; HAProxy's idle-close-on-response
+// leaves open, and the one a drain's closeKeepAlive runs into by closing
+// idle connections at once; HAProxy's idle-close-on-response
 // exists for it too). So a connection is closed only after it has been idle
 // for idleCloseAfter, longer than any busy client leaves a connection idle
 // between two requests, and the gateway exits once none is left.
@@ -30,32 +31,36 @@ type connTracker struct {
 }
 
 type connInfo struct {
-	idleSince atomic.Int64 // unix ns; 0 while a request is in progress
+	nc        net.Conn
+	accepted  int64        // unix ns
+	served    atomic.Bool  // it has carried a request
+	idleSince atomic.Int64 // unix ns; 0 unless waiting for a request
+	headSince atomic.Int64 // unix ns; 0 unless reading a request head
 }
 
 // idleCloseAfter: a handed-off gateway closes a connection idle this long.
 const idleCloseAfter = time.Second
 
-// hook is the server's ConnState. It never blocks: a lookup and atomics.
-func (t *connTracker) hook(c net.Conn, st http.ConnState) {
-	switch st {
-	case http.StateNew:
-		t.open.Add(1)
-		t.conns.Store(c, &connInfo{})
-	case http.StateActive:
-		if ci, ok := t.conns.Load(c); ok {
-			ci.(*connInfo).idleSince.Store(0)
-		}
-	case http.StateIdle:
-		if ci, ok := t.conns.Load(c); ok {
-			ci.(*connInfo).idleSince.Store(time.Now().UnixNano())
-		}
-	case http.StateClosed, http.StateHijacked:
-		if _, ok := t.conns.LoadAndDelete(c); ok {
-			t.open.Add(-1)
-			if t.closing.Load() && t.changed != nil {
-				t.changed()
-			}
+// add tracks a new connection: idle until its first request arrives, and
+// on the head timeout's clock from now (a client that connects and sends
+// nothing is as slow as one that sends half a head).
+func (t *connTracker) add(c net.Conn) *connInfo {
+	now := time.Now().UnixNano()
+	ci := &connInfo{nc: c, accepted: now}
+	ci.idleSince.Store(now)
+	ci.headSince.Store(now)
+	t.open.Add(1)
+	t.conns.Store(c, ci)
+	return ci
+}
+
+// remove forgets a closed connection, and wakes the loop when a handed-off
+// gateway waits for its last one.
+func (t *connTracker) remove(c net.Conn) {
+	if _, ok := t.conns.LoadAndDelete(c); ok {
+		t.open.Add(-1)
+		if t.closing.Load() && t.changed != nil {
+			t.changed()
 		}
 	}
 }
@@ -65,10 +70,55 @@ func (t *connTracker) count() int { return int(t.open.Load()) }
 // closeIdle closes the connections idle since before now-d.
 func (t *connTracker) closeIdle(now time.Time, d time.Duration) {
 	cut := now.Add(-d).UnixNano()
-	t.conns.Range(func(k, v any) bool {
-		if s := v.(*connInfo).idleSince.Load(); s != 0 && s <= cut {
-			k.(net.Conn).Close()
+	t.conns.Range(func(_, v any) bool {
+		if ci := v.(*connInfo); ci.idle(cut) {
+			ci.nc.Close()
 		}
 		return true
 	})
+}
+
+// closeKeepAlive closes, when keep-alives are turned off, the idle
+// connections that have carried a request, and those that have carried
+// none for newAfter: one accepted a moment ago is likely carrying its first
+// request, which gets its answer (with Connection: close) instead of a
+// reset. net/http's rule, and its 5 s.
+func (t *connTracker) closeKeepAlive(now time.Time) {
+	cut, fresh := now.UnixNano(), now.Add(-newAfter).UnixNano()
+	t.conns.Range(func(_, v any) bool {
+		if ci := v.(*connInfo); ci.idle(cut) && (ci.served.Load() || ci.accepted <= fresh) {
+			ci.nc.Close()
+		}
+		return true
+	})
+}
+
+const newAfter = 5 * time.Second
+
+// closeStale closes the connections idle for longer than idle, and those
+// sending a request head for longer than head.
+func (t *connTracker) closeStale(now time.Time, idle, head time.Duration) {
+	idleCut, headCut := now.Add(-idle).UnixNano(), now.Add(-head).UnixNano()
+	t.conns.Range(func(_, v any) bool {
+		ci := v.(*connInfo)
+		if ci.idle(idleCut) {
+			ci.nc.Close()
+		} else if s := ci.headSince.Load(); s != 0 && s <= headCut {
+			ci.nc.Close()
+		}
+		return true
+	})
+}
+
+// closeAll closes every connection.
+func (t *connTracker) closeAll() {
+	t.conns.Range(func(_, v any) bool {
+		v.(*connInfo).nc.Close()
+		return true
+	})
+}
+
+func (ci *connInfo) idle(cut int64) bool {
+	s := ci.idleSince.Load()
+	return s != 0 && s <= cut
 }

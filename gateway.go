@@ -119,7 +119,7 @@ type gateway struct {
 	tg       *telegramBot // nil without [telegram]
 	alerts   *alerter     // nil without [alerts]
 	upWatch  upstreamWatch
-	srv      *http.Server
+	srv      *h1Server
 	client   *http.Client // net/http's Transport: where the upstream client cannot serve
 	upstream atomic.Pointer[upstreamRoute]
 }

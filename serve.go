@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -269,13 +267,10 @@ func runServe(args []string) (err error) {
 	if inh != nil && g.ln.Addr().String() != p.Gateway.Listen && g.lnKind == listenerInherited {
 		log.warn(evReloadPartial, "keys", "gateway.listen", "note", "the handed-over socket listens on "+g.ln.Addr().String()+"; a new address needs a drain restart (hermes restart --mode drain)")
 	}
-	g.srv = &http.Server{
-		Handler:           g,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		BaseContext:       func(net.Listener) context.Context { return g.cutCtx },
-		ConnState:         g.conns.hook,
-	}
+	g.srv = newH1Server(g, g.cutCtx, &g.conns, func() (time.Duration, time.Duration) {
+		p := g.policy.Load()
+		return p.Gateway.HeaderTimeout, p.Gateway.IdleTimeout
+	})
 
 	var ready func()
 	if inh == nil {

@@ -1,0 +1,366 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+)
+
+// Reading a client's request head, for h1Server.
+//
+// This is the strict reading of RFC 9112 that a proxy wants, in one pass
+// over one string: the head is copied once, and the method, target and
+// every header value are pieces of that copy. Where the RFC lets a server
+// either accept or reject, this rejects, because a request that two
+// parsers could read two ways is how requests get smuggled:
+//   - a header line folded onto the next (obs-fold);
+//   - white space between a header's name and its colon;
+//   - Transfer-Encoding with Content-Length, or with HTTP/1.0;
+//   - Transfer-Encoding other than exactly "chunked" (501);
+//   - Content-Length that is not all digits, or given twice with two values;
+//   - two Host headers, or a Host with bytes no host has;
+//   - control characters anywhere but a tab in a value.
+// h1parse_test.go checks it against net/http's ReadRequest on the same
+// inputs: whatever this accepts, ReadRequest reads the same way.
+
+// errHeadTooLarge: the request head is longer than the server takes.
+var errHeadTooLarge = errors.New("request head too large")
+
+// readHead reads a request head up to its blank line, at most limit bytes,
+// into one string. buf is scratch space it may grow and returns.
+func readHead(br *bufio.Reader, buf []byte, limit int) (string, []byte, error) {
+	// The common case: the whole head is already buffered.
+	if n := br.Buffered(); n > 0 {
+		b, _ := br.Peek(n)
+		if end := headEnd(b); end > 0 {
+			if end > limit {
+				return "", buf, errHeadTooLarge
+			}
+			head := string(b[:end])
+			br.Discard(end)
+			return head, buf, nil
+		}
+	}
+	// Line by line: only the line just read can be the blank one, so a
+	// head of many short lines costs its length, not its length squared.
+	buf = buf[:0]
+	start := 0 // where the line being read began in buf
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(buf)+len(line) > limit {
+			return "", buf, errHeadTooLarge
+		}
+		buf = append(buf, line...)
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err != nil {
+			if err == io.EOF && len(buf) > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return "", buf, err
+		}
+		if l := buf[start:]; start > 0 && (len(l) == 1 || len(l) == 2 && l[0] == '\r') {
+			return string(buf), buf, nil
+		}
+		start = len(buf)
+	}
+}
+
+// headEnd returns the length of the head at b's start, up to and with its
+// blank line ("\r\n\r\n", or bare "\n\n" as net/http accepts), or 0 when
+// b holds no whole head.
+func headEnd(b []byte) int {
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\n' {
+			continue
+		}
+		// A line ends at i; the head ends if the next line is empty.
+		j := i + 1
+		if j < len(b) && b[j] == '\r' {
+			j++
+		}
+		if j < len(b) && b[j] == '\n' {
+			return j + 1
+		}
+	}
+	return 0
+}
+
+// parseHead turns a request head into req's method, target, version and
+// header. It fills req.Header (new), and reports a 4xx or 5xx with why.
+func parseHead(head string, req *http.Request) *h1Error {
+	line, rest := cutLine(head)
+	method, after, ok1 := strings.Cut(line, " ")
+	target, proto, ok2 := strings.Cut(after, " ")
+	if !ok1 || !ok2 || !isToken(method) || target == "" {
+		return badRequest("malformed request line")
+	}
+	switch proto {
+	case "HTTP/1.1":
+		req.ProtoMajor, req.ProtoMinor = 1, 1
+	case "HTTP/1.0":
+		req.ProtoMajor, req.ProtoMinor = 1, 0
+	default:
+		if strings.HasPrefix(proto, "HTTP/") && len(proto) == 8 && proto[6] == '.' &&
+			isDigit(proto[5]) && isDigit(proto[7]) {
+			return &h1Error{http.StatusHTTPVersionNotSupported, "HTTP Version Not Supported"}
+		}
+		return badRequest("malformed request line")
+	}
+	for i := 0; i < len(target); i++ {
+		if b := target[i]; b <= ' ' || b == 0x7f {
+			return badRequest("malformed request target")
+		}
+	}
+	req.Method, req.RequestURI, req.Proto = method, target, proto
+	if method == http.MethodConnect {
+		return &h1Error{http.StatusMethodNotAllowed, "Method Not Allowed: this gateway is not a forward proxy"}
+	}
+	u, err := url.ParseRequestURI(target)
+	if err != nil {
+		return badRequest("malformed request target")
+	}
+	req.URL = u
+
+	// One backing array for all values, as net/http does: a field's slice
+	// has room for its first value only, so a second one reallocates
+	// instead of writing over the next field's.
+	n := min(strings.Count(rest, "\n"), 100)
+	vals := make([]string, n)
+	h := make(http.Header, n)
+	var hosts, lengths int
+	var host, length string
+	for rest != "" {
+		line, rest = cutLine(rest)
+		if line == "" {
+			break
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			return badRequest("folded header line")
+		}
+		name, value, ok := strings.Cut(line, ":")
+		if !ok || !isToken(name) {
+			return badRequest("malformed header line")
+		}
+		value = strings.Trim(value, " \t")
+		for i := 0; i < len(value); i++ {
+			if b := value[i]; b < ' ' && b != '\t' || b == 0x7f {
+				return badRequest("control character in a header value")
+			}
+		}
+		key := canonicalKey(name)
+		switch key {
+		case "Host":
+			hosts++
+			host = value
+			continue // req.Host carries it, as with net/http
+		case "Content-Length":
+			if lengths > 0 && value != length {
+				return badRequest("two different Content-Lengths")
+			}
+			lengths++
+			length = value
+			if lengths > 1 {
+				continue // the same again: one is kept, as net/http does
+			}
+		}
+		if vs, ok := h[key]; ok {
+			h[key] = append(vs, value)
+		} else if len(vals) == 0 {
+			h[key] = []string{value}
+		} else {
+			vals[0] = value
+			h[key] = vals[:1:1]
+			vals = vals[1:]
+		}
+	}
+	req.Header = h
+
+	if hosts > 1 {
+		return badRequest("two Host headers")
+	}
+	req.Host = u.Host
+	if req.Host == "" {
+		req.Host = host
+	}
+	if hosts == 0 && u.Host == "" && req.ProtoMajor == 1 && req.ProtoMinor == 1 {
+		return badRequest("missing required Host header")
+	}
+	if !validHost(req.Host) {
+		return badRequest("malformed Host header")
+	}
+
+	req.ContentLength = 0
+	if lengths > 0 {
+		n, ok := parseLength(length)
+		if !ok {
+			return badRequest("malformed Content-Length")
+		}
+		req.ContentLength = n
+	}
+	if te, ok := h["Transfer-Encoding"]; ok {
+		switch {
+		case lengths > 0:
+			return badRequest("both Transfer-Encoding and Content-Length")
+		case req.ProtoMinor == 0:
+			return badRequest("Transfer-Encoding in an HTTP/1.0 request")
+		case len(te) != 1 || !strings.EqualFold(te[0], "chunked"):
+			return &h1Error{http.StatusNotImplemented, "Unsupported transfer encoding"}
+		}
+		delete(h, "Transfer-Encoding")
+		req.TransferEncoding = []string{"chunked"}
+		req.ContentLength = -1
+	}
+	req.Close = wantsClose(h["Connection"], req.ProtoMinor == 0)
+	return nil
+}
+
+func badRequest(why string) *h1Error {
+	return &h1Error{http.StatusBadRequest, "Bad Request: " + why}
+}
+
+// cutLine splits s after its first line; the line loses its "\r\n" or "\n".
+func cutLine(s string) (line, rest string) {
+	i := strings.IndexByte(s, '\n')
+	if i < 0 {
+		return s, ""
+	}
+	line, rest = s[:i], s[i+1:]
+	line = strings.TrimSuffix(line, "\r")
+	return line, rest
+}
+
+func isDigit(b byte) bool { return '0' <= b && b <= '9' }
+
+// isToken reports whether s is an RFC 9110 token.
+func isToken(s string) bool { return validFieldName(s) }
+
+// parseLength parses a Content-Length: digits only, no sign, no list.
+func parseLength(s string) (int64, bool) {
+	if s == "" || len(s) > 18 {
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(s); i++ {
+		if !isDigit(s[i]) {
+			return 0, false
+		}
+		n = n*10 + int64(s[i]-'0')
+	}
+	return n, true
+}
+
+// wantsClose reports whether the Connection header asks to close after
+// this request: "close" for HTTP/1.1, the lack of "keep-alive" for 1.0.
+func wantsClose(conn []string, http10 bool) bool {
+	keep := false
+	for _, v := range conn {
+		for _, tok := range strings.Split(v, ",") {
+			tok = strings.Trim(tok, " \t")
+			if strings.EqualFold(tok, "close") {
+				return true
+			}
+			if strings.EqualFold(tok, "keep-alive") {
+				keep = true
+			}
+		}
+	}
+	return http10 && !keep
+}
+
+// canonicalKey is http.CanonicalHeaderKey, without a copy when name is
+// canonical already (nearly always).
+func canonicalKey(name string) string {
+	upper := true
+	for i := 0; i < len(name); i++ {
+		b := name[i]
+		if upper && 'a' <= b && b <= 'z' || !upper && 'A' <= b && b <= 'Z' {
+			return http.CanonicalHeaderKey(name)
+		}
+		upper = b == '-'
+	}
+	return name
+}
+
+// h1FixedBody is a request body of known length.
+type h1FixedBody struct {
+	br     *bufio.Reader
+	remain int64
+}
+
+func (b *h1FixedBody) Read(p []byte) (int, error) {
+	if b.remain <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.remain {
+		p = p[:b.remain]
+	}
+	n, err := b.br.Read(p)
+	b.remain -= int64(n)
+	if err == io.EOF {
+		if b.remain > 0 {
+			return n, io.ErrUnexpectedEOF
+		}
+		err = nil
+	}
+	if err == nil && b.remain == 0 {
+		err = io.EOF
+	}
+	return n, err
+}
+
+func (b *h1FixedBody) Close() error { return nil }
+
+// h1ChunkedBody is a chunked request body; its trailer section is read
+// and dropped at the end, so the next request starts where it should.
+type h1ChunkedBody struct {
+	br  *bufio.Reader
+	cr  io.Reader
+	err error
+}
+
+func newChunkedBody(br *bufio.Reader) *h1ChunkedBody {
+	return &h1ChunkedBody{br: br, cr: httputil.NewChunkedReader(br)}
+}
+
+// maxTrailer bounds a chunked body's trailer section.
+const maxTrailer = 64 << 10
+
+func (b *h1ChunkedBody) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	n, err := b.cr.Read(p)
+	if err == io.EOF {
+		err = b.skipTrailer()
+		if err == nil {
+			err = io.EOF
+		}
+	}
+	b.err = err
+	return n, err
+}
+
+func (b *h1ChunkedBody) skipTrailer() error {
+	total := 0
+	for {
+		line, err := b.br.ReadSlice('\n')
+		total += len(line)
+		if total > maxTrailer || err == bufio.ErrBufferFull {
+			return errors.New("chunked trailer too large")
+		}
+		if err != nil {
+			return io.ErrUnexpectedEOF
+		}
+		if len(line) == 1 || len(line) == 2 && line[0] == '\r' {
+			return nil
+		}
+	}
+}
+
+func (b *h1ChunkedBody) Close() error { return nil }

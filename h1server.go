@@ -1,0 +1,986 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// h1Server is the gateway's HTTP/1.1 server for its clients.
+//
+// It replaced net/http's Server, whose per-request work cost more CPU than
+// the proxying itself on short streams (issue 10's profiles): a goroutine
+// started on every request to notice a client leaving, and six deadline
+// changes per request. The parts that need care are not rewritten here:
+// requests are parsed by net/http's own ReadRequest (header syntax, Content-
+// Length and Transfer-Encoding rules, chunked bodies), and handlers are
+// ordinary http.Handlers with ResponseController working as before. What is
+// this server's own:
+//
+//   - Timeouts are swept, not armed per request: every connection records
+//     when it went idle or began sending a request head, and one sweeper a
+//     second closes those idle longer than gateway.idle_timeout, or slower
+//     than gateway.header_timeout to send a head (the slowloris guard).
+//   - A client that leaves is noticed by a read of the connection, as
+//     net/http does, but that read starts only once a request has run for
+//     clientWatchAfter. A session that ends sooner never pays for it; one
+//     that runs longer (any real model's stream) is cancelled within
+//     clientWatchAfter of its client leaving, or at once by a failed write.
+//   - Connections are tracked in the gateway's connTracker directly, which
+//     the drain and the handoff read.
+type h1Server struct {
+	handler   http.Handler
+	base      context.Context
+	conns     *connTracker
+	timeouts  func() (head, idle time.Duration) // the policy's, read at each sweep
+	maxHeader int64
+
+	noKeepAlive atomic.Bool
+	shutting    atomic.Bool
+	mu          sync.Mutex
+	ln          net.Listener
+	stopSweep   chan struct{}
+	sweepOnce   sync.Once
+}
+
+// clientWatchAfter: a request still running this long starts watching its
+// connection for the client leaving.
+const clientWatchAfter = 50 * time.Millisecond
+
+// maxDiscardBody is the most of an unread request body read and thrown
+// away to keep the connection; with more left it is closed instead.
+const maxDiscardBody = 256 << 10
+
+func newH1Server(h http.Handler, base context.Context, conns *connTracker, timeouts func() (head, idle time.Duration)) *h1Server {
+	return &h1Server{handler: h, base: base, conns: conns, timeouts: timeouts,
+		maxHeader: 1<<20 + 4096, stopSweep: make(chan struct{})}
+}
+
+// Serve accepts connections on ln until it is closed. It returns
+// http.ErrServerClosed after Shutdown or Close.
+func (s *h1Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.shutting.Load() {
+		s.mu.Unlock()
+		return http.ErrServerClosed
+	}
+	s.ln = ln
+	s.mu.Unlock()
+	go s.sweep()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.shutting.Load() {
+				return http.ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporaryAccept(err) {
+				// Out of file descriptors, or an aborted handshake: wait
+				// and go on, as net/http does.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		c := &h1Conn{srv: s, nc: nc}
+		c.info = s.conns.add(nc)
+		go c.serve()
+	}
+}
+
+// isTemporaryAccept reports the accept errors a server waits out.
+func isTemporaryAccept(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+// SetKeepAlivesEnabled(false) makes every later answer close its
+// connection, and closes the connections idle now (closeKeepAlive).
+func (s *h1Server) SetKeepAlivesEnabled(on bool) {
+	s.noKeepAlive.Store(!on)
+	if !on {
+		s.conns.closeKeepAlive(time.Now())
+	}
+}
+
+// Shutdown stops accepting, closes idle connections, and waits until every
+// connection has ended or ctx is done.
+func (s *h1Server) Shutdown(ctx context.Context) error {
+	s.stop()
+	s.noKeepAlive.Store(true)
+	wait := time.Millisecond
+	for {
+		s.conns.closeIdle(time.Now(), 0)
+		if s.conns.count() == 0 {
+			return nil
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		wait = min(2*wait, 50*time.Millisecond)
+	}
+}
+
+// Close closes the listener and every connection.
+func (s *h1Server) Close() error {
+	s.stop()
+	s.conns.closeAll()
+	return nil
+}
+
+func (s *h1Server) stop() {
+	s.mu.Lock()
+	s.shutting.Store(true)
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	s.mu.Unlock()
+	s.sweepOnce.Do(func() { close(s.stopSweep) })
+}
+
+// sweep closes, once a second, the connections idle longer than
+// gateway.idle_timeout and those sending a request head for longer than
+// gateway.header_timeout.
+func (s *h1Server) sweep() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopSweep:
+			return
+		case now := <-t.C:
+			head, idle := s.timeouts()
+			s.conns.closeStale(now, idle, head)
+		}
+	}
+}
+
+// h1Conn is one client connection. Its requests are served one after
+// another on its own goroutine.
+type h1Conn struct {
+	srv  *h1Server
+	nc   net.Conn
+	info *connInfo
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	lr   h1Reader
+	addr string
+
+	// The client watch (see h1Server). mu guards what the watching
+	// goroutine shares with the request's.
+	watch     *time.Timer
+	mu        sync.Mutex
+	watchWant bool               // the timer fired before the body's end
+	watching  bool               // a watch read runs, or ran and is not collected
+	reqDone   bool               // the request ended: a watch must not start
+	bodyDone  bool               // the request body was read to its end
+	ctx       context.Context    // the requests': ends with the connection or the gateway's cut
+	cancel    context.CancelFunc // ends ctx: the client is gone
+	resp      h1Response         // the running request's answer
+	watchEnd  chan struct{}
+	hasByte   bool // the watch read a byte of the next request
+	oneByte   [1]byte
+	readErr   error // the watch's read failed: the client is gone
+
+	lastPost bool
+	tmpl     *http.Request // carries ctx into each request
+	headBuf  []byte        // scratch for a head that came in pieces
+}
+
+// h1Reader reads the connection for the bufio.Reader: first a byte the
+// watch read, and never more than remain bytes (the request head's limit).
+type h1Reader struct {
+	c      *h1Conn
+	remain int64
+}
+
+func (r *h1Reader) Read(p []byte) (int, error) {
+	c := r.c
+	if c.hasByte {
+		c.hasByte = false
+		p[0] = c.oneByte[0]
+		return 1, nil
+	}
+	if c.readErr != nil {
+		return 0, c.readErr
+	}
+	if r.remain <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > r.remain {
+		p = p[:r.remain]
+	}
+	n, err := c.nc.Read(p)
+	r.remain -= int64(n)
+	return n, err
+}
+
+const unlimited = 1<<63 - 1
+
+func (c *h1Conn) serve() {
+	defer c.close()
+	defer func() {
+		// A bug here must cost one connection, not the gateway and every
+		// session on it.
+		if v := recover(); v != nil {
+			buf := make([]byte, 64<<10)
+			buf = buf[:runtime.Stack(buf, false)]
+			log.Printf("http: panic serving %v: %v\n%s", c.addr, v, buf)
+		}
+	}()
+	c.addr = c.nc.RemoteAddr().String()
+	c.ctx, c.cancel = context.WithCancel(c.srv.base)
+	c.tmpl = (&http.Request{}).WithContext(c.ctx)
+	c.lr = h1Reader{c: c, remain: unlimited}
+	c.br = bufio.NewReaderSize(&c.lr, 4<<10)
+	c.bw = bufio.NewWriterSize(c.nc, 4<<10)
+	c.watchEnd = make(chan struct{}, 1)
+	c.watch = time.AfterFunc(time.Hour, c.watchFired)
+	c.watch.Stop()
+	for {
+		req, err := c.readRequest()
+		if err != nil {
+			c.refuse(err)
+			return
+		}
+		if !c.serveOne(req) {
+			return
+		}
+	}
+}
+
+func (c *h1Conn) close() {
+	if c.cancel != nil {
+		c.cancel()
+	}
+	if c.watch != nil {
+		c.watch.Stop()
+	}
+	c.nc.Close()
+	c.srv.conns.remove(c.nc)
+}
+
+// h1Error is a request the server answers itself, and why.
+type h1Error struct {
+	code int
+	text string
+}
+
+func (e *h1Error) Error() string { return e.text }
+
+var errClientGone = errors.New("client connection ended")
+
+// readRequest waits for the next request and reads its head.
+func (c *h1Conn) readRequest() (*http.Request, error) {
+	for {
+		if c.br.Buffered() == 0 {
+			c.info.idleSince.Store(time.Now().UnixNano())
+			_, err := c.br.Peek(1)
+			c.info.idleSince.Store(0)
+			if err != nil {
+				return nil, errClientGone
+			}
+		}
+		if !c.lastPost {
+			break
+		}
+		// RFC 9112 2.2: a client may send a CRLF after a POST's body.
+		b, _ := c.br.Peek(c.br.Buffered())
+		n := 0
+		for n < len(b) && (b[n] == '\r' || b[n] == '\n') {
+			n++
+		}
+		c.br.Discard(n)
+		if n < len(b) {
+			break
+		}
+	}
+	if c.info.headSince.Load() == 0 { // a new connection's clock runs from its accept
+		c.info.headSince.Store(time.Now().UnixNano())
+	}
+	c.lr.remain = c.srv.maxHeader
+	head, buf, err := readHead(c.br, c.headBuf, int(c.srv.maxHeader))
+	c.info.headSince.Store(0)
+	hitLimit := c.lr.remain <= 0
+	c.lr.remain = unlimited
+	if cap(buf) <= 64<<10 {
+		c.headBuf = buf
+	}
+	if err != nil {
+		if hitLimit || err == errHeadTooLarge {
+			return nil, &h1Error{http.StatusRequestHeaderFieldsTooLarge, "Request Header Fields Too Large"}
+		}
+		return nil, errClientGone
+	}
+	req := new(http.Request)
+	*req = *c.tmpl // the context, which only WithContext can set
+	if he := parseHead(head, req); he != nil {
+		return nil, he
+	}
+	req.RemoteAddr = c.addr
+	c.lastPost = req.Method == http.MethodPost
+	switch {
+	case req.ContentLength > 0:
+		req.Body = &h1FixedBody{br: c.br, remain: req.ContentLength}
+	case req.ContentLength < 0:
+		req.Body = newChunkedBody(c.br)
+	default:
+		req.Body = http.NoBody
+	}
+	return req, nil
+}
+
+// validHost reports whether h may be a Host header: the bytes RFC 3986
+// allows in a host and port, as net/http checks them.
+func validHost(h string) bool {
+	for i := 0; i < len(h); i++ {
+		b := h[i]
+		if 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' {
+			continue
+		}
+		switch b {
+		case '!', '$', '%', '&', '\'', '(', ')', '*', '+', ',', '-', '.', ':', ';', '=', '[', ']', '_', '~':
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+// refuse answers a request the server could not read, then the connection
+// ends. A client that left gets nothing.
+func (c *h1Conn) refuse(err error) {
+	var he *h1Error
+	if !errors.As(err, &he) {
+		return
+	}
+	c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	_, err = fmt.Fprintf(c.nc, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n%d %s",
+		he.code, http.StatusText(he.code), he.code, he.text)
+	if err == nil {
+		c.lingerClose() // the client may still be sending what was refused
+	}
+}
+
+// serveOne runs the handler for req and finishes its answer. It reports
+// whether the connection may carry another request.
+func (c *h1Conn) serveOne(req *http.Request) (keep bool) {
+	h := c.resp.header
+	if h == nil {
+		h = make(http.Header, 4)
+	} else {
+		clear(h)
+	}
+	c.resp = h1Response{c: c, req: req, header: h, clen: -1,
+		head: req.Method == http.MethodHead, http10: !req.ProtoAtLeast(1, 1)}
+	w := &c.resp
+	c.info.served.Store(true)
+	w.closeAfter = req.Close || c.srv.noKeepAlive.Load()
+	if w.http10 && !req.Close {
+		w.keep10 = true // an HTTP/1.0 client that asked for keep-alive
+	}
+
+	var body *h1Body
+	bodyless := req.Body == nil || req.Body == http.NoBody
+	if !bodyless {
+		body = &h1Body{c: c, rc: req.Body, w: w}
+		req.Body = body
+		w.body = body
+	}
+	if ex := req.Header.Get("Expect"); ex != "" {
+		if !strings.EqualFold(ex, "100-continue") || !req.ProtoAtLeast(1, 1) {
+			w.closeAfter = true
+			w.WriteHeader(http.StatusExpectationFailed)
+			w.finish()
+			return false
+		}
+		if body != nil {
+			body.expect = true
+		}
+	}
+
+	c.mu.Lock()
+	c.reqDone, c.bodyDone, c.watchWant, c.watching = false, bodyless, false, false
+	c.mu.Unlock()
+	c.watch.Reset(clientWatchAfter)
+
+	if !c.runHandler(w, req) {
+		c.endWatch()
+		return false
+	}
+	c.endWatch()
+	w.finish()
+	if w.werr != nil || c.readErr != nil {
+		return false
+	}
+	if body != nil && !body.settle() {
+		if w.committedOK() {
+			c.lingerClose()
+		}
+		return false
+	}
+	return !w.closeAfter
+}
+
+// runHandler calls the handler. A handler that panics ends its connection
+// (net/http's rule, and its log line), not the gateway.
+func (c *h1Conn) runHandler(w *h1Response, req *http.Request) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler {
+				buf := make([]byte, 64<<10)
+				buf = buf[:runtime.Stack(buf, false)]
+				log.Printf("http: panic serving %v: %v\n%s", c.addr, v, buf)
+			}
+			ok = false
+		}
+	}()
+	c.srv.handler.ServeHTTP(w, req)
+	return true
+}
+
+// watchFired runs on the timer's goroutine: the request has run for
+// clientWatchAfter. The watch starts now, or when the body ends.
+func (c *h1Conn) watchFired() {
+	c.mu.Lock()
+	if c.reqDone {
+		c.mu.Unlock()
+		return
+	}
+	if !c.bodyDone {
+		c.watchWant = true
+		c.mu.Unlock()
+		return
+	}
+	c.watching = true
+	c.mu.Unlock()
+	c.watchRead()
+}
+
+// bodyEnded: the request body was read to its end.
+func (c *h1Conn) bodyEnded() {
+	c.mu.Lock()
+	c.bodyDone = true
+	start := c.watchWant && !c.reqDone && !c.watching
+	if start {
+		c.watching = true
+	}
+	c.mu.Unlock()
+	if start {
+		go c.watchRead()
+	}
+}
+
+// watchRead reads the connection while the request runs: a byte is the
+// next request (kept for it), an error means the client is gone.
+func (c *h1Conn) watchRead() {
+	n, err := c.nc.Read(c.oneByte[:])
+	c.mu.Lock()
+	if n == 1 {
+		c.hasByte = true
+	} else if err != nil && !c.reqDone {
+		c.readErr = errClientGone
+		c.cancel()
+	}
+	c.mu.Unlock()
+	c.watchEnd <- struct{}{}
+}
+
+// endWatch stops the client watch when the request ends, and waits for a
+// watch read that runs to return.
+func (c *h1Conn) endWatch() {
+	c.watch.Stop()
+	c.mu.Lock()
+	c.reqDone = true
+	running := c.watching
+	c.watching = false
+	c.mu.Unlock()
+	if !running {
+		return
+	}
+	c.nc.SetReadDeadline(aLongTimeAgo)
+	<-c.watchEnd
+	c.nc.SetReadDeadline(time.Time{})
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+// lingerClose ends a connection whose client may still be sending a body
+// nobody read: the answer goes first and the read side stays open a
+// moment, so the client's kernel sees no reset before it has the answer.
+func (c *h1Conn) lingerClose() {
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+		c.nc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		io.Copy(io.Discard, io.LimitReader(c.nc, maxDiscardBody))
+	}
+}
+
+// h1Body is a request's body as its handler reads it.
+type h1Body struct {
+	c      *h1Conn
+	rc     io.ReadCloser
+	w      *h1Response
+	mu     sync.Mutex // a transport may read it on another goroutine
+	eof    bool
+	closed bool
+	expect bool // send 100 Continue before the first read
+}
+
+func (b *h1Body) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	if b.eof {
+		return 0, io.EOF
+	}
+	if b.expect {
+		b.expect = false
+		b.w.sendContinue()
+	}
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.eof = true
+		b.c.bodyEnded()
+	}
+	return n, err
+}
+
+func (b *h1Body) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	return nil
+}
+
+// settle reads what the handler left of the body, up to maxDiscardBody,
+// so the connection can carry the next request. It reports whether the
+// body's end was reached.
+func (b *h1Body) settle() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	if b.eof {
+		return true
+	}
+	if b.expect {
+		// The client waits for 100 Continue that never came: it sends
+		// no body, and the connection cannot be reused.
+		return false
+	}
+	n, err := io.CopyN(io.Discard, b.rc, maxDiscardBody+1)
+	b.eof = err == io.EOF && n <= maxDiscardBody
+	return b.eof
+}
+
+// h1Response is the http.ResponseWriter of one request.
+type h1Response struct {
+	c      *h1Conn
+	req    *http.Request
+	body   *h1Body
+	header http.Header
+
+	status      int
+	wroteHeader bool // the handler chose its status
+	committed   bool // the head is in the write buffer
+	wmu         sync.Mutex
+	sentCont    bool
+	chunked     bool
+	noBody      bool // this status or method carries no body
+	head        bool
+	http10      bool
+	keep10      bool
+	closeAfter  bool
+	flushed     bool
+	duplex      bool
+	clen        int64 // the Content-Length the handler set, -1 none
+	written     int64
+	pending     *[]byte // body written before the head, to measure it
+	werr        error
+}
+
+// bufferBeforeHead: an answer that ends within this many bytes, unflushed,
+// is sent with a Content-Length instead of chunked.
+const bufferBeforeHead = 2 << 10
+
+func (w *h1Response) Header() http.Header { return w.header }
+
+func (w *h1Response) WriteHeader(code int) {
+	if w.wroteHeader || w.committed {
+		return
+	}
+	if code < 100 || code > 999 {
+		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
+	}
+	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
+		w.wmu.Lock()
+		if code == http.StatusContinue {
+			w.sentCont = true
+		}
+		w.writeStatusLine(code)
+		w.writeFields(w.header)
+		w.c.bw.WriteString("\r\n")
+		w.flushWire()
+		w.wmu.Unlock()
+		return
+	}
+	w.wroteHeader = true
+	w.status = code
+	if cl := w.header.Get("Content-Length"); cl != "" {
+		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
+			w.clen = n
+		} else {
+			w.header.Del("Content-Length")
+		}
+	}
+	w.noBody = w.head || code == http.StatusNoContent || code == http.StatusNotModified || code < 200
+}
+
+func (w *h1Response) Write(p []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.werr != nil {
+		return 0, w.werr
+	}
+	if w.noBody {
+		if w.head {
+			w.written += int64(len(p))
+			return len(p), nil
+		}
+		return 0, http.ErrBodyNotAllowed
+	}
+	if w.clen >= 0 && w.written+int64(len(p)) > w.clen {
+		return 0, http.ErrContentLength
+	}
+	w.written += int64(len(p))
+	if !w.committed {
+		if w.clen < 0 {
+			if w.pending == nil {
+				if len(p) <= bufferBeforeHead {
+					w.pending = getBuf(bufferBeforeHead)
+					*w.pending = append((*w.pending)[:0], p...)
+					return len(p), nil
+				}
+			} else if len(*w.pending)+len(p) <= bufferBeforeHead {
+				*w.pending = append(*w.pending, p...)
+				return len(p), nil
+			}
+		}
+		w.commit(false, p)
+	}
+	w.writeBody(p)
+	if w.werr != nil {
+		return 0, w.werr
+	}
+	return len(p), nil
+}
+
+// writeBody puts p in the write buffer, framed as a chunk when chunked.
+func (w *h1Response) writeBody(p []byte) {
+	if len(p) == 0 {
+		return
+	}
+	bw := w.c.bw
+	if w.chunked {
+		var hx [16]byte
+		bw.Write(strconv.AppendInt(hx[:0], int64(len(p)), 16))
+		bw.WriteString("\r\n")
+		bw.Write(p)
+		_, err := bw.WriteString("\r\n")
+		w.failed(err)
+		return
+	}
+	_, err := bw.Write(p)
+	w.failed(err)
+}
+
+// failed records a write error: the client is gone, and the request's
+// context ends so its upstream does too.
+func (w *h1Response) failed(err error) {
+	if err != nil && w.werr == nil {
+		w.werr = err
+		w.c.cancel()
+	}
+}
+
+// commit writes the head. final: the handler has returned, so what is
+// pending is the whole body.
+func (w *h1Response) commit(final bool, next []byte) {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	w.committed = true
+	h := w.header
+	var pend []byte
+	if w.pending != nil {
+		pend = *w.pending
+	}
+	hasCL := w.clen >= 0
+	if !w.noBody && !hasCL {
+		switch {
+		case final:
+			w.clen = int64(len(pend))
+			hasCL = true
+		case w.http10:
+			w.closeAfter = true // the body ends with the connection
+		default:
+			w.chunked = true
+		}
+	}
+	if !w.closeAfter && w.body != nil && !w.duplex && !w.body.quiet() {
+		// A body the handler left unread and answered before: the
+		// connection is kept only if what is left is small.
+		if w.req.ContentLength < 0 || w.req.ContentLength > maxDiscardBody {
+			w.closeAfter = true
+		}
+	}
+	if v := h["Connection"]; len(v) > 0 && strings.EqualFold(v[0], "close") {
+		w.closeAfter = true
+	}
+	if w.http10 && !w.keep10 {
+		w.closeAfter = true
+	}
+	if w.http10 && w.keep10 && !hasCL && !w.noBody {
+		w.closeAfter = true
+	}
+	w.writeStatusLine(w.status)
+	bw := w.c.bw
+	if _, ok := h["Date"]; !ok {
+		bw.WriteString("Date: ")
+		bw.Write(httpDate())
+		bw.WriteString("\r\n")
+	}
+	if !w.noBody {
+		if _, ok := h["Content-Type"]; !ok && (len(pend) > 0 || len(next) > 0) {
+			sniff := pend
+			if len(sniff) == 0 {
+				sniff = next
+			}
+			bw.WriteString("Content-Type: ")
+			bw.WriteString(http.DetectContentType(sniff))
+			bw.WriteString("\r\n")
+		}
+	}
+	w.writeFields(h)
+	if hasCL && !w.noBody && h.Get("Content-Length") == "" {
+		var n [20]byte
+		bw.WriteString("Content-Length: ")
+		bw.Write(strconv.AppendInt(n[:0], w.clen, 10))
+		bw.WriteString("\r\n")
+	}
+	if w.head && w.clen < 0 && w.written > 0 && final {
+		var n [20]byte
+		bw.WriteString("Content-Length: ")
+		bw.Write(strconv.AppendInt(n[:0], w.written, 10))
+		bw.WriteString("\r\n")
+	}
+	if w.chunked {
+		bw.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	switch {
+	case w.closeAfter:
+		if h.Get("Connection") == "" {
+			bw.WriteString("Connection: close\r\n")
+		}
+	case w.http10:
+		bw.WriteString("Connection: keep-alive\r\n")
+	}
+	_, err := bw.WriteString("\r\n")
+	w.failed(err)
+	if w.pending != nil {
+		p := *w.pending
+		putBufLater := w.pending
+		w.pending = nil
+		w.writeBody(p)
+		putBuf(putBufLater)
+	}
+}
+
+// writeStatusLine writes "HTTP/1.1 200 OK".
+func (w *h1Response) writeStatusLine(code int) {
+	bw := w.c.bw
+	if code == http.StatusOK {
+		bw.WriteString("HTTP/1.1 200 OK\r\n")
+		return
+	}
+	var n [8]byte
+	bw.WriteString("HTTP/1.1 ")
+	bw.Write(strconv.AppendInt(n[:0], int64(code), 10))
+	bw.WriteByte(' ')
+	text := http.StatusText(code)
+	if text == "" {
+		text = "status code " + strconv.Itoa(code)
+	}
+	bw.WriteString(text)
+	bw.WriteString("\r\n")
+}
+
+// writeFields writes the header fields, except those the server writes
+// itself. A name that is not a token is skipped, and a line break in a
+// value becomes a space: a header never splits the answer.
+func (w *h1Response) writeFields(h http.Header) {
+	bw := w.c.bw
+	for k, vs := range h {
+		switch k {
+		case "Transfer-Encoding", "Trailer":
+			continue
+		case "Content-Length":
+			if w.noBody && !w.head {
+				continue
+			}
+		}
+		if !validFieldName(k) {
+			continue
+		}
+		for _, v := range vs {
+			if strings.ContainsAny(v, "\r\n") {
+				v = strings.NewReplacer("\r\n", " ", "\r", " ", "\n", " ").Replace(v)
+			}
+			bw.WriteString(k)
+			bw.WriteString(": ")
+			bw.WriteString(strings.TrimSpace(v))
+			bw.WriteString("\r\n")
+		}
+	}
+}
+
+// validFieldName reports whether k is an HTTP token (RFC 9110 5.6.2).
+func validFieldName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if !tokenByte[k[i]] {
+			return false
+		}
+	}
+	return true
+}
+
+// tokenByte: the bytes a token may hold.
+var tokenByte = func() (t [256]bool) {
+	for b := '!'; b <= '~'; b++ {
+		t[b] = !strings.ContainsRune(`"(),/:;<=>?@[\]{}`, b)
+	}
+	return t
+}()
+
+// sendContinue tells a client that waits for it to send its body.
+func (w *h1Response) sendContinue() {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	if w.committed || w.sentCont {
+		return
+	}
+	w.sentCont = true
+	// This may run on a transport's goroutine: a write error stays in bw
+	// for the handler's next write to find.
+	w.c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+	w.c.bw.Flush()
+}
+
+func (w *h1Response) flushWire() {
+	w.failed(w.c.bw.Flush())
+}
+
+// FlushError sends what is buffered; the head goes first, chunked when no
+// length was set.
+func (w *h1Response) FlushError() error {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.werr != nil {
+		return w.werr
+	}
+	w.flushed = true
+	if !w.committed {
+		w.commit(false, nil)
+	}
+	w.flushWire()
+	return w.werr
+}
+
+func (w *h1Response) Flush() { w.FlushError() }
+
+func (w *h1Response) SetWriteDeadline(t time.Time) error { return w.c.nc.SetWriteDeadline(t) }
+
+func (w *h1Response) SetReadDeadline(t time.Time) error { return w.c.nc.SetReadDeadline(t) }
+
+// EnableFullDuplex lets the handler write its answer while it still reads
+// the request body.
+func (w *h1Response) EnableFullDuplex() error {
+	w.duplex = true
+	return nil
+}
+
+// committedOK reports whether an answer went out whole, so a lingering
+// close is worth it.
+func (w *h1Response) committedOK() bool { return w.committed && w.werr == nil }
+
+// finish ends the answer when the handler returns.
+func (w *h1Response) finish() {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !w.committed {
+		w.commit(true, nil)
+	}
+	if w.chunked && w.werr == nil {
+		_, err := w.c.bw.WriteString("0\r\n\r\n")
+		w.failed(err)
+	}
+	if w.werr == nil {
+		w.flushWire()
+	}
+	if !w.noBody && w.clen >= 0 && w.written < w.clen {
+		// The handler wrote less than the length it set: the client
+		// cannot find the next answer's start.
+		w.closeAfter = true
+	}
+}
+
+// quiet reports whether the body was read to its end.
+func (b *h1Body) quiet() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.eof
+}
+
+// httpDate is the Date header's value, made once a second.
+func httpDate() []byte {
+	now := time.Now()
+	sec := now.Unix()
+	if d := dateCache.Load(); d != nil && d.sec == sec {
+		return d.b
+	}
+	d := &cachedDate{sec: sec, b: now.UTC().AppendFormat(nil, http.TimeFormat)}
+	dateCache.Store(d)
+	return d.b
+}
+
+type cachedDate struct {
+	sec int64
+	b   []byte
+}
+
+var dateCache atomic.Pointer[cachedDate]
