@@ -65,9 +65,24 @@ func selfRecord() (pidRecord, error) {
 	return rec, nil
 }
 
-// writeFileAtomic writes data to a temporary file beside path and renames it
-// over path, so a reader sees the old content or the new, never a torn one.
+// writeFileAtomic writes data to a temporary file beside path, syncs it to
+// the disk and renames it over path, so a reader sees the old content or
+// the new, never a torn one, and the new survives a power loss.
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	return writeFileReplace(path, data, perm, true)
+}
+
+// writeRunFile is writeFileAtomic without the sync, for files that describe
+// processes of this boot only (the pid file and its proof, the registry
+// entry, the running policy's copy): a power loss makes them stale anyway,
+// and their readers prove the process, boot id included, before they
+// believe one. A start writes several; each sync cost a start 0.5 to 5 ms
+// on the disks hermes runs on, and wore SD cards for nothing.
+func writeRunFile(path string, data []byte, perm os.FileMode) error {
+	return writeFileReplace(path, data, perm, false)
+}
+
+func writeFileReplace(path string, data []byte, perm os.FileMode, sync bool) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
 		return err
@@ -81,9 +96,11 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 		tmp.Close()
 		return err
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
+	if sync {
+		if err := tmp.Sync(); err != nil {
+			tmp.Close()
+			return err
+		}
 	}
 	if err := tmp.Close(); err != nil {
 		return err
@@ -103,10 +120,10 @@ func publishPid(path string, rec pidRecord) error {
 
 func writePidFile(path string, rec pidRecord) error {
 	b, _ := json.Marshal(rec)
-	if err := writeFileAtomic(proofPath(path), append(b, '\n'), 0o644); err != nil {
+	if err := writeRunFile(proofPath(path), append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("writing pid file %s: %w", proofPath(path), err)
 	}
-	if err := writeFileAtomic(path, fmt.Appendf(nil, "%d\n", rec.PID), 0o644); err != nil {
+	if err := writeRunFile(path, fmt.Appendf(nil, "%d\n", rec.PID), 0o644); err != nil {
 		return fmt.Errorf("writing pid file %s: %w", path, err)
 	}
 	return nil

@@ -57,7 +57,7 @@ func register(rec pidRecord) error {
 		return err
 	}
 	b, _ := json.Marshal(rec)
-	return writeFileAtomic(registryPath(rec), append(b, '\n'), 0o644)
+	return writeRunFile(registryPath(rec), append(b, '\n'), 0o644)
 }
 
 // unregister removes self's entry if it still names self.

@@ -36,7 +36,7 @@ func runningPolicyPath(stateDir string) string { return filepath.Join(stateDir, 
 func writeRunningPolicy(p *Policy) {
 	head := fmt.Sprintf("# The policy this gateway runs with (from %s), written by hermes at\n"+
 		"# its start and at every reload. Do not edit: edit the policy file.\n", p.policyLabel())
-	writeFileAtomic(runningPolicyPath(p.Gateway.StateDir), []byte(head+p.render()), 0o600)
+	writeRunFile(runningPolicyPath(p.Gateway.StateDir), []byte(head+p.render()), 0o600)
 }
 
 // target is the gateway a command acts on.

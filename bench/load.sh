@@ -7,7 +7,7 @@
 #   bash bench/load.sh                                    # everything: a few minutes
 #   MODES=drain RESTARTS=3 DURATION=20s bash bench/load.sh    # quick, drain mode only
 #   ROUNDS=0 MODES=drain bash bench/load.sh               # restarts only, no steady state
-#   MODES= ROUNDS=5 bash bench/load.sh                    # steady state only, side by side
+#   MODES= ROUNDS=7 bash bench/load.sh                    # steady state only, side by side
 #
 # Knobs (environment variables; defaults in brackets):
 #
