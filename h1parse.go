@@ -127,59 +127,12 @@ func parseHead(head string, req *http.Request) *h1Error {
 	}
 	req.URL = u
 
-	// One backing array for all values, as net/http does: a field's slice
-	// has room for its first value only, so a second one reallocates
-	// instead of writing over the next field's.
-	n := min(strings.Count(rest, "\n"), 100)
-	vals := make([]string, n)
-	h := make(http.Header, n)
-	var hosts, lengths int
-	var host, length string
-	for rest != "" {
-		line, rest = cutLine(rest)
-		if line == "" {
-			break
-		}
-		if line[0] == ' ' || line[0] == '\t' {
-			return badRequest("folded header line")
-		}
-		name, value, ok := strings.Cut(line, ":")
-		if !ok || !isToken(name) {
-			return badRequest("malformed header line")
-		}
-		value = strings.Trim(value, " \t")
-		for i := 0; i < len(value); i++ {
-			if b := value[i]; b < ' ' && b != '\t' || b == 0x7f {
-				return badRequest("control character in a header value")
-			}
-		}
-		key := canonicalKey(name)
-		switch key {
-		case "Host":
-			hosts++
-			host = value
-			continue // req.Host carries it, as with net/http
-		case "Content-Length":
-			if lengths > 0 && value != length {
-				return badRequest("two different Content-Lengths")
-			}
-			lengths++
-			length = value
-			if lengths > 1 {
-				continue // the same again: one is kept, as net/http does
-			}
-		}
-		if vs, ok := h[key]; ok {
-			h[key] = append(vs, value)
-		} else if len(vals) == 0 {
-			h[key] = []string{value}
-		} else {
-			vals[0] = value
-			h[key] = vals[:1:1]
-			vals = vals[1:]
-		}
+	h, f, he := parseFields(rest, false)
+	if he != nil {
+		return he
 	}
 	req.Header = h
+	hosts, host, lengths, length := f.hosts, f.host, f.lengths, f.length
 
 	if hosts > 1 {
 		return badRequest("two Host headers")
@@ -218,6 +171,75 @@ func parseHead(head string, req *http.Request) *h1Error {
 	}
 	req.Close = wantsClose(h["Connection"], req.ProtoMinor == 0)
 	return nil
+}
+
+// fieldFacts is what parseFields found besides the header map: how many
+// Host and Content-Length fields, and their values.
+type fieldFacts struct {
+	hosts, lengths int
+	host, length   string
+}
+
+// parseFields reads the header section after a head's first line into a
+// new header map. Host is left out of the map unless keepHost (a request's
+// req.Host carries it, as with net/http), and a Content-Length repeated with
+// the same value is kept once; two different ones are refused.
+func parseFields(rest string, keepHost bool) (http.Header, fieldFacts, *h1Error) {
+	var f fieldFacts
+	// One backing array for all values, as net/http does: a field's slice
+	// has room for its first value only, so a second one reallocates
+	// instead of writing over the next field's.
+	n := min(strings.Count(rest, "\n"), 100)
+	vals := make([]string, n)
+	h := make(http.Header, n)
+	var line string
+	for rest != "" {
+		line, rest = cutLine(rest)
+		if line == "" {
+			break
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			return nil, f, badRequest("folded header line")
+		}
+		name, value, ok := strings.Cut(line, ":")
+		if !ok || !isToken(name) {
+			return nil, f, badRequest("malformed header line")
+		}
+		value = strings.Trim(value, " \t")
+		for i := 0; i < len(value); i++ {
+			if b := value[i]; b < ' ' && b != '\t' || b == 0x7f {
+				return nil, f, badRequest("control character in a header value")
+			}
+		}
+		key := canonicalKey(name)
+		switch key {
+		case "Host":
+			f.hosts++
+			f.host = value
+			if !keepHost {
+				continue
+			}
+		case "Content-Length":
+			if f.lengths > 0 && value != f.length {
+				return nil, f, badRequest("two different Content-Lengths")
+			}
+			f.lengths++
+			f.length = value
+			if f.lengths > 1 {
+				continue // the same again: one is kept, as net/http does
+			}
+		}
+		if vs, ok := h[key]; ok {
+			h[key] = append(vs, value)
+		} else if len(vals) == 0 {
+			h[key] = []string{value}
+		} else {
+			vals[0] = value
+			h[key] = vals[:1:1]
+			vals = vals[1:]
+		}
+	}
+	return h, f, nil
 }
 
 func badRequest(why string) *h1Error {
@@ -348,7 +370,7 @@ func (b *h1ChunkedBody) Read(p []byte) (int, error) {
 
 func (b *h1ChunkedBody) skipTrailer() error {
 	total := 0
-	for {
+	for first := true; ; first = false {
 		line, err := b.br.ReadSlice('\n')
 		total += len(line)
 		if total > maxTrailer || err == bufio.ErrBufferFull {
@@ -357,10 +379,32 @@ func (b *h1ChunkedBody) skipTrailer() error {
 		if err != nil {
 			return io.ErrUnexpectedEOF
 		}
-		if len(line) == 1 || len(line) == 2 && line[0] == '\r' {
+		// The line that ends a body with no trailer must be CRLF (as
+		// net/http reads it); a trailer's lines may end in a bare LF.
+		if len(line) == 2 && line[0] == '\r' || len(line) == 1 && !first {
 			return nil
 		}
+		if len(line) == 1 {
+			return errors.New("malformed chunked encoding: a bare LF ends the body")
+		}
+		if !validFieldLine(strings.TrimSuffix(strings.TrimSuffix(string(line), "\n"), "\r")) {
+			return errors.New("malformed chunked trailer")
+		}
 	}
+}
+
+// validFieldLine reports whether line is a well-formed "name: value".
+func validFieldLine(line string) bool {
+	name, value, ok := strings.Cut(line, ":")
+	if !ok || !isToken(name) {
+		return false
+	}
+	for i := 0; i < len(value); i++ {
+		if b := value[i]; b < ' ' && b != '\t' || b == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 func (b *h1ChunkedBody) Close() error { return nil }

@@ -39,8 +39,9 @@ type upstreamClient struct {
 }
 
 type upstreamConn struct {
-	c  net.Conn
-	br *bufio.Reader
+	headBuf []byte // scratch for an answer head that came in pieces
+	c       net.Conn
+	br      *bufio.Reader
 }
 
 // writerPool holds the buffers streaming request bodies are written
@@ -105,13 +106,9 @@ func (u *upstreamClient) do(req *upstreamReq) (*http.Response, error) {
 	if err := u.write(pc, req); err != nil {
 		return fail(err)
 	}
-	var asked *http.Request // ReadResponse needs the method only for HEAD
-	if req.method == http.MethodHead {
-		asked = &http.Request{Method: http.MethodHead}
-	}
 	var resp *http.Response
 	for {
-		resp, err = http.ReadResponse(pc.br, asked)
+		resp, pc.headBuf, err = readUpstreamAnswer(pc.br, req.method, pc.headBuf)
 		if err != nil {
 			return fail(err)
 		}
