@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -237,4 +238,59 @@ func TestClientGoneBeforeUpstreamAnswers(t *testing.T) {
 		t.Fatal("the upstream request was not cancelled when the client went away")
 	}
 	g.waitLog("session client_gone", 5*time.Second)
+}
+
+// TestIdleTimeoutAppliesOnReload: gateway.idle_timeout lowered by a reload
+// closes a connection left idle, with no restart.
+func TestIdleTimeoutAppliesOnReload(t *testing.T) {
+	e := newTestEnv(t, "")
+	g := e.startGateway()
+	c, br := rawConn(t, e.addr)
+	fmt.Fprint(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	readAnswer(t, br, "GET")
+	e.writePolicy("idle_timeout = \"1s\"\n")
+	g.signal(syscall.SIGHUP)
+	g.waitLog("reload ok", 5*time.Second)
+	wantClosed(t, c, br, "an idle connection after idle_timeout was lowered to 1s")
+}
+
+// TestMalformedUpstreamAnswerIs502: an upstream answer whose length could
+// be read two ways is not relayed; the client gets a 502 and the log says
+// what was wrong.
+func TestMalformedUpstreamAnswerIs502(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, req.Body)
+				fmt.Fprint(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 30\r\n\r\nok")
+			}()
+		}
+	}()
+	e := newTestEnv(t, fmt.Sprintf("upstream = \"http://%s\"\n", ln.Addr()))
+	g := e.startGateway()
+	resp, err := http.Post(g.url+"/v1/chat/completions", "application/json", strings.NewReader(`{"stream":false}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("answer %d %q, want 502", resp.StatusCode, body)
+	}
+	g.waitLog("two different Content-Lengths", 5*time.Second)
 }
