@@ -122,17 +122,22 @@ func sameAsNetHTTP(t *testing.T, raw string, req *http.Request) {
 	if want.URL.String() != req.URL.String() || want.URL.EscapedPath() != req.URL.EscapedPath() || want.URL.Path != req.URL.Path {
 		t.Fatalf("URL: net/http %q (%q), h1Server %q (%q)", want.URL, want.URL.Path, req.URL, req.URL.Path)
 	}
-	wh := want.Header.Clone()
-	if wh == nil {
-		wh = http.Header{}
+	sameHeader(t, want.Header, req.Header)
+}
+
+// sameHeader fails unless hermes read the header fields net/http read.
+func sameHeader(t *testing.T, want, got http.Header) {
+	t.Helper()
+	if want == nil {
+		want = http.Header{}
 	}
-	if !reflect.DeepEqual(map[string][]string(wh), map[string][]string(req.Header)) {
-		t.Fatalf("header:\n net/http %v\n h1Server %v", wh, req.Header)
+	if !reflect.DeepEqual(map[string][]string(want), map[string][]string(got)) {
+		t.Fatalf("header:\n net/http %v\n hermes   %v", want, got)
 	}
 }
 
 // FuzzParseHead: whatever head h1Server accepts, net/http reads alike.
-// `go test -run XXX -fuzz FuzzParseHead -fuzztime 1m .` explores further.
+// `go test -run '^$' -fuzz FuzzParseHead -fuzztime 1m .` explores further.
 func FuzzParseHead(f *testing.F) {
 	for _, tc := range headCases {
 		f.Add(tc.raw)

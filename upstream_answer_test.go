@@ -101,13 +101,7 @@ func answerSameAsNetHTTP(t *testing.T, raw, method string, resp *http.Response, 
 	if string(wb) != body {
 		t.Fatalf("body: net/http %q, hermes %q", wb, body)
 	}
-	wh := want.Header.Clone()
-	if wh == nil {
-		wh = http.Header{}
-	}
-	if !reflect.DeepEqual(map[string][]string(wh), map[string][]string(resp.Header)) {
-		t.Fatalf("header:\n net/http %v\n hermes   %v", wh, resp.Header)
-	}
+	sameHeader(t, want.Header, resp.Header)
 }
 
 // FuzzUpstreamAnswer: whatever answer hermes reads, net/http reads alike.
