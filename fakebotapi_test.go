@@ -622,23 +622,34 @@ func (f *fakeBotAPI) unpollLocked(me *fakePoll) {
 	}
 }
 
+// checkText answers the Bot API's error for a message text it refuses
+// (empty, longer than tgMaxText: tooLong, bad entities) and reports false.
+func (f *fakeBotAPI) checkText(w http.ResponseWriter, p fakeParams, tooLong string) (string, bool) {
+	text := p["text"]
+	desc := ""
+	switch {
+	case text == "":
+		desc = tgEmptyText
+	case utf8.RuneCountInString(text) > tgMaxText:
+		desc = tooLong
+	default:
+		desc = fakeTGParseEntities(p["parse_mode"], text)
+	}
+	if desc != "" {
+		f.replyError(w, http.StatusBadRequest, desc, 0)
+		return "", false
+	}
+	return text, true
+}
+
 func (f *fakeBotAPI) sendMessage(w http.ResponseWriter, p fakeParams) {
 	chatID, err := p.int64("chat_id")
 	if err != nil || chatID == 0 {
 		f.replyError(w, http.StatusBadRequest, tgNoChat, 0)
 		return
 	}
-	text := p["text"]
-	switch {
-	case text == "":
-		f.replyError(w, http.StatusBadRequest, tgEmptyText, 0)
-		return
-	case utf8.RuneCountInString(text) > tgMaxText:
-		f.replyError(w, http.StatusBadRequest, tgTooLong, 0)
-		return
-	}
-	if desc := fakeTGParseEntities(p["parse_mode"], text); desc != "" {
-		f.replyError(w, http.StatusBadRequest, desc, 0)
+	text, ok := f.checkText(w, p, tgTooLong)
+	if !ok {
 		return
 	}
 	// reply_parameters (Bot API 7.0) or the older reply_to_message_id.
@@ -693,17 +704,8 @@ func (f *fakeBotAPI) editMessageText(w http.ResponseWriter, p fakeParams) {
 		f.replyError(w, http.StatusBadRequest, tgEditNotFound, 0)
 		return
 	}
-	text := p["text"]
-	switch {
-	case text == "":
-		f.replyError(w, http.StatusBadRequest, tgEmptyText, 0)
-		return
-	case utf8.RuneCountInString(text) > tgMaxText:
-		f.replyError(w, http.StatusBadRequest, tgEditTooLong, 0)
-		return
-	}
-	if desc := fakeTGParseEntities(p["parse_mode"], text); desc != "" {
-		f.replyError(w, http.StatusBadRequest, desc, 0)
+	text, ok := f.checkText(w, p, tgEditTooLong)
+	if !ok {
 		return
 	}
 

@@ -206,10 +206,8 @@ func parseFields(rest string, keepHost bool) (http.Header, fieldFacts, *h1Error)
 			return nil, f, badRequest("malformed header line")
 		}
 		value = strings.Trim(value, " \t")
-		for i := 0; i < len(value); i++ {
-			if b := value[i]; b < ' ' && b != '\t' || b == 0x7f {
-				return nil, f, badRequest("control character in a header value")
-			}
+		if !validValue(value) {
+			return nil, f, badRequest("control character in a header value")
 		}
 		key := canonicalKey(name)
 		switch key {
@@ -258,9 +256,6 @@ func cutLine(s string) (line, rest string) {
 }
 
 func isDigit(b byte) bool { return '0' <= b && b <= '9' }
-
-// isToken reports whether s is an RFC 9110 token.
-func isToken(s string) bool { return validFieldName(s) }
 
 // parseLength parses a Content-Length: digits only, no sign, no list.
 func parseLength(s string) (int64, bool) {
@@ -396,11 +391,14 @@ func (b *h1ChunkedBody) skipTrailer() error {
 // validFieldLine reports whether line is a well-formed "name: value".
 func validFieldLine(line string) bool {
 	name, value, ok := strings.Cut(line, ":")
-	if !ok || !isToken(name) {
-		return false
-	}
-	for i := 0; i < len(value); i++ {
-		if b := value[i]; b < ' ' && b != '\t' || b == 0x7f {
+	return ok && isToken(name) && validValue(value)
+}
+
+// validValue reports whether a header value holds no control character
+// but the tab.
+func validValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if b := v[i]; b < ' ' && b != '\t' || b == 0x7f {
 			return false
 		}
 	}

@@ -393,10 +393,8 @@ func (c *h1Conn) serveOne(req *http.Request) (keep bool) {
 		head: req.Method == http.MethodHead, http10: !req.ProtoAtLeast(1, 1)}
 	w := &c.resp
 	c.info.served.Store(true)
+	// req.Close is also an HTTP/1.0 request that did not ask for keep-alive.
 	w.closeAfter = req.Close || c.srv.noKeepAlive.Load()
-	if w.http10 && !req.Close {
-		w.keep10 = true // an HTTP/1.0 client that asked for keep-alive
-	}
 
 	var body *h1Body
 	bodyless := req.Body == nil || req.Body == http.NoBody
@@ -406,7 +404,7 @@ func (c *h1Conn) serveOne(req *http.Request) (keep bool) {
 		w.body = body
 	}
 	if ex := req.Header.Get("Expect"); ex != "" {
-		if !strings.EqualFold(ex, "100-continue") || !req.ProtoAtLeast(1, 1) {
+		if !strings.EqualFold(ex, "100-continue") || w.http10 {
 			w.closeAfter = true
 			w.WriteHeader(http.StatusExpectationFailed)
 			w.finish()
@@ -422,11 +420,11 @@ func (c *h1Conn) serveOne(req *http.Request) (keep bool) {
 	c.mu.Unlock()
 	c.watch.Reset(clientWatchAfter)
 
-	if !c.runHandler(w, req) {
-		c.endWatch()
+	ok := c.runHandler(w, req)
+	c.endWatch()
+	if !ok {
 		return false
 	}
-	c.endWatch()
 	w.finish()
 	if w.werr != nil || c.readErr != nil {
 		return false
@@ -609,9 +607,7 @@ type h1Response struct {
 	noBody      bool // this status or method carries no body
 	head        bool
 	http10      bool
-	keep10      bool
 	closeAfter  bool
-	flushed     bool
 	duplex      bool
 	clen        int64 // the Content-Length the handler set, -1 none
 	written     int64
@@ -757,12 +753,6 @@ func (w *h1Response) commit(final bool, next []byte) {
 	if v := h["Connection"]; len(v) > 0 && strings.EqualFold(v[0], "close") {
 		w.closeAfter = true
 	}
-	if w.http10 && !w.keep10 {
-		w.closeAfter = true
-	}
-	if w.http10 && w.keep10 && !hasCL && !w.noBody {
-		w.closeAfter = true
-	}
 	w.writeStatusLine(w.status)
 	bw := w.c.bw
 	if _, ok := h["Date"]; !ok {
@@ -849,7 +839,7 @@ func (w *h1Response) writeFields(h http.Header) {
 				continue
 			}
 		}
-		if !validFieldName(k) {
+		if !isToken(k) {
 			continue
 		}
 		for _, v := range vs {
@@ -864,8 +854,8 @@ func (w *h1Response) writeFields(h http.Header) {
 	}
 }
 
-// validFieldName reports whether k is an HTTP token (RFC 9110 5.6.2).
-func validFieldName(k string) bool {
+// isToken reports whether k is an HTTP token (RFC 9110 5.6.2).
+func isToken(k string) bool {
 	if k == "" {
 		return false
 	}
@@ -912,7 +902,6 @@ func (w *h1Response) FlushError() error {
 	if w.werr != nil {
 		return w.werr
 	}
-	w.flushed = true
 	if !w.committed {
 		w.commit(false, nil)
 	}

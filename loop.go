@@ -513,10 +513,17 @@ func (s *loopState) stopNowNow(in loopInput, by string, fx *effects) {
 	s.stopNow = true
 	s.reason, s.exitCode = reasonShutdown, exitOK
 	fx.log(levelInfo, evSignal, "signal", by, "action", "stop-now", "sessions", in.sessions)
+	s.cutWithinStopNow(in.now, fx)
+}
+
+// cutWithinStopNow cuts the open sessions now, with at most stopNowGrace
+// for their final events; if they were cut already, it shortens the grace
+// left to that.
+func (s *loopState) cutWithinStopNow(now time.Time, fx *effects) {
 	grace := min(s.policy.Drain.Grace, stopNowGrace)
 	if !s.cut {
-		s.cutSessions(in.now, grace, fx)
-	} else if end := in.now.Add(grace); end.Before(s.graceEnd) {
+		s.cutSessions(now, grace, fx)
+	} else if end := now.Add(grace); end.Before(s.graceEnd) {
 		s.graceEnd = end
 		fx.add(effect{kind: effGraceTimer, at: end})
 	}
@@ -567,13 +574,7 @@ func (s *loopState) restartNow(in loopInput, fx *effects) {
 	}
 	s.stopNow = true
 	s.reason, s.exitCode = reasonRestart, exitRestart
-	grace := min(s.policy.Drain.Grace, stopNowGrace)
-	if !s.cut {
-		s.cutSessions(in.now, grace, fx)
-	} else if end := in.now.Add(grace); end.Before(s.graceEnd) {
-		s.graceEnd = end
-		fx.add(effect{kind: effGraceTimer, at: end})
-	}
+	s.cutWithinStopNow(in.now, fx)
 	reply("")
 }
 

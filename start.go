@@ -21,20 +21,29 @@ Exit 0 when the gateway runs, 1 when it does not come up.
     $ hermes start --config /etc/hermes/hermes.toml
 `
 
-func runStart(args []string) error {
-	fs := newFlagSet("start", startUsage)
+// inspectFor parses the flags of a command that acts on a gateway of the
+// target instance (start, reload) and looks at what runs now.
+func inspectFor(name, usage string, args []string) (*target, managerInfo, *inspection, error) {
+	fs := newFlagSet(name, usage)
 	tf := addTargetFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
-		return err
+		return nil, managerInfo{}, nil, err
 	}
-	t, err := tf.resolve("start", true)
+	t, err := tf.resolve(name, true)
+	if err != nil {
+		return nil, managerInfo{}, nil, err
+	}
+	mgr := detectManager(t.p)
+	return t, mgr, inspect(t.p, mgr), nil
+}
+
+func runStart(args []string) error {
+	t, mgr, in, err := inspectFor("start", startUsage, args)
 	if err != nil {
 		return err
 	}
-	p := t.p
-	mgr := detectManager(p)
-	in := inspect(p, mgr)
 	defer in.close()
+	p := t.p
 	switch in.Verdict {
 	case verdictServing, verdictStarting:
 		fmt.Printf("already running: instance %q, pid %d (%s), listening on %s\n", p.Name, in.PID, in.Verdict, listenOf(in, p))
@@ -109,19 +118,12 @@ when no gateway runs.
 `
 
 func runReload(args []string) error {
-	fs := newFlagSet("reload", reloadUsage)
-	tf := addTargetFlags(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	t, err := tf.resolve("reload", true)
+	t, mgr, in, err := inspectFor("reload", reloadUsage, args)
 	if err != nil {
 		return err
 	}
-	p := t.p
-	mgr := detectManager(p)
-	in := inspect(p, mgr)
 	defer in.close()
+	p := t.p
 	switch in.Verdict {
 	case verdictServing, verdictDraining, verdictStarting:
 	case verdictNotRunning, verdictZombie:
