@@ -583,6 +583,9 @@ func (s *loopState) restartNow(in loopInput, fx *effects) {
 func (s *loopState) startDrain(in loopInput, sigName, reason string, code int, fx *effects) {
 	d := s.policy.Drain
 	s.state, s.reason, s.exitCode, s.drainStart = stateDraining, reason, code, in.now
+	// The gate closes (and an activated socket is let go) before the drain
+	// is announced: whoever sees "drain start" connects to the next gateway.
+	fx.add(effect{kind: effStopAdmitting})
 	if sigName != "" {
 		fx.log(levelInfo, evSignal, "signal", sigName, "action", "drain", "reason", reason, "sessions", in.sessions)
 	}
@@ -593,7 +596,6 @@ func (s *loopState) startDrain(in loopInput, sigName, reason string, code int, f
 	}
 	fx.add(effect{kind: effDrainTimer, at: in.now.Add(d.Timeout)})
 	fx.add(effect{kind: effExtendTimer, at: in.now})
-	fx.add(effect{kind: effStopAdmitting})
 }
 
 // cutSessions tells every session to send its final event and end, and

@@ -181,6 +181,22 @@ func TestLoopDrainEnds(t *testing.T) {
 			t.Errorf("effects %+v, want exit 75 planned restart", fx)
 		}
 	})
+	t.Run("the gate closes before the drain is announced", func(t *testing.T) {
+		// Whoever reads "drain start" and connects must reach the next
+		// gateway (an activated socket is let go with the gate), never
+		// this one's 503.
+		s := newLoopState(testLoopPolicy(), false, false)
+		fx := s.step(sig(syscall.SIGUSR1, 0))
+		for _, e := range fx {
+			if e.kind == effStopAdmitting {
+				return
+			}
+			if e.kind == effLog || e.kind == effNotify {
+				t.Fatalf("%+v comes before the gate closes: %+v", e, fx)
+			}
+		}
+		t.Fatalf("the drain never closed the gate: %+v", fx)
+	})
 	t.Run("last session ends the drain", func(t *testing.T) {
 		s := newLoopState(testLoopPolicy(), false, false)
 		runLoop(s, 2, sig(syscall.SIGTERM, 0))
