@@ -81,6 +81,7 @@ func TestHealthcheck(t *testing.T) {
 		s.waitLines(t, 4, 5*time.Second)
 		g.signal(syscall.SIGTERM)
 		g.waitLog("drain start", 5*time.Second)
+		waitReadyz(t, g.url, 503, 5*time.Second) // published just after the log line
 		line, code := e.healthcheck(t)
 		if code != exitFailure || !strings.HasPrefix(line, "unhealthy: draining:") || !strings.Contains(line, "1 sessions left") {
 			t.Errorf("healthcheck of a draining gateway = %d %q", code, line)

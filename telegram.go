@@ -869,10 +869,12 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // once when the episode begins, shown in status throughout.
 func (b *telegramBot) pollFailed(err error, failing *episode, wait time.Duration) {
 	msg := b.scrub(err.Error())
-	if failing.begin(time.Now()) {
-		b.g.log.warn(evTelegramFailing, "error", msg, "backoff", wait)
-	}
+	first := failing.begin(time.Now())
+	// Status first: whoever reads the log line finds it already failing.
 	b.setStatus(func(s *tgStatus) {
 		s.State, s.Since, s.Failures, s.NextTry, s.LastError = "failing", failing.since, failing.n, time.Now().Add(wait), msg
 	})
+	if first {
+		b.g.log.warn(evTelegramFailing, "error", msg, "backoff", wait)
+	}
 }
