@@ -180,8 +180,10 @@ func newGateway(p *Policy, flagPath string, pipe *selfPipe, log *logger, logq *l
 // system call (math/rand/v2's generator is per thread).
 func newID() string {
 	var b [8]byte
+	var h [16]byte
 	binary.LittleEndian.PutUint64(b[:], rand.Uint64())
-	return hex.EncodeToString(b[:])
+	hex.Encode(h[:], b[:])
+	return string(h[:])
 }
 
 func (g *gateway) beat(now time.Time) { g.heartbeat.Store(now.UnixNano()) }

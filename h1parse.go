@@ -27,13 +27,20 @@ import (
 // h1parse_test.go checks it against net/http's ReadRequest on the same
 // inputs: whatever this accepts, ReadRequest reads the same way.
 
+// chunkedOnly is the TransferEncoding of every chunked message read: one
+// slice for all, which nothing writes to.
+var chunkedOnly = []string{"chunked"}
+
 // errHeadTooLarge: the request head is longer than the server takes.
 var errHeadTooLarge = errors.New("request head too large")
 
 // readHead reads a request head up to its blank line, at most limit bytes,
 // into one string. buf is scratch space it may grow and returns.
 func readHead(br *bufio.Reader, buf []byte, limit int) (string, []byte, error) {
-	// The common case: the whole head is already buffered.
+	// The common case: the whole head comes in one read.
+	if br.Buffered() == 0 {
+		br.Peek(1) // an error shows again below
+	}
 	if n := br.Buffered(); n > 0 {
 		b, _ := br.Peek(n)
 		if end := headEnd(b); end > 0 {
@@ -92,7 +99,8 @@ func headEnd(b []byte) int {
 }
 
 // parseHead turns a request head into req's method, target, version and
-// header. It fills req.Header (new), and reports a 4xx or 5xx with why.
+// header. It fills req.Header (an empty map given, or a new one), and
+// reports a 4xx or 5xx with why.
 func parseHead(head string, req *http.Request) *h1Error {
 	line, rest := cutLine(head)
 	method, after, ok1 := strings.Cut(line, " ")
@@ -127,7 +135,7 @@ func parseHead(head string, req *http.Request) *h1Error {
 	}
 	req.URL = u
 
-	h, f, he := parseFields(rest, false)
+	h, f, he := parseFields(rest, false, req.Header)
 	if he != nil {
 		return he
 	}
@@ -166,7 +174,7 @@ func parseHead(head string, req *http.Request) *h1Error {
 			return &h1Error{http.StatusNotImplemented, "Unsupported transfer encoding"}
 		}
 		delete(h, "Transfer-Encoding")
-		req.TransferEncoding = []string{"chunked"}
+		req.TransferEncoding = chunkedOnly
 		req.ContentLength = -1
 	}
 	req.Close = wantsClose(h["Connection"], req.ProtoMinor == 0)
@@ -180,18 +188,20 @@ type fieldFacts struct {
 	host, length   string
 }
 
-// parseFields reads the header section after a head's first line into a
-// new header map. Host is left out of the map unless keepHost (a request's
+// parseFields reads the header section after a head's first line into h
+// (empty), or a new header map when h is nil. Host is left out of the map unless keepHost (a request's
 // req.Host carries it, as with net/http), and a Content-Length repeated with
 // the same value is kept once; two different ones are refused.
-func parseFields(rest string, keepHost bool) (http.Header, fieldFacts, *h1Error) {
+func parseFields(rest string, keepHost bool, h http.Header) (http.Header, fieldFacts, *h1Error) {
 	var f fieldFacts
 	// One backing array for all values, as net/http does: a field's slice
 	// has room for its first value only, so a second one reallocates
 	// instead of writing over the next field's.
 	n := min(strings.Count(rest, "\n"), 100)
 	vals := make([]string, n)
-	h := make(http.Header, n)
+	if h == nil {
+		h = make(http.Header, n)
+	}
 	var line string
 	for rest != "" {
 		line, rest = cutLine(rest)

@@ -195,6 +195,9 @@ type h1Conn struct {
 	ctx       context.Context    // the requests': ends with the connection or the gateway's cut
 	cancel    context.CancelFunc // ends ctx: the client is gone
 	resp      h1Response         // the running request's answer
+	slot      cancelSlot         // in ctx: what the running request's upstream closes with (onCancel)
+	req       http.Request       // the running request, and its header map
+	reqHeader http.Header
 	watchEnd  chan struct{}
 	hasByte   bool // the watch read a byte of the next request
 	oneByte   [1]byte
@@ -248,6 +251,8 @@ func (c *h1Conn) serve() {
 	}()
 	c.addr = c.nc.RemoteAddr().String()
 	c.ctx, c.cancel = context.WithCancel(c.srv.base)
+	c.ctx = withCancelSlot(c.ctx, &c.slot)
+	c.reqHeader = make(http.Header, 8)
 	c.tmpl = (&http.Request{}).WithContext(c.ctx)
 	c.lr = h1Reader{c: c, remain: unlimited}
 	c.br = bufio.NewReaderSize(&c.lr, 4<<10)
@@ -330,8 +335,12 @@ func (c *h1Conn) readRequest() (*http.Request, error) {
 		}
 		return nil, errClientGone
 	}
-	req := new(http.Request)
+	// The request and its header map are the connection's, used again for
+	// each of its requests: nothing keeps a request after its handler.
+	req := &c.req
 	*req = *c.tmpl // the context, which only WithContext can set
+	clear(c.reqHeader)
+	req.Header = c.reqHeader
 	if he := parseHead(head, req); he != nil {
 		return nil, he
 	}
@@ -399,6 +408,7 @@ func (c *h1Conn) serveOne(req *http.Request) (keep bool) {
 	var body *h1Body
 	bodyless := req.Body == nil || req.Body == http.NoBody
 	if !bodyless {
+		// Not the connection's: a transport may read it after the handler.
 		body = &h1Body{c: c, rc: req.Body, w: w}
 		req.Body = body
 		w.body = body
@@ -699,9 +709,8 @@ func (w *h1Response) writeBody(p []byte) {
 	}
 	bw := w.c.bw
 	if w.chunked {
-		var hx [16]byte
-		bw.Write(strconv.AppendInt(hx[:0], int64(len(p)), 16))
-		bw.WriteString("\r\n")
+		// The chunk's size line, formatted in the buffer's free space.
+		bw.Write(append(strconv.AppendInt(bw.AvailableBuffer(), int64(len(p)), 16), "\r\n"...))
 		bw.Write(p)
 		_, err := bw.WriteString("\r\n")
 		w.failed(err)

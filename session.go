@@ -103,12 +103,19 @@ type sessionRun struct {
 	started time.Time
 	p       *Policy
 	rec     *responseRecorder
+	// One allocation for the session: its recorder, and the header
+	// value's slice, live in it.
+	recorder responseRecorder
+	idValue  [1]string
 }
 
 //go:noinline
 func (g *gateway) beginSession(w http.ResponseWriter, r *http.Request) *sessionRun {
-	s := &sessionRun{id: newID(), started: time.Now(), p: g.policy.Load(), rec: &responseRecorder{ResponseWriter: w}}
-	w.Header().Set("X-Hermes-Session", s.id)
+	s := &sessionRun{id: newID(), started: time.Now(), p: g.policy.Load()}
+	s.recorder.ResponseWriter = w
+	s.rec = &s.recorder
+	s.idValue[0] = s.id
+	w.Header()["X-Hermes-Session"] = s.idValue[:]
 	return s
 }
 

@@ -40,8 +40,36 @@ type upstreamClient struct {
 
 type upstreamConn struct {
 	headBuf []byte // scratch for an answer head that came in pieces
-	c       net.Conn
-	br      *bufio.Reader
+	// The header map of the answer being read, cleared for the next: an
+	// answer's header is read (and its values copied) before its body,
+	// and the connection is not reused before its body's end. The values
+	// are new each time.
+	header http.Header
+	c      net.Conn
+	br     *bufio.Reader
+
+	// Made once per connection, not per request: what a cancelled request
+	// runs (close), and alive's peek at the socket.
+	close  func()
+	raw    syscall.RawConn // nil: the connection cannot be peeked at
+	peekFn func(fd uintptr) bool
+	live   bool
+	one    [1]byte
+}
+
+func newUpstreamConn(c net.Conn) *upstreamConn {
+	pc := &upstreamConn{c: c, br: bufio.NewReaderSize(c, 4096), header: make(http.Header, 8)}
+	pc.close = func() { pc.c.Close() }
+	raw := c
+	if tc, ok := raw.(*tls.Conn); ok {
+		raw = tc.NetConn()
+	}
+	if sc, ok := raw.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			pc.raw, pc.peekFn = rc, pc.peek
+		}
+	}
+	return pc
 }
 
 // writerPool holds the buffers streaming request bodies are written
@@ -94,23 +122,16 @@ func (u *upstreamClient) do(req *upstreamReq) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	stop := context.AfterFunc(ctx, func() { pc.c.Close() })
-	fail := func(err error) (*http.Response, error) {
-		stop()
-		pc.c.Close()
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, err
-	}
+	stop := onCancel(ctx, pc.close)
 	if err := u.write(pc, req); err != nil {
-		return fail(err)
+		return u.fail(ctx, pc, stop, err)
 	}
 	var resp *http.Response
 	for {
-		resp, pc.headBuf, err = readUpstreamAnswer(pc.br, req.method, pc.headBuf)
+		clear(pc.header)
+		resp, pc.headBuf, err = readUpstreamAnswer(pc.br, req.method, pc.header, pc.headBuf)
 		if err != nil {
-			return fail(err)
+			return u.fail(ctx, pc, stop, err)
 		}
 		// 1xx answers before the final one (100 Continue, 103 Early
 		// Hints) carry no body: read on. 101 would be an upgrade, which a
@@ -122,6 +143,17 @@ func (u *upstreamClient) do(req *upstreamReq) (*http.Response, error) {
 	reuse := !resp.Close && resp.StatusCode != http.StatusSwitchingProtocols
 	resp.Body = &upstreamBody{rc: resp.Body, u: u, pc: pc, stop: stop, reuse: reuse}
 	return resp, nil
+}
+
+// fail ends a request that got no answer: the connection is closed, and a
+// cancelled request says so rather than what the close made of it.
+func (u *upstreamClient) fail(ctx context.Context, pc *upstreamConn, stop cancelStop, err error) (*http.Response, error) {
+	stop.stop()
+	pc.c.Close()
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return nil, err
 }
 
 // write sends req on pc. A request whose body is known whole (or empty)
@@ -222,7 +254,7 @@ func (u *upstreamClient) dial(ctx context.Context) (*upstreamConn, error) {
 		}
 		c = tc
 	}
-	return &upstreamConn{c: c, br: bufio.NewReaderSize(c, 4096)}, nil
+	return newUpstreamConn(c), nil
 }
 
 // alive reports whether an idle connection is still open and quiet: one
@@ -232,26 +264,21 @@ func (pc *upstreamConn) alive() bool {
 	if pc.br.Buffered() > 0 {
 		return false
 	}
-	raw := pc.c
-	if tc, ok := raw.(*tls.Conn); ok {
-		raw = tc.NetConn()
-	}
-	sc, ok := raw.(syscall.Conn)
-	if !ok {
+	if pc.raw == nil {
 		return true
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
+	pc.live = false
+	if pc.raw.Read(pc.peekFn) != nil {
 		return false
 	}
-	live := false
-	var one [1]byte
-	rc.Read(func(fd uintptr) bool {
-		_, _, err := unix.Recvfrom(int(fd), one[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		live = errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EWOULDBLOCK)
-		return true // never wait: this is a look, not a read
-	})
-	return live
+	return pc.live
+}
+
+// peek is alive's look at the socket, under the connection's read lock.
+func (pc *upstreamConn) peek(fd uintptr) bool {
+	_, _, err := unix.Recvfrom(int(fd), pc.one[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	pc.live = errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EWOULDBLOCK)
+	return true // never wait: this is a look, not a read
 }
 
 // put returns a connection to the pool, or closes it when the pool is full.
@@ -270,7 +297,7 @@ type upstreamBody struct {
 	rc    io.ReadCloser
 	u     *upstreamClient
 	pc    *upstreamConn
-	stop  func() bool
+	stop  cancelStop
 	reuse bool
 	once  sync.Once
 	eof   bool
@@ -301,7 +328,7 @@ func (b *upstreamBody) Close() error {
 func (b *upstreamBody) release() {
 	b.once.Do(func() {
 		// stop reports false when ctx already closed the connection.
-		if b.stop() && b.eof && b.reuse {
+		if b.stop.stop() && b.eof && b.reuse {
 			b.u.put(b.pc)
 			return
 		}

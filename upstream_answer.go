@@ -22,8 +22,10 @@ import (
 const maxAnswerHead = 1 << 20
 
 // readUpstreamAnswer reads the head of the answer to a request with method, and
-// sets up its body's framing on br.
-func readUpstreamAnswer(br *bufio.Reader, method string, buf []byte) (*http.Response, []byte, error) {
+// sets up its body's framing on br. The header goes into h when it is not
+// nil (an empty map), else into a new map; buf is scratch space it may grow
+// and returns.
+func readUpstreamAnswer(br *bufio.Reader, method string, h http.Header, buf []byte) (*http.Response, []byte, error) {
 	head, buf, err := readHead(br, buf, maxAnswerHead)
 	if err != nil {
 		if err == errHeadTooLarge {
@@ -31,7 +33,7 @@ func readUpstreamAnswer(br *bufio.Reader, method string, buf []byte) (*http.Resp
 		}
 		return nil, buf, err
 	}
-	resp, err := parseAnswer(head, method)
+	resp, err := parseAnswer(head, method, h)
 	if err != nil {
 		return nil, buf, err
 	}
@@ -52,7 +54,7 @@ func readUpstreamAnswer(br *bufio.Reader, method string, buf []byte) (*http.Resp
 // parseAnswer reads an answer head: the status line, the fields, and what
 // they say of the body. resp.Body is set (to http.NoBody) only when the
 // answer has none.
-func parseAnswer(head, method string) (*http.Response, error) {
+func parseAnswer(head, method string, into http.Header) (*http.Response, error) {
 	line, rest := cutLine(head)
 	resp := &http.Response{Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, ContentLength: -1}
 	proto, status, _ := strings.Cut(line, " ")
@@ -69,7 +71,7 @@ func parseAnswer(head, method string) (*http.Response, error) {
 	}
 	resp.StatusCode = int(code[0]-'0')*100 + int(code[1]-'0')*10 + int(code[2]-'0')
 	resp.Status = strings.TrimLeft(status, " ")
-	h, f, he := parseFields(rest, true)
+	h, f, he := parseFields(rest, true, into)
 	if he != nil {
 		return nil, fmt.Errorf("malformed answer from the upstream: %s", strings.TrimPrefix(he.text, "Bad Request: "))
 	}
@@ -89,7 +91,7 @@ func parseAnswer(head, method string) (*http.Response, error) {
 			return nil, fmt.Errorf("the upstream's answer uses a transfer coding hermes does not read: %q", trimForError(strings.Join(te, ", ")))
 		}
 		delete(h, "Transfer-Encoding")
-		resp.TransferEncoding = []string{"chunked"}
+		resp.TransferEncoding = chunkedOnly
 		resp.ContentLength = -1
 	} else if ok {
 		delete(h, "Transfer-Encoding") // HTTP/1.0 has none: net/http ignores it too
