@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	rtmetrics "runtime/metrics"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -393,6 +394,21 @@ func (g *gateway) writeMetrics(w *promWriter, now time.Time) {
 	}
 	w.family("hermes_go_goroutines", "gauge", "Goroutines that currently exist.")
 	w.sample("hermes_go_goroutines", float64(runtime.NumGoroutine()))
+	rt := readGoRuntime()
+	w.family("hermes_go_alloc_bytes_total", "counter", "Bytes allocated on the heap since the process started.")
+	w.sampleU("hermes_go_alloc_bytes_total", rt[0].Value.Uint64())
+	w.family("hermes_go_allocs_total", "counter", "Heap objects allocated since the process started.")
+	w.sampleU("hermes_go_allocs_total", rt[1].Value.Uint64())
+	w.family("hermes_go_gc_cycles_total", "counter", "Garbage collections completed since the process started.")
+	w.sampleU("hermes_go_gc_cycles_total", rt[2].Value.Uint64())
+}
+
+// readGoRuntime reads the allocation and collection counters (no
+// stop-the-world, unlike runtime.ReadMemStats).
+func readGoRuntime() []rtmetrics.Sample {
+	s := []rtmetrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/heap/allocs:objects"}, {Name: "/gc/cycles/total:gc-cycles"}}
+	rtmetrics.Read(s)
+	return s
 }
 
 // procStats is what the kernel says of the process; -1 is unknown.

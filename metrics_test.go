@@ -286,7 +286,7 @@ func TestMetricsWellFormed(t *testing.T) {
 		"hermes_starts_recent", "hermes_log_lines_dropped_total", "hermes_build_info", "hermes_state",
 		"hermes_connections_open", "hermes_process_resident_memory_bytes", "hermes_process_open_fds",
 		"hermes_process_max_fds", "hermes_process_start_time_seconds", "hermes_process_cpu_seconds_total",
-		"hermes_go_goroutines",
+		"hermes_go_goroutines", "hermes_go_alloc_bytes_total", "hermes_go_allocs_total", "hermes_go_gc_cycles_total",
 	} {
 		if !strings.Contains(s.raw, "\n"+name+" ") && !strings.Contains(s.raw, "\n"+name+"{") {
 			t.Errorf("no %s in /metrics", name)
