@@ -26,7 +26,7 @@ import (
 // the proxying itself on short requests. This client writes the request and
 // reads the answer on the session's goroutine: a request with its body in
 // hand is written here in one system call, one whose body streams with
-// net/http's Request.Write, and the answer is read with http.ReadResponse.
+// net/http's Request.Write, and the answer is read with readUpstreamAnswer.
 // Idle connections wait in a bounded pool. Where something else is wanted (a proxy from the
 // environment), the session uses net/http's Transport instead.
 type upstreamClient struct {
