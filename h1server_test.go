@@ -289,8 +289,8 @@ func TestMalformedUpstreamAnswerIs502(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadGateway {
-		t.Fatalf("answer %d %q, want 502", resp.StatusCode, body)
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), `"code":"upstream_malformed"`) {
+		t.Fatalf("answer %d %q, want 502 upstream_malformed", resp.StatusCode, body)
 	}
 	g.waitLog("two different Content-Lengths", 5*time.Second)
 }

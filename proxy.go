@@ -165,6 +165,10 @@ func (g *gateway) roundTrip(w *responseRecorder, r *http.Request, req *upstreamR
 		g.log.warn(evUpstreamError, "error", redactURL(err, req.url), "path", r.URL.Path)
 		g.upstreamFailed(errors.New(redactURL(err, req.url)))
 		w.upstream = upstreamErrKind(err)
+		if bad := (*errMalformedAnswer)(nil); errors.As(err, &bad) {
+			writeAPIError(w, http.StatusBadGateway, "server_error", "upstream_malformed", "the upstream's answer was malformed, so the gateway did not relay it")
+			return nil, false
+		}
 		writeAPIError(w, http.StatusBadGateway, "server_error", "upstream_unreachable", "the gateway could not reach its upstream")
 		return nil, false
 	}

@@ -18,6 +18,16 @@ import (
 // other than chunked) is an error, which the session reports as a 502
 // rather than relaying something it cannot delimit.
 
+// errMalformedAnswer is an upstream answer that could not be read safely:
+// the client gets a 502 that says so, and nothing of it is relayed.
+type errMalformedAnswer struct{ what string }
+
+func (e *errMalformedAnswer) Error() string { return "malformed answer from the upstream: " + e.what }
+
+func malformed(format string, args ...any) error {
+	return &errMalformedAnswer{fmt.Sprintf(format, args...)}
+}
+
 // maxAnswerHead bounds the upstream's answer head.
 const maxAnswerHead = 1 << 20
 
@@ -63,29 +73,29 @@ func parseAnswer(head, method string, into http.Header) (*http.Response, error) 
 	case "HTTP/1.0":
 		resp.Proto, resp.ProtoMinor = proto, 0
 	default:
-		return nil, fmt.Errorf("malformed answer from the upstream: status line %q", trimForError(line))
+		return nil, malformed("status line %q", trimForError(line))
 	}
 	code, _, _ := strings.Cut(status, " ")
 	if len(code) != 3 || !isDigit(code[0]) || !isDigit(code[1]) || !isDigit(code[2]) || code[0] == '0' {
-		return nil, fmt.Errorf("malformed answer from the upstream: status line %q", trimForError(line))
+		return nil, malformed("status line %q", trimForError(line))
 	}
 	resp.StatusCode = int(code[0]-'0')*100 + int(code[1]-'0')*10 + int(code[2]-'0')
 	resp.Status = strings.TrimLeft(status, " ")
 	h, f, he := parseFields(rest, true, into)
 	if he != nil {
-		return nil, fmt.Errorf("malformed answer from the upstream: %s", strings.TrimPrefix(he.text, "Bad Request: "))
+		return nil, malformed("%s", strings.TrimPrefix(he.text, "Bad Request: "))
 	}
 	resp.Header = h
 	if f.lengths > 0 {
 		n, ok := parseLength(f.length)
 		if !ok {
-			return nil, fmt.Errorf("malformed answer from the upstream: Content-Length %q", trimForError(f.length))
+			return nil, malformed("Content-Length %q", trimForError(f.length))
 		}
 		resp.ContentLength = n
 	}
 	if te, ok := h["Transfer-Encoding"]; ok && resp.ProtoMinor == 1 {
 		if f.lengths > 0 {
-			return nil, errors.New("malformed answer from the upstream: both Transfer-Encoding and Content-Length")
+			return nil, malformed("both Transfer-Encoding and Content-Length")
 		}
 		if len(te) != 1 || !strings.EqualFold(te[0], "chunked") {
 			return nil, fmt.Errorf("the upstream's answer uses a transfer coding hermes does not read: %q", trimForError(strings.Join(te, ", ")))
