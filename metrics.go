@@ -237,7 +237,7 @@ func kvString(kv []any, key string) string {
 //
 //go:noinline
 func (m *metrics) sessionEnded(s *sessionRun, ev event, first time.Time) {
-	rec := s.rec
+	rec := &s.rec
 	out := sessFinished
 	switch {
 	case ev == evSessionCut:

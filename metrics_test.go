@@ -622,7 +622,7 @@ func TestMetricsHotPathAllocs(t *testing.T) {
 		t.Skip("the race detector allocates")
 	}
 	var m metrics
-	s := &sessionRun{started: time.Now(), rec: &responseRecorder{written: 100}}
+	s := &sessionRun{started: time.Now(), rec: responseRecorder{written: 100}}
 	first := time.Now()
 	if n := testing.AllocsPerRun(100, func() { m.sessionEnded(s, evNone, first) }); n != 0 {
 		t.Errorf("sessionEnded allocates %g times", n)

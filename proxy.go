@@ -165,11 +165,12 @@ func (g *gateway) roundTrip(w *responseRecorder, r *http.Request, req *upstreamR
 		g.log.warn(evUpstreamError, "error", redactURL(err, req.url), "path", r.URL.Path)
 		g.upstreamFailed(errors.New(redactURL(err, req.url)))
 		w.upstream = upstreamErrKind(err)
-		if bad := (*errMalformedAnswer)(nil); errors.As(err, &bad) {
-			writeAPIError(w, http.StatusBadGateway, "server_error", "upstream_malformed", "the upstream's answer was malformed, so the gateway did not relay it")
-			return nil, false
+		code, msg := "upstream_unreachable", "the gateway could not reach its upstream"
+		var bad *errMalformedAnswer
+		if errors.As(err, &bad) {
+			code, msg = "upstream_malformed", "the upstream's answer was malformed, so the gateway did not relay it"
 		}
-		writeAPIError(w, http.StatusBadGateway, "server_error", "upstream_unreachable", "the gateway could not reach its upstream")
+		writeAPIError(w, http.StatusBadGateway, "server_error", code, msg)
 		return nil, false
 	}
 	g.upstreamAnswered()

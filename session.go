@@ -90,9 +90,9 @@ func (g *gateway) serveSession(w http.ResponseWriter, r *http.Request) {
 	defer g.gate.leave()
 	s := g.beginSession(w, r)
 	if s.p.Gateway.Upstream == "" {
-		serveEcho(s.rec, r, s.p.Echo.WordDelay)
+		serveEcho(&s.rec, r, s.p.Echo.WordDelay)
 	} else {
-		g.proxy(s.rec, r, s.p)
+		g.proxy(&s.rec, r, s.p)
 	}
 	g.endSession(s, r)
 }
@@ -102,18 +102,16 @@ type sessionRun struct {
 	id      string
 	started time.Time
 	p       *Policy
-	rec     *responseRecorder
 	// One allocation for the session: its recorder, and the header
 	// value's slice, live in it.
-	recorder responseRecorder
-	idValue  [1]string
+	rec     responseRecorder
+	idValue [1]string
 }
 
 //go:noinline
 func (g *gateway) beginSession(w http.ResponseWriter, r *http.Request) *sessionRun {
 	s := &sessionRun{id: newID(), started: time.Now(), p: g.policy.Load()}
-	s.recorder.ResponseWriter = w
-	s.rec = &s.recorder
+	s.rec.ResponseWriter = w
 	s.idValue[0] = s.id
 	w.Header()["X-Hermes-Session"] = s.idValue[:]
 	return s
@@ -130,7 +128,7 @@ func (g *gateway) endSession(s *sessionRun, r *http.Request) {
 	ev := evNone
 	switch {
 	case errors.As(context.Cause(ctx), &cc):
-		g.finalEvent(s.rec, cc.reason, s.p.Drain.Grace)
+		g.finalEvent(&s.rec, cc.reason, s.p.Drain.Grace)
 		ev = evSessionCut
 	case ctx.Err() != nil:
 		ev = evSessionClientGone
