@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -485,7 +484,7 @@ func loadPolicyFile(path string) (*Policy, error) {
 	return p, nil
 }
 
-var tomlLineRe = regexp.MustCompile(`line (\d+)`)
+var tomlLineRe = lazyRegexp(`line (\d+)`)
 
 // tomlError turns a decoder error into a configError with file, line and key.
 func tomlError(path string, src []byte, err error) error {
@@ -499,7 +498,7 @@ func tomlError(path string, src []byte, err error) error {
 		return ce
 	}
 	msg := err.Error()
-	if m := tomlLineRe.FindStringSubmatch(msg); m != nil {
+	if m := tomlLineRe().FindStringSubmatch(msg); m != nil {
 		fmt.Sscan(m[1], &ce.Line)
 	}
 	if i := strings.Index(msg, `(last key "`); i >= 0 {
@@ -598,8 +597,8 @@ func editDistance(a, b string) int {
 }
 
 var (
-	tableRe = regexp.MustCompile(`^\s*\[\[?\s*([A-Za-z0-9_.\-" ]+?)\s*\]\]?\s*(#.*)?$`)
-	keyRe   = regexp.MustCompile(`^\s*([A-Za-z0-9_\-"]+)\s*=`)
+	tableRe = lazyRegexp(`^\s*\[\[?\s*([A-Za-z0-9_.\-" ]+?)\s*\]\]?\s*(#.*)?$`)
+	keyRe   = lazyRegexp(`^\s*([A-Za-z0-9_\-"]+)\s*=`)
 )
 
 // keyLine finds the line on which a dotted key is set, for error messages.
@@ -612,14 +611,14 @@ func keyLine(src []byte, key string) int {
 		want := strings.Join(parts[:n], ".")
 		table := ""
 		for i, line := range strings.Split(string(src), "\n") {
-			if m := tableRe.FindStringSubmatch(line); m != nil {
+			if m := tableRe().FindStringSubmatch(line); m != nil {
 				table = strings.ReplaceAll(strings.ReplaceAll(m[1], `"`, ""), " ", "")
 				if table == want {
 					return i + 1
 				}
 				continue
 			}
-			if m := keyRe.FindStringSubmatch(line); m != nil {
+			if m := keyRe().FindStringSubmatch(line); m != nil {
 				full := strings.Trim(m[1], `"`)
 				if table != "" {
 					full = table + "." + full
@@ -716,7 +715,7 @@ func (v *validator) ladder(dst *[]Rung, src *[]fileRung, key string) {
 
 func (v *validator) apply(p *Policy, f *filePolicy) {
 	v.str(&p.Name, f.Name, "name", true)
-	if f.Name != nil && !nameRe.MatchString(*f.Name) {
+	if f.Name != nil && !nameRe().MatchString(*f.Name) {
 		v.fail("name", "%q is not a valid instance name: use 1 to 32 letters, digits, '-' or '_', starting with a letter or digit (it names files, units and a launchd label)", *f.Name)
 	}
 	v.str(&p.Gateway.Listen, f.Gateway.Listen, "gateway.listen", true)
@@ -857,7 +856,7 @@ func formatSize(n int64) string {
 	return fmt.Sprintf("%dB", n)
 }
 
-var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$`)
+var nameRe = lazyRegexp(`^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$`)
 
 // check validates the resolved policy as a whole: values that are each fine
 // but together would break a promise (a ladder that kills a drain, a unit
@@ -882,10 +881,10 @@ func (v *validator) check(p *Policy) {
 	if u := p.Gateway.Upstream; u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
 		v.fail("gateway.upstream", "%q must start with http:// or https://", u)
 	}
-	if e := p.Gateway.UpstreamKeyEnv; e != "" && !envNameRe.MatchString(e) {
+	if e := p.Gateway.UpstreamKeyEnv; e != "" && !envNameRe().MatchString(e) {
 		v.fail("gateway.upstream_key_env", "%q is not an environment variable name (it names the variable that holds the key; never put the key itself here)", e)
 	}
-	if e := p.Lock.TokenEnv; e != "" && !envNameRe.MatchString(e) {
+	if e := p.Lock.TokenEnv; e != "" && !envNameRe().MatchString(e) {
 		v.fail("lock.token_env", "%q is not an environment variable name (it names the variable that holds the token; never put the token itself here)", e)
 	}
 	v.checkTelegram(p)
@@ -897,7 +896,7 @@ func (v *validator) check(p *Policy) {
 	if p.Lock.Dir != "" && !filepath.IsAbs(p.Lock.Dir) {
 		v.fail("lock.lock_dir", "%q is not an absolute path", p.Lock.Dir)
 	}
-	if !nameRe.MatchString(p.Lock.Scope) {
+	if !nameRe().MatchString(p.Lock.Scope) {
 		v.fail("lock.scope", "%q is not a valid scope: use letters, digits, '-' or '_'", p.Lock.Scope)
 	}
 	if p.Drain.Timeout == 0 {
@@ -985,7 +984,7 @@ func (v *validator) checkAlerts(p *Policy) {
 	if u := a.WebhookURL; u != "" && !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://") {
 		v.fail("alerts.webhook_url", "%q must start with https:// or http://", u)
 	}
-	if e := a.WebhookURLEnv; e != "" && !envNameRe.MatchString(e) {
+	if e := a.WebhookURLEnv; e != "" && !envNameRe().MatchString(e) {
 		v.fail("alerts.webhook_url_env", "%q is not an environment variable name", e)
 	}
 	if a.TelegramChat != 0 && !p.Telegram.Enabled() {
@@ -1008,7 +1007,7 @@ func (v *validator) checkAlerts(p *Policy) {
 // checkTelegram validates [telegram] as a whole.
 func (v *validator) checkTelegram(p *Policy) {
 	t := p.Telegram
-	if e := t.TokenEnv; e != "" && !envNameRe.MatchString(e) {
+	if e := t.TokenEnv; e != "" && !envNameRe().MatchString(e) {
 		v.fail("telegram.token_env", "%q is not an environment variable name (it names the variable that holds the bot token; never put the token itself here)", e)
 	}
 	if t.TokenFile != "" && !filepath.IsAbs(t.TokenFile) {
@@ -1045,7 +1044,7 @@ func (v *validator) checkTelegram(p *Policy) {
 	}
 }
 
-var envNameRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+var envNameRe = lazyRegexp(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 func expandHome(p string) string {
 	if p == "~" || strings.HasPrefix(p, "~/") {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -257,12 +256,12 @@ func durationExample(v any) string {
 	return "90s"
 }
 
-var duplicateRe = regexp.MustCompile(`^Key '(.+)' has already been defined\.$`)
+var duplicateRe = lazyRegexp(`^Key '(.+)' has already been defined\.$`)
 
 // duplicateKey rewords the decoder's message for a key or table set twice,
 // naming the line it was first set on.
 func duplicateKey(ce *configError, src []byte, msg string) bool {
-	m := duplicateRe.FindStringSubmatch(msg)
+	m := duplicateRe().FindStringSubmatch(msg)
 	if m == nil {
 		return false
 	}

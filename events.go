@@ -9,7 +9,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -109,7 +108,7 @@ func runEvents(args []string) error {
 const sinceForms = "a duration back from now (90s, 5m, 2h, 3d), a date (2026-11-23), a time (2026-11-23T14:00:00Z, or 2026-11-23 14:00 local), today or yesterday"
 
 var (
-	sinceDaysRe  = regexp.MustCompile(`^(\d+)d(.*)$`)
+	sinceDaysRe  = lazyRegexp(`^(\d+)d(.*)$`)
 	sinceLayouts = []string{"2006-01-02T15:04", "2006-01-02 15:04", "2006-01-02T15:04:05", "2006-01-02 15:04:05"}
 )
 
@@ -159,7 +158,7 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 // parseDays is time.ParseDuration that also takes whole days first (3d,
 // 1d12h), as operators write them.
 func parseDays(s string) (time.Duration, error) {
-	m := sinceDaysRe.FindStringSubmatch(s)
+	m := sinceDaysRe().FindStringSubmatch(s)
 	if m == nil {
 		return time.ParseDuration(s)
 	}

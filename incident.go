@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -161,14 +160,14 @@ type incidentModel struct {
 }
 
 var (
-	silentRe   = regexp.MustCompile(`(?:not ticked for|waited unread for) ([0-9.]+(?:ns|µs|us|ms|s|m|h)[0-9.msh]*)`)
-	lastSeenRe = regexp.MustCompile(`last seen alive (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)`)
+	silentRe   = lazyRegexp(`(?:not ticked for|waited unread for) ([0-9.]+(?:ns|µs|us|ms|s|m|h)[0-9.msh]*)`)
+	lastSeenRe = lazyRegexp(`last seen alive (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)`)
 )
 
 // frozenFor reads "has not ticked for 2.004s" from a watchdog reason or a
 // verdict's detail.
 func frozenFor(s string) time.Duration {
-	if m := silentRe.FindStringSubmatch(s); m != nil {
+	if m := silentRe().FindStringSubmatch(s); m != nil {
 		if d, err := time.ParseDuration(m[1]); err == nil {
 			return d
 		}
@@ -795,7 +794,7 @@ func incidentSummary(inc *incident, loc *time.Location) string {
 	case kindUnclean:
 		u := inc.firstOf(evUncleanExit)
 		why := u.str("note")
-		if m := lastSeenRe.FindStringSubmatchIndex(why); m != nil {
+		if m := lastSeenRe().FindStringSubmatchIndex(why); m != nil {
 			why = strings.TrimSuffix(strings.TrimSpace(why[:m[0]]), ";")
 		}
 		const died = "it died without recording its exit"

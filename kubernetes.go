@@ -8,9 +8,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"text/template"
 	"time"
 )
@@ -45,8 +45,12 @@ var (
 	composeTemplateText string
 
 	manifestFuncs      = template.FuncMap{"q": strconv.Quote}
-	kubernetesTemplate = template.Must(template.New("kubernetes.yaml").Funcs(manifestFuncs).Parse(kubernetesTemplateText))
-	composeTemplate    = template.Must(template.New("compose.yaml").Funcs(manifestFuncs).Parse(composeTemplateText))
+	kubernetesTemplate = sync.OnceValue(func() *template.Template {
+		return template.Must(template.New("kubernetes.yaml").Funcs(manifestFuncs).Parse(kubernetesTemplateText))
+	})
+	composeTemplate = sync.OnceValue(func() *template.Template {
+		return template.Must(template.New("compose.yaml").Funcs(manifestFuncs).Parse(composeTemplateText))
+	})
 )
 
 // KubernetesPolicy is [kubernetes]: what the manifests need beyond the
@@ -95,27 +99,27 @@ func (v *validator) applyKubernetes(p *Policy, f *fileKubernetes) {
 
 var (
 	// k8sQuantityRe is a Kubernetes resource quantity: 100m, 0.5, 256Mi, 1G.
-	k8sQuantityRe = regexp.MustCompile(`^([0-9]+(\.[0-9]+)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$`)
+	k8sQuantityRe = lazyRegexp(`^([0-9]+(\.[0-9]+)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$`)
 	// dns1123Re is a DNS-1123 label: what names a namespace or a Service.
-	dns1123Re = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+	dns1123Re = lazyRegexp(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 	// dns1123SubRe is a DNS-1123 subdomain: a Secret's or a StorageClass's name.
-	dns1123SubRe = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$`)
+	dns1123SubRe = lazyRegexp(`^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$`)
 	// imageRe keeps an image reference to the characters one has.
-	imageRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$`)
+	imageRe = lazyRegexp(`^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$`)
 )
 
 func (v *validator) checkKubernetes(p *Policy) {
 	k := p.Kubernetes
-	if !imageRe.MatchString(k.Image) {
+	if !imageRe().MatchString(k.Image) {
 		v.fail("kubernetes.image", "%q is not an image reference (like \"registry.example.org/hermes:0.1.0\")", k.Image)
 	}
-	if k.Namespace != "" && !dns1123Re.MatchString(k.Namespace) {
+	if k.Namespace != "" && !dns1123Re().MatchString(k.Namespace) {
 		v.fail("kubernetes.namespace", "%q is not a namespace name (lowercase letters, digits and '-')", k.Namespace)
 	}
 	if k.Replicas < 1 {
 		v.fail("kubernetes.replicas", "%d: use at least 1", k.Replicas)
 	}
-	if k.Secret != "" && !dns1123SubRe.MatchString(k.Secret) {
+	if k.Secret != "" && !dns1123SubRe().MatchString(k.Secret) {
 		v.fail("kubernetes.secret", "%q is not a Secret name (lowercase letters, digits, '-' and '.')", k.Secret)
 	}
 	for _, q := range []struct{ key, val string }{
@@ -123,11 +127,11 @@ func (v *validator) checkKubernetes(p *Policy) {
 		{"kubernetes.memory_request", k.MemoryRequest}, {"kubernetes.memory_limit", k.MemoryLimit},
 		{"kubernetes.state_volume_size", k.StateSize},
 	} {
-		if q.val != "" && !k8sQuantityRe.MatchString(q.val) {
+		if q.val != "" && !k8sQuantityRe().MatchString(q.val) {
 			v.fail(q.key, "%q is not a Kubernetes quantity (like \"100m\", \"0.5\", \"256Mi\" or \"1Gi\"; \"\" leaves it out)", q.val)
 		}
 	}
-	if k.StorageClass != "" && !dns1123SubRe.MatchString(k.StorageClass) {
+	if k.StorageClass != "" && !dns1123SubRe().MatchString(k.StorageClass) {
 		v.fail("kubernetes.storage_class", "%q is not a StorageClass name", k.StorageClass)
 	}
 	if k.StorageClass != "" && k.StateSize == "" {
@@ -367,7 +371,7 @@ func renderKubernetes(p *Policy, src []byte) ([]byte, error) {
 		return nil, err
 	}
 	var b bytes.Buffer
-	if err := kubernetesTemplate.Execute(&b, d); err != nil {
+	if err := kubernetesTemplate().Execute(&b, d); err != nil {
 		return nil, err
 	}
 	return b.Bytes(), nil
@@ -394,7 +398,7 @@ func renderCompose(p *Policy, src []byte) ([]byte, error) {
 		c.PolicyFile = "./" + filepath.Base(p.Path)
 	}
 	var b bytes.Buffer
-	if err := composeTemplate.Execute(&b, c); err != nil {
+	if err := composeTemplate().Execute(&b, c); err != nil {
 		return nil, err
 	}
 	return b.Bytes(), nil

@@ -39,7 +39,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"regexp"
 	"strings"
 )
 
@@ -325,21 +324,21 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 }
 
 var (
-	flagUndefinedRe = regexp.MustCompile(`^flag provided but not defined: -(.*)$`)
-	flagValueRe     = regexp.MustCompile(`^invalid (?:boolean )?value (".*") for (?:flag )?-([^:]+): (.*)$`)
-	flagNeedsArgRe  = regexp.MustCompile(`^flag needs an argument: -(.*)$`)
+	flagUndefinedRe = lazyRegexp(`^flag provided but not defined: -(.*)$`)
+	flagValueRe     = lazyRegexp(`^invalid (?:boolean )?value (".*") for (?:flag )?-([^:]+): (.*)$`)
+	flagNeedsArgRe  = lazyRegexp(`^flag needs an argument: -(.*)$`)
 )
 
 // flagProblem words one of flag's parse errors for people, naming flags
 // as they are written in the examples (--force).
 func flagProblem(fs *flag.FlagSet, args []string, err error) string {
 	msg := err.Error()
-	if m := flagUndefinedRe.FindStringSubmatch(msg); m != nil {
+	if m := flagUndefinedRe().FindStringSubmatch(msg); m != nil {
 		var names []string
 		fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
 		return fmt.Sprintf("unknown flag %s%s", typedFlag(args, m[1]), didYouMean(m[1], names, "--"))
 	}
-	if m := flagValueRe.FindStringSubmatch(msg); m != nil {
+	if m := flagValueRe().FindStringSubmatch(msg); m != nil {
 		why := m[3]
 		if f := fs.Lookup(m[2]); f != nil {
 			if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() {
@@ -348,7 +347,7 @@ func flagProblem(fs *flag.FlagSet, args []string, err error) string {
 		}
 		return fmt.Sprintf("--%s %s: %s", m[2], m[1], why)
 	}
-	if m := flagNeedsArgRe.FindStringSubmatch(msg); m != nil {
+	if m := flagNeedsArgRe().FindStringSubmatch(msg); m != nil {
 		return fmt.Sprintf("--%s needs a value", m[1])
 	}
 	return msg

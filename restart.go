@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -325,12 +324,12 @@ func lockRestart(p *Policy, what string, wait bool, intr *interrupter) (*os.File
 	return f, nil
 }
 
-var lockHolderRe = regexp.MustCompile(`^(restart|stop|start)? ?pid (\d+)`)
+var lockHolderRe = lazyRegexp(`^(restart|stop|start)? ?pid (\d+)`)
 
 // lockHolder says what holds restart.lock, from what it wrote there
 // ("restart pid 4878"): "a restart (pid 4878)".
 func lockHolder(content string) string {
-	m := lockHolderRe.FindStringSubmatch(strings.TrimSpace(content))
+	m := lockHolderRe().FindStringSubmatch(strings.TrimSpace(content))
 	switch {
 	case m == nil:
 		return "a restart, stop or start"

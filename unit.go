@@ -12,10 +12,10 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"text/template"
 	"time"
 	"unicode/utf8"
@@ -31,8 +31,12 @@ var (
 	//go:embed unit/hermes.plist.tmpl
 	plistTemplateText string
 
-	serviceTemplate = template.Must(template.New("hermes.service").Parse(serviceTemplateText))
-	plistTemplate   = template.Must(template.New("hermes.plist").Funcs(template.FuncMap{"xml": xmlEscape}).Parse(plistTemplateText))
+	serviceTemplate = sync.OnceValue(func() *template.Template {
+		return template.Must(template.New("hermes.service").Parse(serviceTemplateText))
+	})
+	plistTemplate = sync.OnceValue(func() *template.Template {
+		return template.Must(template.New("hermes.plist").Funcs(template.FuncMap{"xml": xmlEscape}).Parse(plistTemplateText))
+	})
 )
 
 // unitMarker is in every file install-unit writes; uninstall-unit removes
@@ -168,10 +172,10 @@ func renderUnit(p *Policy, o unitOptions) ([]byte, error) {
 	if err := checkUnitPath("the lock dir", p.Lock.Dir); err != nil {
 		return nil, err
 	}
-	if !nameRe.MatchString(p.Name) {
+	if !nameRe().MatchString(p.Name) {
 		return nil, fmt.Errorf("%q is not a valid instance name", p.Name)
 	}
-	if o.RunAs != "" && !userNameRe.MatchString(o.RunAs) {
+	if o.RunAs != "" && !userNameRe().MatchString(o.RunAs) {
 		return nil, fmt.Errorf("--run-as %q is not a user name hermes can write into a unit", o.RunAs)
 	}
 	args := []string{o.Bin, "serve"}
@@ -185,11 +189,11 @@ func renderUnit(p *Policy, o unitOptions) ([]byte, error) {
 			// systemd refuses such an executable path ("contains special characters").
 			return nil, fmt.Errorf("the hermes binary's path %q contains a quote or a backslash, which systemd cannot run: move the binary", o.Bin)
 		}
-		if err := serviceTemplate.Execute(&b, systemdData(p, o, args)); err != nil {
+		if err := serviceTemplate().Execute(&b, systemdData(p, o, args)); err != nil {
 			return nil, err
 		}
 	case managerLaunchd:
-		if err := plistTemplate.Execute(&b, launchdData(p, o, args)); err != nil {
+		if err := plistTemplate().Execute(&b, launchdData(p, o, args)); err != nil {
 			return nil, err
 		}
 	default:
@@ -200,7 +204,7 @@ func renderUnit(p *Policy, o unitOptions) ([]byte, error) {
 
 // userNameRe is what --run-as accepts: POSIX-ish user names. It keeps a
 // name from ending a line, a quote or an XML comment.
-var userNameRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.]*(-[A-Za-z0-9_.]+)*\$?$`)
+var userNameRe = lazyRegexp(`^[A-Za-z_][A-Za-z0-9_.]*(-[A-Za-z0-9_.]+)*\$?$`)
 
 // checkUnitPath rejects a path that no escaping can carry: not absolute, not
 // UTF-8, or holding a control character (a newline would end a systemd line;
@@ -800,7 +804,7 @@ func runUninstallUnit(args []string) error {
 			return withHint(err, "name the instance instead: hermes uninstall-unit --name NAME")
 		}
 		name = p.Name
-	} else if !nameRe.MatchString(name) {
+	} else if !nameRe().MatchString(name) {
 		return usageErr("--name %q is not a valid instance name", name)
 	}
 	path, err := f.unitPath(manager, system, name)

@@ -1,0 +1,34 @@
+package main
+
+import (
+	"os/exec"
+	"regexp"
+	"strconv"
+	"testing"
+)
+
+// TestInitAllocatesLittle guards what runs before main on every start:
+// package variables that compile regexps or parse templates cost a
+// gateway about a megabyte of resident memory and 1.7 ms before READY=1
+// (lazy.go builds them on first use instead). The runtime's own count
+// (GODEBUG=inittrace=1) is exact, so this is a count, not a timing.
+func TestInitAllocatesLittle(t *testing.T) {
+	cmd := exec.Command(hermesBin, "version")
+	cmd.Env = append(filteredEnv(), "GODEBUG=inittrace=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("hermes version: %v\n%s", err, out)
+	}
+	m := regexp.MustCompile(`(?m)^init main @\S+ ms, \S+ ms clock, (\d+) bytes, (\d+) allocs$`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("no 'init main' line in the runtime's init trace:\n%s", out)
+	}
+	bytes, _ := strconv.Atoi(string(m[1]))
+	allocs, _ := strconv.Atoi(string(m[2]))
+	const maxBytes, maxAllocs = 64 << 10, 1000
+	if bytes > maxBytes || allocs > maxAllocs {
+		t.Errorf("package main's initialisation allocates %d bytes in %d objects, more than %d bytes or %d objects: "+
+			"a package variable builds something at start (a regexp, a template, a table); build it on first use (lazyRegexp, sync.OnceValue)",
+			bytes, allocs, maxBytes, maxAllocs)
+	}
+}
