@@ -160,6 +160,11 @@ func (l startLedger) LastExit(pid int) (ledgerExit, bool) {
 // at most wait (journal.exit_flush, from the caller's policy): a holder that
 // never lets go costs one record, never a start or an exit.
 func updateLedger(stateDir string, wait time.Duration, change func(*startLedger)) (startLedger, error) {
+	return changeLedger(stateDir, wait, writeFileAtomic, change)
+}
+
+// changeLedger is updateLedger with the write it ends with.
+func changeLedger(stateDir string, wait time.Duration, write func(string, []byte, os.FileMode) error, change func(*startLedger)) (startLedger, error) {
 	lk, err := os.OpenFile(ledgerPath(stateDir)+".lock", os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return startLedger{}, err
@@ -180,7 +185,7 @@ func updateLedger(stateDir string, wait time.Duration, change func(*startLedger)
 		l.Exits = l.Exits[len(l.Exits)-ledgerKeep:]
 	}
 	b, _ := json.MarshalIndent(l, "", "  ")
-	if err := writeFileAtomic(ledgerPath(stateDir), append(b, '\n'), 0o600); err != nil {
+	if err := write(ledgerPath(stateDir), append(b, '\n'), 0o600); err != nil {
 		return l, fmt.Errorf("writing start ledger: %w", err)
 	}
 	return l, nil
@@ -192,7 +197,9 @@ func updateLedger(stateDir string, wait time.Duration, change func(*startLedger)
 func recordStart(stateDir string, pid int, now time.Time, planned bool, wait time.Duration) (startLedger, error) {
 	ticks, _, _ := procInfo(pid)
 	boot, _ := bootID()
-	return updateLedger(stateDir, wait, func(l *startLedger) {
+	// The start must not wait on the disk: the record is synced a moment
+	// after, in the background. An exit's record is synced before the exit.
+	return changeLedger(stateDir, wait, writeFileSyncSoon, func(l *startLedger) {
 		noteUncleanExit(l, stateDir, pid, now)
 		if n := len(l.Starts); n > 0 {
 			if ex, ok := l.LastExit(l.Starts[n-1].PID); ok {
