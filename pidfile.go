@@ -122,7 +122,8 @@ func writeFileReplace(path string, data []byte, perm os.FileMode, sync bool) err
 // later. It is for a record a start writes before READY=1 (the start
 // ledger), where a sync would make the start wait on the disk: 0.3 ms
 // here, tens of milliseconds on an SD card. A power loss in that moment
-// costs the record, never a torn file.
+// can leave the file empty on some filesystems: its reader must take that
+// as no record (readStartLedger's caller starts a damaged ledger afresh).
 func writeFileSyncSoon(path string, data []byte, perm os.FileMode) error {
 	if err := writeRunFile(path, data, perm); err != nil {
 		return err
