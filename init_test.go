@@ -32,3 +32,16 @@ func TestInitAllocatesLittle(t *testing.T) {
 			bytes, allocs, maxBytes, maxAllocs)
 	}
 }
+
+// TestLazyRegexpsCompile compiles every regexp that lazyRegexp defers, so a
+// bad one fails here, not at its first use in a user's hands.
+func TestLazyRegexpsCompile(t *testing.T) {
+	if len(lazyExprs) == 0 {
+		t.Fatal("lazyRegexp recorded no expressions")
+	}
+	for _, expr := range lazyExprs {
+		if _, err := regexp.Compile(expr); err != nil {
+			t.Errorf("%q: %v", expr, err)
+		}
+	}
+}
