@@ -579,8 +579,7 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the upstream request was not cancelled when the client went away")
 	}
-	// The session is gone from the count.
-	// The session leaves the count just after its log line.
+	// The session is gone from the count (it leaves just after its log line).
 	g.waitLog("session client_gone", 5*time.Second)
 	g.waitStatus(5*time.Second, "the disconnected session out of the count", func(st gatewayStatus) bool { return st.ActiveSessions == 0 })
 }

@@ -189,9 +189,10 @@ type fieldFacts struct {
 }
 
 // parseFields reads the header section after a head's first line into h
-// (empty), or a new header map when h is nil. Host is left out of the map unless keepHost (a request's
-// req.Host carries it, as with net/http), and a Content-Length repeated with
-// the same value is kept once; two different ones are refused.
+// (empty), or a new header map when h is nil. Host is left out of the map
+// unless keepHost (a request's req.Host carries it, as with net/http), and
+// a Content-Length repeated with the same value is kept once; two
+// different ones are refused.
 func parseFields(rest string, keepHost bool, h http.Header) (http.Header, fieldFacts, *h1Error) {
 	var f fieldFacts
 	// One backing array for all values, as net/http does: a field's slice

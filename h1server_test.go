@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -255,14 +256,20 @@ func TestIdleTimeoutAppliesOnReload(t *testing.T) {
 }
 
 // TestMalformedUpstreamAnswerIs502: an upstream answer whose length could
-// be read two ways is not relayed; the client gets a 502 and the log says
-// what was wrong.
+// be read two ways, or that comes in a transfer coding hermes does not
+// read, is not relayed; the client gets a 502 and the log says what was
+// wrong.
 func TestMalformedUpstreamAnswerIs502(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
+	answers := []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 30\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nok",
+	}
+	var served atomic.Int32
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -277,20 +284,22 @@ func TestMalformedUpstreamAnswerIs502(t *testing.T) {
 					return
 				}
 				io.Copy(io.Discard, req.Body)
-				fmt.Fprint(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 30\r\n\r\nok")
+				fmt.Fprint(c, answers[int(served.Add(1)-1)%len(answers)])
 			}()
 		}
 	}()
 	e := newTestEnv(t, fmt.Sprintf("upstream = \"http://%s\"\n", ln.Addr()))
 	g := e.startGateway()
-	resp, err := http.Post(g.url+"/v1/chat/completions", "application/json", strings.NewReader(`{"stream":false}`))
-	if err != nil {
-		t.Fatal(err)
+	for _, logged := range []string{"two different Content-Lengths", "a transfer coding hermes does not read"} {
+		resp, err := http.Post(g.url+"/v1/chat/completions", "application/json", strings.NewReader(`{"stream":false}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), `"code":"upstream_malformed"`) {
+			t.Fatalf("answer %d %q, want 502 upstream_malformed (%s)", resp.StatusCode, body, logged)
+		}
+		g.waitLog(logged, 5*time.Second)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), `"code":"upstream_malformed"`) {
-		t.Fatalf("answer %d %q, want 502 upstream_malformed", resp.StatusCode, body)
-	}
-	g.waitLog("two different Content-Lengths", 5*time.Second)
 }

@@ -168,7 +168,7 @@ func (g *gateway) roundTrip(w *responseRecorder, r *http.Request, req *upstreamR
 		code, msg := "upstream_unreachable", "the gateway could not reach its upstream"
 		var bad *errMalformedAnswer
 		if errors.As(err, &bad) {
-			code, msg = "upstream_malformed", "the upstream's answer was malformed, so the gateway did not relay it"
+			code, msg = "upstream_malformed", "the upstream's answer could not be read safely, so the gateway did not relay it"
 		}
 		writeAPIError(w, http.StatusBadGateway, "server_error", code, msg)
 		return nil, false

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,14 +17,15 @@ import (
 // other than chunked) is an error, which the session reports as a 502
 // rather than relaying something it cannot delimit.
 
-// errMalformedAnswer is an upstream answer that could not be read safely:
+// errMalformedAnswer is an upstream answer hermes cannot read safely
+// (malformed, a head over the limit, a transfer coding it does not read):
 // the client gets a 502 that says so, and nothing of it is relayed.
-type errMalformedAnswer struct{ what string }
+type errMalformedAnswer struct{ msg string }
 
-func (e *errMalformedAnswer) Error() string { return "malformed answer from the upstream: " + e.what }
+func (e *errMalformedAnswer) Error() string { return e.msg }
 
 func malformed(format string, args ...any) error {
-	return &errMalformedAnswer{fmt.Sprintf(format, args...)}
+	return &errMalformedAnswer{"malformed answer from the upstream: " + fmt.Sprintf(format, args...)}
 }
 
 // maxAnswerHead bounds the upstream's answer head.
@@ -39,7 +39,7 @@ func readUpstreamAnswer(br *bufio.Reader, method string, h http.Header, buf []by
 	head, buf, err := readHead(br, buf, maxAnswerHead)
 	if err != nil {
 		if err == errHeadTooLarge {
-			err = errors.New("the upstream's answer head is over 1 MiB")
+			err = &errMalformedAnswer{"the upstream's answer head is over 1 MiB"}
 		}
 		return nil, buf, err
 	}
@@ -98,7 +98,7 @@ func parseAnswer(head, method string, into http.Header) (*http.Response, error) 
 			return nil, malformed("both Transfer-Encoding and Content-Length")
 		}
 		if len(te) != 1 || !strings.EqualFold(te[0], "chunked") {
-			return nil, fmt.Errorf("the upstream's answer uses a transfer coding hermes does not read: %q", trimForError(strings.Join(te, ", ")))
+			return nil, &errMalformedAnswer{fmt.Sprintf("the upstream's answer uses a transfer coding hermes does not read: %q", trimForError(strings.Join(te, ", ")))}
 		}
 		delete(h, "Transfer-Encoding")
 		resp.TransferEncoding = chunkedOnly
