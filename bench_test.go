@@ -153,33 +153,49 @@ func BenchmarkStreamProxy(b *testing.B) {
 		io.WriteString(w, "data: [DONE]\n\n")
 	}))
 	defer up.Close()
-	e := newTestEnv(b, fmt.Sprintf("upstream = %q\n", up.URL))
+	benchProxy(b, up.URL, `{"stream":true,"messages":[{"role":"user","content":"hi"}]}`, 100*80)
+}
+
+// BenchmarkShortProxy asks for one short (non-streaming) answer per op, as
+// BenchmarkStreamProxy streams: a chat completion from the load script's
+// fake upstream, directly and through a real `hermes serve`.
+func BenchmarkShortProxy(b *testing.B) {
+	up := httptest.NewServer(newFakeLoadUpstream(1, 0))
+	defer up.Close()
+	benchProxy(b, up.URL, `{"model":"m","stream":false,"messages":[{"role":"user","content":"hi"}]}`, 100)
+}
+
+// benchProxy posts body to upstream, directly and through a gateway in
+// front of it, and wants an answer of at least least bytes back per op,
+// on one client and on parallel ones; through the gateway it reports the gateway's own
+// cost per answer (gatewayCost) and, at the end, its resident memory.
+func benchProxy(b *testing.B, upstream, body string, least int64) {
+	e := newTestEnv(b, fmt.Sprintf("upstream = %q\n", upstream))
 	g := e.startGateway()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	body := `{"stream":true,"messages":[{"role":"user","content":"hi"}]}`
-	stream := func(b *testing.B, base string) {
+	ask := func(b *testing.B, base string) {
 		resp, err := client.Post(base+"/v1/chat/completions", "application/json", strings.NewReader(body))
 		if err != nil {
 			b.Fatal(err)
 		}
 		n, _ := io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != 200 || n < 100*80 {
+		if resp.StatusCode != 200 || n < least {
 			b.Fatalf("status %d, %d bytes", resp.StatusCode, n)
 		}
 	}
-	for _, tc := range []struct{ name, base string }{{"direct", up.URL}, {"hermes", g.url}} {
+	for _, tc := range []struct{ name, base string }{{"direct", upstream}, {"hermes", g.url}} {
 		b.Run(tc.name, func(b *testing.B) {
-			cost := gatewayCost(b, g.url, tc.base == g.url)
+			cost := gatewayCost(b, g, tc.base == g.url)
 			for i := 0; i < b.N; i++ {
-				stream(b, tc.base)
+				ask(b, tc.base)
 			}
 			cost(b.N)
 		})
 		b.Run(tc.name+"-parallel", func(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					stream(b, tc.base)
+					ask(b, tc.base)
 				}
 			})
 		})
@@ -193,18 +209,24 @@ func BenchmarkStreamProxy(b *testing.B) {
 // what reports, after n streams through it, its CPU time and heap
 // allocations per stream: the figures a regression on the proxy path moves
 // first. It reports nothing for a run that did not go through the gateway.
-func gatewayCost(b *testing.B, url string, through bool) func(n int) {
+func gatewayCost(b *testing.B, g *gatewayProc, through bool) func(n int) {
 	names := []string{"hermes_process_cpu_seconds_total", "hermes_go_allocs_total", "hermes_go_alloc_bytes_total"}
 	if !through {
 		return func(int) {}
 	}
-	before := counters(b, url, names...)
+	before := counters(b, g.url, names...)
+	r0, w0, sys := procSyscalls(g.pid())
 	return func(n int) {
-		after := counters(b, url, names...)
+		r1, w1, _ := procSyscalls(g.pid())
+		after := counters(b, g.url, names...)
 		per := func(i int) float64 { return (after[i] - before[i]) / float64(n) }
 		b.ReportMetric(per(0)*1e6, "gateway-CPU-µs/stream")
 		b.ReportMetric(per(1), "gateway-allocs/stream")
 		b.ReportMetric(per(2), "gateway-B/stream")
+		if sys { // read(2) and write(2) calls: a wait that became a read shows here
+			b.ReportMetric(float64(r1-r0)/float64(n), "gateway-reads/stream")
+			b.ReportMetric(float64(w1-w0)/float64(n), "gateway-writes/stream")
+		}
 	}
 }
 
@@ -381,6 +403,27 @@ func streamFlood(b *testing.B, addr string, n, chunks int) (started, ok, failed 
 // vmRSS and vmHWM read a process's resident set size and its peak, in
 // KiB (Linux), or 0.
 func vmRSS(pid int) int { return procStatusKB(pid, "VmRSS:") }
+
+// procSyscalls returns the read and write system calls process pid has
+// made (syscr and syscw of /proc/PID/io: read(2) and write(2), not recv or
+// send), and false where there is no such file.
+func procSyscalls(pid int) (reads, writes int64, ok bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0, 0, false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(l, ": ")
+		n, _ := strconv.ParseInt(v, 10, 64)
+		switch k {
+		case "syscr":
+			reads = n
+		case "syscw":
+			writes = n
+		}
+	}
+	return reads, writes, true
+}
 
 func vmHWM(pid int) int { return procStatusKB(pid, "VmHWM:") }
 

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,8 +14,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // upstreamClient speaks HTTP/1.1 to the one upstream, on the session's own
@@ -55,18 +52,32 @@ type upstreamConn struct {
 	peekFn func(fd uintptr) bool
 	live   bool
 	one    [1]byte
+
+	sock *rawSock // c's socket, read and written directly; nil: use c
+
+	// send's state: the request's bytes, and what writing them did.
+	tls     bool
+	out     net.Buffers
+	sendFn  func(fd uintptr) bool
+	sent    bool
+	sendErr error
 }
 
 func newUpstreamConn(c net.Conn) *upstreamConn {
-	pc := &upstreamConn{c: c, br: bufio.NewReaderSize(c, 4096), header: make(http.Header, 8)}
+	pc := &upstreamConn{c: c, header: make(http.Header, 8)}
+	var in io.Reader = c
+	if pc.sock = newRawSock(c); pc.sock != nil {
+		in = pc.sock
+	}
+	pc.br = bufio.NewReaderSize(in, 4096)
 	pc.close = func() { pc.c.Close() }
 	raw := c
 	if tc, ok := raw.(*tls.Conn); ok {
-		raw = tc.NetConn()
+		raw, pc.tls = tc.NetConn(), true
 	}
 	if sc, ok := raw.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
-			pc.raw, pc.peekFn = rc, pc.peek
+			pc.raw, pc.peekFn, pc.sendFn = rc, pc.peek, pc.writeThenWait
 		}
 	}
 	return pc
@@ -192,17 +203,57 @@ func (u *upstreamClient) write(pc *upstreamConn, req *upstreamReq) error {
 		b = append(strconv.AppendInt(append(b, "Content-Length: "...), int64(len(req.body)), 10), "\r\n"...)
 	}
 	b = append(b, "\r\n"...)
-	var err error
 	if len(b)+len(req.body) <= cap(b) {
-		_, err = pc.c.Write(append(b, req.body...))
+		pc.out = net.Buffers{append(b, req.body...)}
 	} else {
-		bufs := net.Buffers{b, req.body} // one writev
-		_, err = bufs.WriteTo(pc.c)
+		pc.out = net.Buffers{b, req.body} // one writev
 	}
+	err := pc.send()
+	pc.out = nil
 	if cap(b) == cap(*bp) {
 		putBuf(bp)
 	}
 	return err
+}
+
+// send writes pc.out and waits until the answer starts to arrive, without
+// a read: the wait is armed before the request leaves, so the answer's
+// arrival cannot slip past it, and the first read finds the answer there.
+// A read straight after the write would find nothing yet and cost a system
+// call (EAGAIN) on every request. A connection that cannot be waited on
+// this way (TLS, which buffers inside; no raw socket) writes, and its first
+// read waits as usual.
+func (pc *upstreamConn) send() error {
+	if pc.raw == nil || pc.tls {
+		_, err := pc.out.WriteTo(pc.c)
+		return err
+	}
+	pc.sent, pc.sendErr = false, nil
+	err := pc.raw.Read(pc.sendFn)
+	if pc.sendErr != nil {
+		return pc.sendErr
+	}
+	return err // the wait failed: the connection was closed (cancelled)
+}
+
+// writeThenWait is send's callback, under the connection's read lock (the
+// write takes the write lock: the two are separate). The first call writes
+// and asks to wait for the socket to be readable; the second says it is.
+func (pc *upstreamConn) writeThenWait(uintptr) bool {
+	if pc.sent {
+		return true
+	}
+	pc.sent = true
+	if pc.sock != nil && len(pc.out) == 1 {
+		_, pc.sendErr = pc.sock.Write(pc.out[0])
+	} else {
+		out := pc.out // WriteTo consumes the slice it is given
+		_, pc.sendErr = out.WriteTo(pc.c)
+	}
+	if pc.sendErr != nil {
+		return true
+	}
+	return false
 }
 
 // writeStreaming writes a request whose body streams, with net/http's
@@ -276,8 +327,7 @@ func (pc *upstreamConn) alive() bool {
 
 // peek is alive's look at the socket, under the connection's read lock.
 func (pc *upstreamConn) peek(fd uintptr) bool {
-	_, _, err := unix.Recvfrom(int(fd), pc.one[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-	pc.live = errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EWOULDBLOCK)
+	pc.live = rawPeek(fd, pc.one[:]) == syscall.EAGAIN
 	return true // never wait: this is a look, not a read
 }
 
