@@ -207,13 +207,6 @@ type h1Conn struct {
 	lastPost bool
 	tmpl     *http.Request // carries ctx into each request
 	headBuf  []byte        // scratch for a head that came in pieces
-
-	// An answer's last bytes wait in bw, to go out with the wait for the
-	// next request (awaitRequest), and what sending them did.
-	flushPending bool
-	sendFn       func(uintptr) bool
-	sent         bool
-	sendErr      error
 }
 
 // h1Reader reads the connection for the bufio.Reader: first a byte the
@@ -272,7 +265,7 @@ func (c *h1Conn) serve() {
 	c.br = bufio.NewReaderSize(&c.lr, 4<<10)
 	var out io.Writer = c.nc
 	if c.sock = newRawSock(c.nc); c.sock != nil {
-		out, c.sendFn = c.sock, c.flushThenIdle
+		out = c.sock
 	}
 	c.bw = bufio.NewWriterSize(out, 4<<10)
 	c.watchEnd = make(chan struct{}, 1)
@@ -315,12 +308,10 @@ var errClientGone = errors.New("client connection ended")
 func (c *h1Conn) readRequest() (*http.Request, error) {
 	for {
 		if c.br.Buffered() == 0 {
-			if err := c.awaitRequest(); err != nil {
-				return nil, errClientGone
-			}
-		} else if c.flushPending {
-			c.flushPending = false
-			if err := c.bw.Flush(); err != nil {
+			c.info.idleSince.Store(time.Now().UnixNano())
+			_, err := c.br.Peek(1)
+			c.info.idleSince.Store(0)
+			if err != nil {
 				return nil, errClientGone
 			}
 		}
@@ -437,7 +428,7 @@ func (c *h1Conn) serveOne(req *http.Request) (keep bool) {
 		if !strings.EqualFold(ex, "100-continue") || w.http10 {
 			w.closeAfter = true
 			w.WriteHeader(http.StatusExpectationFailed)
-			w.finish(true)
+			w.finish()
 			return false
 		}
 		if body != nil {
@@ -455,27 +446,7 @@ func (c *h1Conn) serveOne(req *http.Request) (keep bool) {
 	if !ok {
 		return false
 	}
-	// The answer's last bytes go out with the wait for the next request
-	// (awaitRequest) when nothing is left to read of this one.
-	later := c.sock != nil && (body == nil || body.quiet())
-	w.finish(!later)
-	keep = c.keepAfter(w, body)
-	if later {
-		if keep {
-			c.flushPending = true
-			return true
-		}
-		if w.werr == nil {
-			w.flushWire()
-		}
-	}
-	return keep
-}
-
-// keepAfter reports whether the connection may carry another request once
-// w is finished: the answer went out (or will) whole, and the request's
-// body was read to its end.
-func (c *h1Conn) keepAfter(w *h1Response, body *h1Body) bool {
+	w.finish()
 	if w.werr != nil || c.readErr != nil {
 		return false
 	}
@@ -486,53 +457,6 @@ func (c *h1Conn) keepAfter(w *h1Response, body *h1Body) bool {
 		return false
 	}
 	return !w.closeAfter
-}
-
-// awaitRequest waits for the next request's first byte, the connection
-// idle meanwhile. An answer whose last bytes are still buffered (serveOne)
-// is sent by the wait itself: the wait is armed first, so the next
-// request cannot arrive unseen, and it is found without a read that would
-// find nothing yet (a system call, EAGAIN, on every request).
-func (c *h1Conn) awaitRequest() error {
-	if c.flushPending {
-		c.flushPending = false
-		if !c.hasByte && c.readErr == nil {
-			c.sent, c.sendErr = false, nil
-			err := c.sock.rc.Read(c.sendFn)
-			if c.sendErr != nil {
-				err = c.sendErr
-			}
-			if err != nil {
-				c.info.idleSince.Store(0)
-				return err
-			}
-		} else if err := c.bw.Flush(); err != nil {
-			return err
-		}
-	}
-	if c.info.idleSince.Load() == 0 {
-		c.info.idleSince.Store(time.Now().UnixNano())
-	}
-	_, err := c.br.Peek(1)
-	c.info.idleSince.Store(0)
-	return err
-}
-
-// flushThenIdle is awaitRequest's callback, under the connection's read
-// lock (a write takes the write lock). The first call sends the answer,
-// then marks the connection idle: never before its answer is out, or a
-// stop that closes idle connections could cut it. It asks to wait for the
-// socket to be readable; the second call says it is.
-func (c *h1Conn) flushThenIdle(uintptr) bool {
-	if c.sent {
-		return true
-	}
-	c.sent = true
-	if c.sendErr = c.bw.Flush(); c.sendErr != nil {
-		return true
-	}
-	c.info.idleSince.Store(time.Now().UnixNano())
-	return false
 }
 
 // runHandler calls the handler. A handler that panics ends its connection
@@ -1022,9 +946,8 @@ func (w *h1Response) EnableFullDuplex() error {
 // close is worth it.
 func (w *h1Response) committedOK() bool { return w.committed && w.werr == nil }
 
-// finish ends the answer when the handler returns; flush: send it now,
-// not with the wait for the next request.
-func (w *h1Response) finish(flush bool) {
+// finish ends the answer when the handler returns.
+func (w *h1Response) finish() {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
@@ -1035,7 +958,7 @@ func (w *h1Response) finish(flush bool) {
 		_, err := w.c.bw.WriteString("0\r\n\r\n")
 		w.failed(err)
 	}
-	if w.werr == nil && flush {
+	if w.werr == nil {
 		w.flushWire()
 	}
 	if !w.noBody && w.clen >= 0 && w.written < w.clen {

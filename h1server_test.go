@@ -303,3 +303,31 @@ func TestMalformedUpstreamAnswerIs502(t *testing.T) {
 		g.waitLog(logged, 5*time.Second)
 	}
 }
+
+// TestServerPipelinedWhileAnswering: a request that arrives while the one
+// before it is still being answered (pipelining, in separate writes) is
+// answered too, at once. The server must not lose sight of bytes that
+// came before it waits for them: a wait armed after they arrived would
+// never wake.
+func TestServerPipelinedWhileAnswering(t *testing.T) {
+	e := newTestEnv(t, "[echo]\nword_delay = \"1ms\"\n")
+	e.startGateway()
+	c, br := rawConn(t, e.addr)
+	words := strings.TrimSpace(strings.Repeat("word ", 20))
+	msg := `{"stream":true,"messages":[{"role":"user","content":"` + words + `"}]}`
+	fmt.Fprintf(c, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(msg), msg)
+	// The answer's first line: the server has read the request and runs
+	// its handler, which streams for 20 ms more.
+	first, err := br.ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprint(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	rest := bufio.NewReader(io.MultiReader(strings.NewReader(first), br))
+	if resp, body := readAnswer(t, rest, "POST"); resp.StatusCode != 200 || !strings.HasSuffix(body, "data: [DONE]\n\n") {
+		t.Fatalf("the stream: %d %q", resp.StatusCode, body)
+	}
+	if resp, body := readAnswer(t, rest, "GET"); resp.StatusCode != 200 || !strings.Contains(body, "ok") {
+		t.Fatalf("the request sent while the stream ran: %d %q", resp.StatusCode, body)
+	}
+}

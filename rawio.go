@@ -8,9 +8,7 @@ import (
 )
 
 // rawSock reads and writes a TCP connection's socket itself, under the
-// connection's own locks, poller and deadlines (its syscall.RawConn). Its
-// RawConn also lets a write and the wait that follows it be one step
-// (upstreamConn.send, h1Conn.awaitRequest).
+// connection's own locks, poller and deadlines (its syscall.RawConn).
 //
 // On Linux its reads and writes are system calls that do not tell the Go
 // scheduler they may block (rawio_linux.go): on a non-blocking socket they

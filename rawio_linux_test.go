@@ -9,13 +9,15 @@ import (
 	"testing"
 )
 
-// TestProxyMakesNoEmptyReads: a short answer through the gateway costs one
-// read and one write on each side, counted by the kernel (/proc/PID/io):
-// the client's request, the upstream's answer, and a write of each. The
-// reads that would find nothing yet, straight after the request went to
-// the upstream and straight after the answer went to the client (EAGAIN,
-// a system call each on every request: four reads instead of two), are
-// waits armed before those writes (rawio.go, send, awaitRequest).
+// TestProxyMakesNoEmptyReads: a short answer through the gateway costs
+// one write on each side and at most three reads, counted by the kernel
+// (/proc/PID/io): the client's request, the upstream's answer, and the
+// read that finds the client's next request not there yet. The read
+// straight after the request went to the upstream, which would find
+// nothing yet (EAGAIN, a system call on every request: four reads), is a
+// wait armed before that write (upstreamConn.send). The same wait for the
+// client's next request is not possible: bytes it sent early (pipelining)
+// would be missed (TestServerPipelinedWhileAnswering).
 func TestProxyMakesNoEmptyReads(t *testing.T) {
 	up := httptest.NewServer(newFakeLoadUpstream(5, 0))
 	defer up.Close()
@@ -47,10 +49,10 @@ func TestProxyMakesNoEmptyReads(t *testing.T) {
 	r1, w1, _ := procSyscalls(g.pid())
 	reads, writes := float64(r1-r0)/n, float64(w1-w0)/n
 	t.Logf("per request: %.2f reads, %.2f writes", reads, writes)
-	// 2 each; the margin is for anything else the gateway reads or writes
+	// The margin is for anything else the gateway reads or writes
 	// meanwhile (its heartbeat), and a request that arrives in two pieces.
-	if reads > 2.4 {
-		t.Errorf("%.2f reads per request, want 2 (the request, the answer)", reads)
+	if reads > 3.2 {
+		t.Errorf("%.2f reads per request, want at most 3 (the request, the answer, the wait for the next)", reads)
 	}
 	if writes > 2.4 {
 		t.Errorf("%.2f writes per request, want 2 (the request upstream, the answer)", writes)
