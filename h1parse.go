@@ -216,7 +216,7 @@ func parseFields(rest string, keepHost bool, h http.Header) (http.Header, fieldF
 		if !ok || !isToken(name) {
 			return nil, f, badRequest("malformed header line")
 		}
-		value = strings.Trim(value, " \t")
+		value = trimOWS(value)
 		if !validValue(value) {
 			return nil, f, badRequest("control character in a header value")
 		}
@@ -283,13 +283,26 @@ func parseLength(s string) (int64, bool) {
 	return n, true
 }
 
+// trimOWS cuts the optional white space (spaces and tabs) around a field
+// value: strings.Trim's work, without building a set of cut characters
+// for each header line.
+func trimOWS(s string) string {
+	for s != "" && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for s != "" && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
 // wantsClose reports whether the Connection header asks to close after
 // this request: "close" for HTTP/1.1, the lack of "keep-alive" for 1.0.
 func wantsClose(conn []string, http10 bool) bool {
 	keep := false
 	for _, v := range conn {
 		for _, tok := range strings.Split(v, ",") {
-			tok = strings.Trim(tok, " \t")
+			tok = trimOWS(tok)
 			if strings.EqualFold(tok, "close") {
 				return true
 			}
