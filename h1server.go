@@ -178,7 +178,7 @@ func (s *h1Server) sweep() {
 type h1Conn struct {
 	srv  *h1Server
 	nc   net.Conn
-	sock *rawSock // nc's socket, read and written directly; nil: use nc
+	rw   io.ReadWriter // nc, or its socket read and written directly (connIO)
 	info *connInfo
 	br   *bufio.Reader
 	bw   *bufio.Writer
@@ -232,13 +232,7 @@ func (r *h1Reader) Read(p []byte) (int, error) {
 	if int64(len(p)) > r.remain {
 		p = p[:r.remain]
 	}
-	var n int
-	var err error
-	if c.sock != nil {
-		n, err = c.sock.Read(p)
-	} else {
-		n, err = c.nc.Read(p)
-	}
+	n, err := c.rw.Read(p)
 	r.remain -= int64(n)
 	return n, err
 }
@@ -263,11 +257,8 @@ func (c *h1Conn) serve() {
 	c.tmpl = (&http.Request{}).WithContext(c.ctx)
 	c.lr = h1Reader{c: c, remain: unlimited}
 	c.br = bufio.NewReaderSize(&c.lr, 4<<10)
-	var out io.Writer = c.nc
-	if c.sock = newRawSock(c.nc); c.sock != nil {
-		out = c.sock
-	}
-	c.bw = bufio.NewWriterSize(out, 4<<10)
+	c.rw = connIO(c.nc)
+	c.bw = bufio.NewWriterSize(c.rw, 4<<10)
 	c.watchEnd = make(chan struct{}, 1)
 	c.watch = time.AfterFunc(time.Hour, c.watchFired)
 	c.watch.Stop()

@@ -41,6 +41,15 @@ type rawSock struct {
 	writeFn func(uintptr) bool
 }
 
+// connIO returns c's socket to read and write directly, or c itself when
+// it has none.
+func connIO(c net.Conn) io.ReadWriter {
+	if s := newRawSock(c); s != nil {
+		return s
+	}
+	return c
+}
+
 // newRawSock returns c's socket to read and write directly, or nil.
 func newRawSock(c net.Conn) *rawSock {
 	tc, ok := c.(*net.TCPConn)
@@ -110,10 +119,7 @@ func (s *rawSock) Write(p []byte) (int, error) {
 	if s.werr != nil {
 		return n, s.opError("write", s.werr)
 	}
-	if err != nil {
-		return n, err
-	}
-	return n, nil
+	return n, err
 }
 
 func (s *rawSock) write(fd uintptr) bool {

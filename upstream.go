@@ -53,10 +53,11 @@ type upstreamConn struct {
 	live   bool
 	one    [1]byte
 
-	sock *rawSock // c's socket, read and written directly; nil: use c
+	// c's socket, read and written directly (raw is its RawConn); nil: c
+	// is used as it is (TLS).
+	sock *rawSock
 
 	// send's state: the request's bytes, and what writing them did.
-	tls     bool
 	out     net.Buffers
 	sendFn  func(fd uintptr) bool
 	sent    bool
@@ -65,21 +66,25 @@ type upstreamConn struct {
 
 func newUpstreamConn(c net.Conn) *upstreamConn {
 	pc := &upstreamConn{c: c, header: make(http.Header, 8)}
+	pc.close = func() { pc.c.Close() }
 	var in io.Reader = c
 	if pc.sock = newRawSock(c); pc.sock != nil {
-		in = pc.sock
-	}
-	pc.br = bufio.NewReaderSize(in, 4096)
-	pc.close = func() { pc.c.Close() }
-	raw := c
-	if tc, ok := raw.(*tls.Conn); ok {
-		raw, pc.tls = tc.NetConn(), true
-	}
-	if sc, ok := raw.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			pc.raw, pc.peekFn, pc.sendFn = rc, pc.peek, pc.writeThenWait
+		in, pc.raw, pc.sendFn = pc.sock, pc.sock.rc, pc.writeThenWait
+	} else {
+		raw := c
+		if tc, ok := raw.(*tls.Conn); ok {
+			raw = tc.NetConn()
+		}
+		if sc, ok := raw.(syscall.Conn); ok {
+			if rc, err := sc.SyscallConn(); err == nil {
+				pc.raw = rc
+			}
 		}
 	}
+	if pc.raw != nil {
+		pc.peekFn = pc.peek
+	}
+	pc.br = bufio.NewReaderSize(in, 4096)
 	return pc
 }
 
@@ -220,16 +225,15 @@ func (u *upstreamClient) write(pc *upstreamConn, req *upstreamReq) error {
 // a read: the wait is armed before the request leaves, so the answer's
 // arrival cannot slip past it, and the first read finds the answer there.
 // A read straight after the write would find nothing yet and cost a system
-// call (EAGAIN) on every request. A connection that cannot be waited on
-// this way (TLS, which buffers inside; no raw socket) writes, and its first
-// read waits as usual.
+// call (EAGAIN) on every request. A connection without a rawSock (TLS,
+// which buffers inside) writes, and its first read waits as usual.
 func (pc *upstreamConn) send() error {
-	if pc.raw == nil || pc.tls {
+	if pc.sock == nil {
 		_, err := pc.out.WriteTo(pc.c)
 		return err
 	}
 	pc.sent, pc.sendErr = false, nil
-	err := pc.raw.Read(pc.sendFn)
+	err := pc.sock.rc.Read(pc.sendFn)
 	if pc.sendErr != nil {
 		return pc.sendErr
 	}
@@ -244,16 +248,13 @@ func (pc *upstreamConn) writeThenWait(uintptr) bool {
 		return true
 	}
 	pc.sent = true
-	if pc.sock != nil && len(pc.out) == 1 {
+	if len(pc.out) == 1 {
 		_, pc.sendErr = pc.sock.Write(pc.out[0])
 	} else {
 		out := pc.out // WriteTo consumes the slice it is given
 		_, pc.sendErr = out.WriteTo(pc.c)
 	}
-	if pc.sendErr != nil {
-		return true
-	}
-	return false
+	return pc.sendErr != nil // written: wait for the answer
 }
 
 // writeStreaming writes a request whose body streams, with net/http's
