@@ -232,7 +232,7 @@ func gatewayCost(b *testing.B, g *gatewayProc, through bool) func(n int) {
 
 // counters reads unlabelled samples from /metrics (one scrape also counts,
 // a little, in what it measures).
-func counters(b *testing.B, url string, names ...string) []float64 {
+func counters(b testing.TB, url string, names ...string) []float64 {
 	b.Helper()
 	resp, err := freshClient.Get(url + "/metrics")
 	if err != nil {

@@ -42,8 +42,11 @@ func getBuf(n int) *[]byte {
 	panic("getBuf: larger than the largest buffer class")
 }
 
-// putBuf gives a buffer from getBuf back.
+// putBuf gives a buffer from getBuf back; nil is none.
 func putBuf(b *[]byte) {
+	if b == nil {
+		return
+	}
 	for i, size := range bufClasses {
 		if cap(*b) == size {
 			*b = (*b)[:size]
@@ -55,10 +58,11 @@ func putBuf(b *[]byte) {
 
 // readBody reads a request body to its end, at most limit bytes, and
 // closes it (see closeReadBody). A small body of known length goes into a
-// pooled buffer, read in shallow frames; release gives the buffer back.
+// pooled buffer, read in shallow frames, and pooled is that buffer, for
+// putBuf to give back; it is nil for a body read any other way.
 //
 //go:noinline
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) (body []byte, release func(), err error) {
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) (body []byte, pooled *[]byte, err error) {
 	if n := r.ContentLength; n > 0 && n <= smallBody && n <= limit {
 		buf := getBuf(int(n))
 		if _, err := io.ReadFull(r.Body, (*buf)[:n]); err != nil {
@@ -69,13 +73,13 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) (body []byte,
 			putBuf(buf)
 			return nil, nil, err
 		}
-		return (*buf)[:n], func() { putBuf(buf) }, nil
+		return (*buf)[:n], buf, nil
 	}
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		return nil, nil, err
 	}
-	return b, func() {}, r.Body.Close()
+	return b, nil, r.Body.Close()
 }
 
 // closeReadBody closes a request body that has been read to its length:

@@ -105,13 +105,13 @@ func startEcho(w http.ResponseWriter, r *http.Request, delay time.Duration) *ech
 		writeAPIError(w, http.StatusMethodNotAllowed, "invalid_request_error", "method_not_allowed", "use POST")
 		return nil
 	}
-	body, release, err := readBody(w, r, 1<<20)
+	body, pooled, err := readBody(w, r, 1<<20)
 	if err != nil {
 		writeAPIError(w, http.StatusBadRequest, "invalid_request_error", "invalid_json", "the request body is not valid JSON: "+err.Error())
 		return nil
 	}
 	ask := decodeEcho(body)
-	release()
+	putBuf(pooled)
 	if ask.code != "" {
 		writeAPIError(w, http.StatusBadRequest, "invalid_request_error", ask.code, ask.text)
 		return nil

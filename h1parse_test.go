@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"io"
 	"net/http"
+	"net/url"
 	"reflect"
 	"strings"
 	"testing"
@@ -17,7 +18,7 @@ func parseForTest(raw string) (*http.Request, *h1Error, error) {
 		return nil, nil, err
 	}
 	req := new(http.Request)
-	if he := parseHead(head, req); he != nil {
+	if he := parseHead(head, req, nil); he != nil {
 		return nil, he, nil
 	}
 	return req, nil, nil
@@ -136,6 +137,60 @@ func sameHeader(t *testing.T, want, got http.Header) {
 	}
 }
 
+// TestPlainPathIsParseRequestURI: a target parseHead reads without
+// url.ParseRequestURI (plainPath) is one that function reads as a URL
+// with that Path and nothing else. FuzzPlainPath explores further.
+func TestPlainPathIsParseRequestURI(t *testing.T) {
+	plain := 0
+	for b := 0; b < 256; b++ {
+		for _, target := range []string{"/" + string(rune(b)), "/" + string([]byte{byte(b)}), "//" + string([]byte{byte(b)}),
+			"/v1/a" + string([]byte{byte(b)}) + "b/", string([]byte{byte(b)}) + "/x"} {
+			if plainPath(target) {
+				plain++
+				samePlainURL(t, target)
+			}
+		}
+	}
+	for _, target := range []string{"/", "/v1/chat/completions", "//x//y/", "/../a/./b", "/~u/a-b_c.d", "/v1/models/gpt-4o-mini"} {
+		if !plainPath(target) {
+			t.Fatalf("plainPath(%q) = false", target)
+		}
+		samePlainURL(t, target)
+	}
+	for _, target := range []string{"", "*", "a/b", "/a?b", "/a%20b", "/a b", "/a+b", "/a:b", "/a;b", "/a@b", "/a#b", "http://h/a", "/é"} {
+		if plainPath(target) {
+			t.Fatalf("plainPath(%q) = true", target)
+		}
+	}
+	if plain == 0 {
+		t.Fatal("no target was plain")
+	}
+}
+
+func samePlainURL(t testing.TB, target string) {
+	t.Helper()
+	want, err := url.ParseRequestURI(target)
+	if err != nil {
+		t.Fatalf("plainPath(%q) is true, and url.ParseRequestURI refuses it: %v", target, err)
+	}
+	if got := (url.URL{Path: target}); !reflect.DeepEqual(*want, got) {
+		t.Fatalf("target %q: url.ParseRequestURI reads %#v, parseHead %#v", target, *want, got)
+	}
+}
+
+// FuzzPlainPath: whatever target plainPath takes, url.ParseRequestURI
+// reads as that Path alone.
+func FuzzPlainPath(f *testing.F) {
+	for _, s := range []string{"/", "/v1/chat/completions", "//a", "/a%2F", "/a?b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, target string) {
+		if plainPath(target) {
+			samePlainURL(t, target)
+		}
+	})
+}
+
 // FuzzParseHead: whatever head h1Server accepts, net/http reads alike.
 // `go test -run '^$' -fuzz FuzzParseHead -fuzztime 1m .` explores further.
 func FuzzParseHead(f *testing.F) {
@@ -219,7 +274,7 @@ func BenchmarkReadRequestHead(b *testing.B) {
 			head, nb, err := readHead(br, buf, 1<<20)
 			buf = nb
 			req := new(http.Request)
-			if err != nil || parseHead(head, req) != nil {
+			if err != nil || parseHead(head, req, nil) != nil {
 				b.Fatal("refused")
 			}
 		}

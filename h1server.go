@@ -9,6 +9,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/url"
 	"runtime"
 	"strconv"
 	"strings"
@@ -205,6 +206,8 @@ type h1Conn struct {
 	readErr   error // the watch's read failed: the client is gone
 
 	lastPost bool
+	fixed    h1FixedBody   // the running request's body, when it has a length
+	url      url.URL       // the running request's URL, when its target is a plain path
 	tmpl     *http.Request // carries ctx into each request
 	headBuf  []byte        // scratch for a head that came in pieces
 }
@@ -343,14 +346,17 @@ func (c *h1Conn) readRequest() (*http.Request, error) {
 	*req = *c.tmpl // the context, which only WithContext can set
 	clear(c.reqHeader)
 	req.Header = c.reqHeader
-	if he := parseHead(head, req); he != nil {
+	if he := parseHead(head, req, &c.url); he != nil {
 		return nil, he
 	}
 	req.RemoteAddr = c.addr
 	c.lastPost = req.Method == http.MethodPost
 	switch {
 	case req.ContentLength > 0:
-		req.Body = &h1FixedBody{br: c.br, remain: req.ContentLength}
+		// The connection's: only the request's h1Body reads it, and that
+		// stops reading once its request has ended (settle).
+		c.fixed = h1FixedBody{br: c.br, remain: req.ContentLength}
+		req.Body = &c.fixed
 	case req.ContentLength < 0:
 		req.Body = newChunkedBody(c.br)
 	default:

@@ -46,11 +46,11 @@ const upstreamIdleConns = 1024
 // by chunk as it arrives: SSE is never buffered. The API key is added here,
 // on the upstream side only.
 func (g *gateway) proxy(w *responseRecorder, r *http.Request, p *Policy) {
-	req, ok := g.upstreamRequest(w, r, p)
-	if !ok {
+	var req upstreamReq // on the stack: nothing keeps it after the session
+	if !g.upstreamRequest(w, r, p, &req) {
 		return
 	}
-	resp, ok := g.roundTrip(w, r, req, p)
+	resp, ok := g.roundTrip(w, r, &req, p)
 	if !ok {
 		return
 	}
@@ -63,42 +63,55 @@ func (g *gateway) proxy(w *responseRecorder, r *http.Request, p *Policy) {
 type upstreamReq struct {
 	ctx    context.Context
 	method string
-	url    string      // the whole target URL
+	base   string      // the policy's upstream, without a trailing slash
+	path   string      // the client's escaped path (less /v1 when base ends in it)
+	query  string      // the client's raw query, or ""
 	header http.Header // the client's; hop-by-hop headers are left out when sent
 	auth   string      // Authorization from the policy's key, or ""
 	body   []byte      // a small body, read whole; nil when stream carries it
+	pooled *[]byte     // body's pooled buffer, or nil
 	stream io.Reader
-	length int64  // the body's length, -1 unknown
-	free   func() // gives body's buffer back
+	length int64 // the body's length, -1 unknown
 }
 
-// upstreamRequest builds the request to the upstream. A small body (a chat
-// request, most of the time) is read whole first: the request then leaves
-// in one system call, headers and body together. A larger one streams
-// through as it comes.
+// url is the whole target URL.
+func (req *upstreamReq) url() string {
+	u := req.base + req.path
+	if req.query != "" {
+		u += "?" + req.query
+	}
+	return u
+}
+
+// free gives body's buffer back.
+func (req *upstreamReq) free() {
+	putBuf(req.pooled)
+	req.pooled = nil
+}
+
+// upstreamRequest makes req the request to the upstream. A small body (a
+// chat request, most of the time) is read whole first: the request then
+// leaves in one system call, headers and body together. A larger one
+// streams through as it comes.
 //
 //go:noinline
-func (g *gateway) upstreamRequest(w *responseRecorder, r *http.Request, p *Policy) (*upstreamReq, bool) {
+func (g *gateway) upstreamRequest(w *responseRecorder, r *http.Request, p *Policy, req *upstreamReq) bool {
 	base := strings.TrimSuffix(p.Gateway.Upstream, "/")
 	path := r.URL.EscapedPath()
 	if strings.HasSuffix(base, "/v1") {
 		path = strings.TrimPrefix(path, "/v1")
 	}
-	target := base + path
-	if r.URL.RawQuery != "" {
-		target += "?" + r.URL.RawQuery
-	}
-	req := &upstreamReq{ctx: r.Context(), method: r.Method, url: target, header: r.Header,
-		stream: r.Body, length: r.ContentLength, free: func() {}}
+	*req = upstreamReq{ctx: r.Context(), method: r.Method, base: base, path: path, query: r.URL.RawQuery,
+		header: r.Header, stream: r.Body, length: r.ContentLength}
 	if r.ContentLength > 0 && r.ContentLength <= smallBody {
-		b, free, err := readBody(w, r, smallBody)
+		b, pooled, err := readBody(w, r, smallBody)
 		if err != nil {
 			if r.Context().Err() == nil {
 				writeAPIError(w, http.StatusBadRequest, "invalid_request_error", "bad_body", "the request body does not match its Content-Length: "+err.Error())
 			}
-			return nil, false
+			return false
 		}
-		req.body, req.stream, req.free = b, nil, free
+		req.body, req.stream, req.pooled = b, nil, pooled
 	} else if r.ContentLength != 0 {
 		// The transport may still be reading the request body (its final
 		// EOF check) when the upstream's answer starts; without full
@@ -111,7 +124,7 @@ func (g *gateway) upstreamRequest(w *responseRecorder, r *http.Request, p *Polic
 			req.auth = "Bearer " + key
 		}
 	}
-	return req, true
+	return true
 }
 
 // httpRequest is req as net/http's, for its Transport and for bodies that
@@ -121,7 +134,7 @@ func (req *upstreamReq) httpRequest() (*http.Request, error) {
 	if req.body != nil {
 		body = bytes.NewReader(req.body)
 	}
-	hr, err := http.NewRequestWithContext(req.ctx, req.method, req.url, body)
+	hr, err := http.NewRequestWithContext(req.ctx, req.method, req.url(), body)
 	if err != nil {
 		return nil, err
 	}
@@ -162,8 +175,8 @@ func (g *gateway) roundTrip(w *responseRecorder, r *http.Request, req *upstreamR
 		if r.Context().Err() != nil {
 			return nil, false
 		}
-		g.log.warn(evUpstreamError, "error", redactURL(err, req.url), "path", r.URL.Path)
-		g.upstreamFailed(errors.New(redactURL(err, req.url)))
+		g.log.warn(evUpstreamError, "error", redactURL(err, req.url()), "path", r.URL.Path)
+		g.upstreamFailed(errors.New(redactURL(err, req.url())))
 		w.upstream = upstreamErrKind(err)
 		code, msg := "upstream_unreachable", "the gateway could not reach its upstream"
 		var bad *errMalformedAnswer

@@ -57,8 +57,10 @@ type upstreamConn struct {
 	// is used as it is (TLS).
 	sock *rawSock
 
-	// send's state: the request's bytes, and what writing them did.
+	// send's state: the request's bytes (in outArr, not a new slice per
+	// request), and what writing them did.
 	out     net.Buffers
+	outArr  [2][]byte
 	sendFn  func(fd uintptr) bool
 	sent    bool
 	sendErr error
@@ -143,9 +145,10 @@ func (u *upstreamClient) do(req *upstreamReq) (*http.Response, error) {
 		return u.fail(ctx, pc, stop, err)
 	}
 	var resp *http.Response
+	m := new(answerMem)
 	for {
 		clear(pc.header)
-		resp, pc.headBuf, err = readUpstreamAnswer(pc.br, req.method, pc.header, pc.headBuf)
+		resp, pc.headBuf, err = readUpstreamAnswer(pc.br, req.method, pc.header, pc.headBuf, m)
 		if err != nil {
 			return u.fail(ctx, pc, stop, err)
 		}
@@ -157,7 +160,8 @@ func (u *upstreamClient) do(req *upstreamReq) (*http.Response, error) {
 		}
 	}
 	reuse := !resp.Close && resp.StatusCode != http.StatusSwitchingProtocols
-	resp.Body = &upstreamBody{rc: resp.Body, u: u, pc: pc, stop: stop, reuse: reuse}
+	m.body = upstreamBody{rc: resp.Body, u: u, pc: pc, stop: stop, reuse: reuse}
+	resp.Body = &m.body
 	return resp, nil
 }
 
@@ -179,17 +183,21 @@ func (u *upstreamClient) write(pc *upstreamConn, req *upstreamReq) error {
 	if req.body == nil && req.length != 0 {
 		return u.writeStreaming(pc, req)
 	}
-	target, ok := strings.CutPrefix(req.url, u.origin)
+	prefix, ok := strings.CutPrefix(req.base, u.origin) // the base's own path
 	if !ok {
 		return fmt.Errorf("the request is not for %s", u)
-	}
-	if target == "" || target[0] == '?' {
-		target = "/" + target
 	}
 	bp := getBuf(4 << 10)
 	b := append((*bp)[:0], req.method...)
 	b = append(b, ' ')
-	b = append(b, target...)
+	start := len(b)
+	b = append(append(b, prefix...), req.path...)
+	if len(b) == start {
+		b = append(b, '/')
+	}
+	if req.query != "" {
+		b = append(append(b, '?'), req.query...)
+	}
 	b = append(b, " HTTP/1.1\r\nHost: "...)
 	b = append(b, u.host...)
 	b = append(b, "\r\n"...)
@@ -209,12 +217,12 @@ func (u *upstreamClient) write(pc *upstreamConn, req *upstreamReq) error {
 	}
 	b = append(b, "\r\n"...)
 	if len(b)+len(req.body) <= cap(b) {
-		pc.out = net.Buffers{append(b, req.body...)}
+		pc.out = append(pc.outArr[:0], append(b, req.body...))
 	} else {
-		pc.out = net.Buffers{b, req.body} // one writev
+		pc.out = append(pc.outArr[:0], b, req.body) // one writev
 	}
 	err := pc.send()
-	pc.out = nil
+	pc.out, pc.outArr = nil, [2][]byte{}
 	if cap(b) == cap(*bp) {
 		putBuf(bp)
 	}

@@ -31,11 +31,19 @@ func malformed(format string, args ...any) error {
 // maxAnswerHead bounds the upstream's answer head.
 const maxAnswerHead = 1 << 20
 
+// answerMem is the memory of one answer, in one allocation: its head, its
+// body's framing (when it has a length), and the body the session reads.
+type answerMem struct {
+	resp  http.Response
+	fixed h1FixedBody
+	body  upstreamBody
+}
+
 // readUpstreamAnswer reads the head of the answer to a request with method, and
-// sets up its body's framing on br. The header goes into h when it is not
-// nil (an empty map), else into a new map; buf is scratch space it may grow
-// and returns.
-func readUpstreamAnswer(br *bufio.Reader, method string, h http.Header, buf []byte) (*http.Response, []byte, error) {
+// sets up its body's framing on br. The answer lives in m (a new one when m
+// is nil). The header goes into h when it is not nil (an empty map), else
+// into a new map; buf is scratch space it may grow and returns.
+func readUpstreamAnswer(br *bufio.Reader, method string, h http.Header, buf []byte, m *answerMem) (*http.Response, []byte, error) {
 	head, buf, err := readHead(br, buf, maxAnswerHead)
 	if err != nil {
 		if err == errHeadTooLarge {
@@ -43,8 +51,11 @@ func readUpstreamAnswer(br *bufio.Reader, method string, h http.Header, buf []by
 		}
 		return nil, buf, err
 	}
-	resp, err := parseAnswer(head, method, h)
-	if err != nil {
+	if m == nil {
+		m = new(answerMem)
+	}
+	resp := &m.resp
+	if err := parseAnswer(head, method, h, resp); err != nil {
 		return nil, buf, err
 	}
 	switch {
@@ -54,51 +65,52 @@ func readUpstreamAnswer(br *bufio.Reader, method string, h http.Header, buf []by
 	case resp.ContentLength == 0:
 		resp.Body = http.NoBody
 	case resp.ContentLength > 0:
-		resp.Body = &h1FixedBody{br: br, remain: resp.ContentLength}
+		m.fixed = h1FixedBody{br: br, remain: resp.ContentLength}
+		resp.Body = &m.fixed
 	default:
 		resp.Body = untilClose{br}
 	}
 	return resp, buf, nil
 }
 
-// parseAnswer reads an answer head: the status line, the fields, and what
-// they say of the body. resp.Body is set (to http.NoBody) only when the
-// answer has none.
-func parseAnswer(head, method string, into http.Header) (*http.Response, error) {
+// parseAnswer reads an answer head into resp: the status line, the fields,
+// and what they say of the body. resp.Body is set (to http.NoBody) only
+// when the answer has none.
+func parseAnswer(head, method string, into http.Header, resp *http.Response) error {
 	line, rest := cutLine(head)
-	resp := &http.Response{Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, ContentLength: -1}
+	*resp = http.Response{Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, ContentLength: -1}
 	proto, status, _ := strings.Cut(line, " ")
 	switch proto {
 	case "HTTP/1.1":
 	case "HTTP/1.0":
 		resp.Proto, resp.ProtoMinor = proto, 0
 	default:
-		return nil, malformed("status line %q", trimForError(line))
+		return malformed("status line %q", trimForError(line))
 	}
 	code, _, _ := strings.Cut(status, " ")
 	if len(code) != 3 || !isDigit(code[0]) || !isDigit(code[1]) || !isDigit(code[2]) || code[0] == '0' {
-		return nil, malformed("status line %q", trimForError(line))
+		return malformed("status line %q", trimForError(line))
 	}
 	resp.StatusCode = int(code[0]-'0')*100 + int(code[1]-'0')*10 + int(code[2]-'0')
 	resp.Status = strings.TrimLeft(status, " ")
 	h, f, he := parseFields(rest, true, into)
 	if he != nil {
-		return nil, malformed("%s", strings.TrimPrefix(he.text, "Bad Request: "))
+		return malformed("%s", strings.TrimPrefix(he.text, "Bad Request: "))
 	}
 	resp.Header = h
 	if f.lengths > 0 {
 		n, ok := parseLength(f.length)
 		if !ok {
-			return nil, malformed("Content-Length %q", trimForError(f.length))
+			return malformed("Content-Length %q", trimForError(f.length))
 		}
 		resp.ContentLength = n
 	}
 	if te, ok := h["Transfer-Encoding"]; ok && resp.ProtoMinor == 1 {
 		if f.lengths > 0 {
-			return nil, malformed("both Transfer-Encoding and Content-Length")
+			return malformed("both Transfer-Encoding and Content-Length")
 		}
 		if len(te) != 1 || !strings.EqualFold(te[0], "chunked") {
-			return nil, &errMalformedAnswer{fmt.Sprintf("the upstream's answer uses a transfer coding hermes does not read: %q", trimForError(strings.Join(te, ", ")))}
+			return &errMalformedAnswer{fmt.Sprintf("the upstream's answer uses a transfer coding hermes does not read: %q", trimForError(strings.Join(te, ", ")))}
 		}
 		delete(h, "Transfer-Encoding")
 		resp.TransferEncoding = chunkedOnly
@@ -118,7 +130,7 @@ func parseAnswer(head, method string, into http.Header) (*http.Response, error) 
 	case resp.ContentLength < 0 && len(resp.TransferEncoding) == 0:
 		resp.Close = true // the body ends with the connection
 	}
-	return resp, nil
+	return nil
 }
 
 // trimForError keeps an upstream's bytes in an error short.

@@ -48,7 +48,7 @@ var answerCases = []struct {
 // does.
 func readAnswerForTest(raw, method string) (*http.Response, string, error) {
 	br := bufio.NewReaderSize(strings.NewReader(raw), 4<<10)
-	resp, _, err := readUpstreamAnswer(br, method, nil, nil)
+	resp, _, err := readUpstreamAnswer(br, method, nil, nil, nil)
 	if err != nil {
 		return nil, "", err
 	}
