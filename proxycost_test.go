@@ -22,24 +22,7 @@ func TestProxyAllocations(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates, and its sync.Pool drops buffers at random")
 	}
-	up := httptest.NewServer(newFakeLoadUpstream(5, 0))
-	defer up.Close()
-	e := newTestEnv(t, fmt.Sprintf("upstream = %q\n", up.URL))
-	g := e.startGateway()
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
-	defer client.CloseIdleConnections()
-	ask := func() {
-		resp, err := client.Post(g.url+"/v1/chat/completions", "application/json",
-			strings.NewReader(`{"model":"m","stream":false,"messages":[{"role":"user","content":"hi"}]}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || !strings.Contains(string(b), "chatcmpl-fake") {
-			t.Fatalf("answer: %d %q", resp.StatusCode, b)
-		}
-	}
+	g, ask := shortAnswerGateway(t)
 	for i := 0; i < 50; i++ { // connections open and pooled, buffers in their pools
 		ask()
 	}
@@ -57,5 +40,29 @@ func TestProxyAllocations(t *testing.T) {
 	}
 	if bytes > 1200 {
 		t.Errorf("%.0f bytes allocated per short answer, want at most 1200", bytes)
+	}
+}
+
+// shortAnswerGateway starts a real gateway in front of a fakeUpstream, and
+// returns it with a function that asks it for one short answer (on one
+// keep-alive connection) and fails the test unless the answer is whole.
+func shortAnswerGateway(t *testing.T) (*gatewayProc, func()) {
+	up := httptest.NewServer(newFakeLoadUpstream(5, 0))
+	t.Cleanup(up.Close)
+	e := newTestEnv(t, fmt.Sprintf("upstream = %q\n", up.URL))
+	g := e.startGateway()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+	t.Cleanup(client.CloseIdleConnections)
+	return g, func() {
+		resp, err := client.Post(g.url+"/v1/chat/completions", "application/json",
+			strings.NewReader(`{"model":"m","stream":false,"messages":[{"role":"user","content":"hi"}]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(b), "chatcmpl-fake") {
+			t.Fatalf("answer: %d %q", resp.StatusCode, b)
+		}
 	}
 }

@@ -1,13 +1,6 @@
 package main
 
-import (
-	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
-	"strings"
-	"testing"
-)
+import "testing"
 
 // TestProxyMakesNoEmptyReads: a short answer through the gateway costs
 // one write on each side and at most three reads, counted by the kernel
@@ -19,24 +12,7 @@ import (
 // client's next request is not possible: bytes it sent early (pipelining)
 // would be missed (TestServerPipelinedWhileAnswering).
 func TestProxyMakesNoEmptyReads(t *testing.T) {
-	up := httptest.NewServer(newFakeLoadUpstream(5, 0))
-	defer up.Close()
-	e := newTestEnv(t, fmt.Sprintf("upstream = %q\n", up.URL))
-	g := e.startGateway()
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
-	defer client.CloseIdleConnections()
-	ask := func() {
-		resp, err := client.Post(g.url+"/v1/chat/completions", "application/json",
-			strings.NewReader(`{"model":"m","stream":false,"messages":[{"role":"user","content":"hi"}]}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || !strings.Contains(string(b), "chatcmpl-fake") {
-			t.Fatalf("answer: %d %q", resp.StatusCode, b)
-		}
-	}
+	g, ask := shortAnswerGateway(t)
 	ask() // the connections are open and pooled from here on
 	const n = 400
 	r0, w0, ok := procSyscalls(g.pid())
