@@ -53,12 +53,14 @@ func TestKubernetesGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkKubeGolden(t, c.golden(), got, "TestKubernetesGolden")
+			checkGoldenFile(t, c.golden(), got, "TestKubernetesGolden")
 		})
 	}
 }
 
-func checkKubeGolden(t *testing.T, path string, got []byte, test string) {
+// checkGoldenFile compares got with the golden file at path; go test -run
+// test -update rewrites it.
+func checkGoldenFile(t *testing.T, path string, got []byte, test string) {
 	t.Helper()
 	if *update {
 		if err := os.WriteFile(path, got, 0o644); err != nil {
@@ -425,7 +427,7 @@ func TestContainerComposeFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join("deploy", "compose.yaml")
-	checkKubeGolden(t, path, got, "TestContainerComposeFile")
+	checkGoldenFile(t, path, got, "TestContainerComposeFile")
 	doc := parseYAML(t, got)[0]
 	svc := at(t, doc, "services", "hermes")
 	grace, err := time.ParseDuration(at(t, svc, "stop_grace_period").(string))

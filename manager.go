@@ -225,11 +225,18 @@ func (m *managerInfo) start(ctx context.Context) (string, error) {
 }
 
 // stop makes the manager stop the gateway for good (it will not bring it
-// back): systemctl stop, or launchctl bootout.
+// back): systemctl stop, or launchctl bootout. A socket unit that holds
+// the gateway's address (install-unit --socket) stops first: left
+// listening, the next connection would start the gateway again.
 func (m *managerInfo) stop(ctx context.Context) error {
 	switch m.Kind {
 	case managerSystemd:
-		_, err := m.systemctl(ctx, "stop", m.Unit)
+		units := []string{m.Unit}
+		sock := strings.TrimSuffix(m.Unit, ".service") + ".socket"
+		if out, err := m.systemctl(ctx, "show", "--property=LoadState", "--value", sock); err == nil && strings.TrimSpace(out) == "loaded" {
+			units = []string{sock, m.Unit}
+		}
+		_, err := m.systemctl(ctx, append([]string{"stop"}, units...)...)
 		return err
 	case managerLaunchd:
 		if !m.Loaded {

@@ -287,8 +287,13 @@ func runStatus(args []string) error {
 		case err != nil:
 			unitNote = fmt.Sprintf("%s: %v", path, err)
 		case differs:
-			unitNote = fmt.Sprintf("%s no longer matches the policy; rewrite it with: hermes install-unit%s%s",
-				path, map[bool]string{true: " --system", false: ""}[strings.HasPrefix(path, "/etc/") || strings.HasPrefix(path, "/Library/")], configFlag(p))
+			flags := map[bool]string{true: " --system", false: ""}[strings.HasPrefix(path, "/etc/") || strings.HasPrefix(path, "/Library/")]
+			if b, err := os.ReadFile(path); err == nil {
+				if o, ok := parseUnitOptions(b); ok && o.Socket {
+					flags += " --socket"
+				}
+			}
+			unitNote = fmt.Sprintf("%s no longer matches the policy; rewrite it with: hermes install-unit%s%s", path, flags, configFlag(p))
 		default:
 			unitNote = path + " (matches the policy)"
 		}

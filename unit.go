@@ -67,6 +67,7 @@ type unitOptions struct {
 	RunAs          string // system scope: User= / UserName; "" runs as root
 	SystemdVersion int    // target systemd; 0 means unknown (treated as older than 254)
 	Bin            string // absolute path of the hermes binary the unit runs
+	Socket         bool   // systemd: a socket unit holds gateway.listen (unit_socket.go)
 }
 
 // String is the options line of the header. It holds no path: a path could
@@ -78,6 +79,9 @@ func (o unitOptions) String() string {
 	}
 	if o.Manager == managerSystemd {
 		s += fmt.Sprintf(" systemd-version=%d", o.SystemdVersion)
+	}
+	if o.Socket {
+		s += " socket=yes"
 	}
 	return s
 }
@@ -108,6 +112,8 @@ func parseUnitOptions(content []byte) (unitOptions, bool) {
 				o.RunAs = v
 			case "systemd-version":
 				o.SystemdVersion, _ = strconv.Atoi(v)
+			case "socket":
+				o.Socket = v == "yes"
 			}
 		}
 		return o, o.Manager == managerSystemd || o.Manager == managerLaunchd
@@ -193,6 +199,9 @@ func renderUnit(p *Policy, o unitOptions) ([]byte, error) {
 			return nil, err
 		}
 	case managerLaunchd:
+		if o.Socket {
+			return nil, fmt.Errorf("a socket unit is for systemd, not launchd")
+		}
 		if err := plistTemplate().Execute(&b, launchdData(p, o, args)); err != nil {
 			return nil, err
 		}
@@ -268,6 +277,7 @@ type systemdUnitData struct {
 	DrainBudget, Margin, TimeoutStopSec  string
 	WatchdogSec                          string
 	NotifyAccess                         string
+	SocketUnit                           string // the socket unit holding gateway.listen, or ""
 	System                               bool
 	User, StateDirectory, ReadWritePaths string
 	WantedBy                             string
@@ -304,6 +314,9 @@ func systemdData(p *Policy, o unitOptions, args []string) systemdUnitData {
 	}
 	if p.Restart.Mode == modeHandoff {
 		d.NotifyAccess = "all"
+	}
+	if o.Socket {
+		d.SocketUnit = socketUnitName(p.Name)
 	}
 	if p.Path != "" {
 		d.PolicyLabel = "policy " + strconv.Quote(p.Path)
@@ -406,6 +419,7 @@ policy changes (unchanged files are left alone, changes are shown).
     $ hermes install-unit --enable
     $ sudo hermes install-unit --system --config /etc/hermes/hermes.toml --enable
     $ sudo hermes install-unit --system --run-as hermes --enable
+    $ sudo hermes install-unit --system --socket --enable
     $ hermes install-unit --kubernetes --config deploy/container.toml --print
     $ hermes install-unit --compose --config deploy/container.toml --unit-dir deploy
 
@@ -414,6 +428,10 @@ hermes-<name>.service; launchd plists to ~/Library/LaunchAgents or
 /Library/LaunchDaemons as dev.hermes.<name>.plist. Secrets never go in them:
 with systemd, put NAME=value lines in /etc/hermes/<name>.env (system) or
 ~/.config/hermes/<name>.env (user).
+
+--socket (systemd) also writes hermes-<name>.socket, which holds
+gateway.listen for the gateway: while no gateway runs (a drain restart, a
+crash), connections wait for the next one instead of being refused.
 
 --kubernetes writes a ConfigMap (the policy), a Service and a Deployment
 (a StatefulSet when kubernetes.state_volume_size is set); --compose a
@@ -498,8 +516,12 @@ func runInstallUnit(args []string) error {
 	sdVersion := flags.Int("systemd-version", 0, "target systemd `VERSION` (default: from systemctl --version)")
 	kube := flags.Bool("kubernetes", false, "Kubernetes manifests instead (to ./hermes-<name>.k8s.yaml or --unit-dir; kubernetes.go)")
 	compose := flags.Bool("compose", false, "a compose file instead (to ./hermes-<name>.compose.yaml or --unit-dir)")
+	socket := flags.Bool("socket", false, "systemd: also a socket unit holding gateway.listen, so connections wait for the next gateway instead of being refused while none runs")
 	if err := parseFlags(flags, args); err != nil {
 		return err
+	}
+	if (*kube || *compose) && *socket {
+		return usageErr("--socket is for systemd units, not for --kubernetes or --compose")
 	}
 	if *kube || *compose {
 		return installManifests(flags, f, *kube, *printOnly)
@@ -507,6 +529,9 @@ func runInstallUnit(args []string) error {
 	manager, system, err := f.target()
 	if err != nil {
 		return err
+	}
+	if *socket && manager != managerSystemd {
+		return usageErr("--socket is for systemd: launchd hands a socket over through launch_activate_socket(3), which a static binary cannot call")
 	}
 	if *enable && (*printOnly || *f.unitDir != "") {
 		return usageErr("--enable needs the manager's own directory: drop --print and --unit-dir")
@@ -522,7 +547,7 @@ func runInstallUnit(args []string) error {
 	if err != nil {
 		return err
 	}
-	o := unitOptions{Manager: manager, System: system, Bin: bin, SystemdVersion: *sdVersion}
+	o := unitOptions{Manager: manager, System: system, Bin: bin, SystemdVersion: *sdVersion, Socket: *socket}
 	if system {
 		o.RunAs = *runAs
 		if o.RunAs == "" {
@@ -555,7 +580,16 @@ func runInstallUnit(args []string) error {
 	if err != nil {
 		return err
 	}
+	var sockContent []byte
+	if o.Socket {
+		if sockContent, err = renderSocketUnit(p, o); err != nil {
+			return err
+		}
+	}
 	if *printOnly {
+		if sockContent != nil {
+			content = append(append(content, '\n'), sockContent...)
+		}
 		_, err := os.Stdout.Write(content)
 		return err
 	}
@@ -563,9 +597,23 @@ func runInstallUnit(args []string) error {
 	if err != nil {
 		return err
 	}
+	sockPath := ""
+	if manager == managerSystemd {
+		sockPath = filepath.Join(filepath.Dir(path), socketUnitName(p.Name))
+		if err := checkSocketUnitPlace(sockPath, o.Socket, p); err != nil {
+			return err
+		}
+	}
 	changed, err := writeUnitFile(path, content)
 	if err != nil {
 		return err
+	}
+	if o.Socket {
+		sockChanged, err := writeUnitFile(sockPath, sockContent)
+		if err != nil {
+			return err
+		}
+		changed = changed || sockChanged
 	}
 	if manager == managerLaunchd || (system && p.Gateway.StateDirSet) {
 		// launchd opens the log in the state dir before hermes starts, and
@@ -576,14 +624,14 @@ func runInstallUnit(args []string) error {
 	}
 	if !*enable {
 		if *f.unitDir == "" {
-			fmt.Println(enableHint(manager, system, p.Name, path))
+			fmt.Println(enableHint(manager, system, p.Name, path, o.Socket))
 		}
 		return nil
 	}
 	if manager == managerLaunchd {
 		return launchdEnable(system, p.Name, path)
 	}
-	return systemdEnable(system, p.Name, changed)
+	return systemdEnable(system, p.Name, changed, o.Socket)
 }
 
 // hermesExecutable is the absolute, symlink-free path of this binary, so a
@@ -694,7 +742,7 @@ func systemctl(system bool, args ...string) *exec.Cmd {
 	return cmd
 }
 
-func enableHint(manager string, system bool, name, path string) string {
+func enableHint(manager string, system bool, name, path string, socket bool) string {
 	if manager == managerLaunchd {
 		return fmt.Sprintf("start it with: launchctl bootstrap %s %s", launchdDomain(system), path)
 	}
@@ -703,7 +751,23 @@ func enableHint(manager string, system bool, name, path string) string {
 			return "to start it, " + why + ":\n" + userBusHint(name)
 		}
 	}
-	return fmt.Sprintf("start it with: systemctl %sdaemon-reload && systemctl %senable --now %s", userFlag(system), userFlag(system), unitName(name))
+	return fmt.Sprintf("start it with: systemctl %sdaemon-reload && systemctl %senable --now %s", userFlag(system), userFlag(system), strings.Join(systemdUnits(name, socket), " "))
+}
+
+// systemdUnits are the units install-unit writes for an instance, the
+// socket (which the service needs started first) before the service.
+func systemdUnits(name string, socket bool) []string {
+	if socket {
+		return []string{socketUnitName(name), unitName(name)}
+	}
+	return []string{unitName(name)}
+}
+
+// systemdUnitActive reports whether systemd runs unit now.
+func systemdUnitActive(system bool, unit string) bool {
+	cmd := systemctl(system, "is-active", "--quiet", unit)
+	cmd.Stdout, cmd.Stderr = nil, nil
+	return cmd.Run() == nil
 }
 
 // userFlag is systemctl's and journalctl's "--user " for a user unit.
@@ -714,8 +778,9 @@ func userFlag(system bool) string {
 	return "--user "
 }
 
-func systemdEnable(system bool, name string, changed bool) error {
+func systemdEnable(system bool, name string, changed, socket bool) error {
 	unit := unitName(name)
+	units := systemdUnits(name, socket)
 	if !system {
 		if why := userBusProblem(); why != "" {
 			return withHint(fmt.Errorf("the unit is written, but cannot be enabled: %s", why), "%s", userBusHint(name))
@@ -725,11 +790,19 @@ func systemdEnable(system bool, name string, changed bool) error {
 		return withHint(fmt.Errorf("systemctl %sdaemon-reload: %w", userFlag(system), err),
 			"run it by hand, then: systemctl %senable --now %s", userFlag(system), unit)
 	}
-	active := systemctl(system, "is-active", "--quiet", unit)
-	active.Stdout, active.Stderr = nil, nil
-	wasActive := active.Run() == nil
-	if err := systemctl(system, "enable", "--now", unit).Run(); err != nil {
-		return withHint(fmt.Errorf("systemctl enable --now %s: %w", unit, err), "see why with: journalctl %s-u %s", userFlag(system), unit)
+	wasActive := systemdUnitActive(system, unit)
+	if socket && wasActive && !systemdUnitActive(system, socketUnitName(name)) {
+		// The running gateway bound gateway.listen itself: the socket unit
+		// cannot bind it while that gateway runs.
+		if err := systemctl(system, append([]string{"enable"}, units...)...).Run(); err != nil {
+			return withHint(fmt.Errorf("systemctl enable %s: %w", strings.Join(units, " "), err), "see why with: systemctl %sstatus %s", userFlag(system), unit)
+		}
+		fmt.Printf("the running gateway holds gateway.listen itself, so %s cannot take it yet: move it over with one drain: systemctl %sstop %s && systemctl %sstart %s\n",
+			socketUnitName(name), userFlag(system), unit, userFlag(system), strings.Join(units, " "))
+		return nil
+	}
+	if err := systemctl(system, append([]string{"enable", "--now"}, units...)...).Run(); err != nil {
+		return withHint(fmt.Errorf("systemctl enable --now %s: %w", strings.Join(units, " "), err), "see why with: journalctl %s-u %s", userFlag(system), units[0])
 	}
 	if wasActive && changed {
 		fmt.Printf("the running gateway still runs under the old unit: apply it with 'hermes restart' (or systemctl %srestart %s)\n",
@@ -823,9 +896,17 @@ func runUninstallUnit(args []string) error {
 			"remove it yourself if it is yours to remove")
 	}
 	manage := *f.unitDir == ""
-	told := true // the manager knows the unit is going
+	told := true   // the manager knows the unit is going
+	sockPath := "" // the socket unit install-unit --socket wrote, if any
+	if manager == managerSystemd {
+		p := filepath.Join(filepath.Dir(path), socketUnitName(name))
+		if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte(unitMarker)) {
+			sockPath = p
+		}
+	}
 	if manage && manager == managerSystemd {
 		unit := unitName(name)
+		units := systemdUnits(name, sockPath != "")
 		if !system && !userManagerReachable() {
 			// No user manager to tell (no lingering, a sudo or su shell):
 			// stop the gateway the way hermes stops any, then remove.
@@ -834,9 +915,10 @@ func runUninstallUnit(args []string) error {
 				return err
 			}
 			told = false
-		} else if err := systemctl(system, "disable", "--now", unit).Run(); err != nil {
+		} else if err := systemctl(system, append([]string{"disable", "--now"}, units...)...).Run(); err != nil {
 			// disable --now stops it: a drain, bounded by TimeoutStopSec.
-			return withHint(fmt.Errorf("systemctl %sdisable --now %s: %w", userFlag(system), unit, err),
+			// The socket goes first, so no connection starts the service again.
+			return withHint(fmt.Errorf("systemctl %sdisable --now %s: %w", userFlag(system), strings.Join(units, " "), err),
 				"see why with: systemctl %sstatus %s", userFlag(system), unit)
 		}
 	}
@@ -848,10 +930,15 @@ func runUninstallUnit(args []string) error {
 			}
 		}
 	}
-	if err := os.Remove(path); err != nil {
-		return fmt.Errorf("removing %s: %w", path, err)
+	for _, p := range []string{path, sockPath} {
+		if p == "" {
+			continue
+		}
+		if err := os.Remove(p); err != nil {
+			return fmt.Errorf("removing %s: %w", p, err)
+		}
+		fmt.Printf("removed: %s\n", p)
 	}
-	fmt.Printf("removed: %s\n", path)
 	if manage && manager == managerSystemd && !told {
 		fmt.Printf("when %s's user manager runs again it forgets the unit at its next: systemctl --user daemon-reload\n", currentUser())
 	}
@@ -859,7 +946,7 @@ func runUninstallUnit(args []string) error {
 		if err := systemctl(system, "daemon-reload").Run(); err != nil {
 			return fmt.Errorf("systemctl daemon-reload: %w", err)
 		}
-		rf := systemctl(system, "reset-failed", unitName(name))
+		rf := systemctl(system, append([]string{"reset-failed"}, systemdUnits(name, sockPath != "")...)...)
 		rf.Stdout, rf.Stderr = nil, nil
 		rf.Run() // only fails when there was nothing to reset
 	}
@@ -899,7 +986,19 @@ func installedUnitDrift(p *Policy) (path string, differs bool, err error) {
 		if err != nil {
 			return path, true, err
 		}
-		return path, !bytes.Equal(want, content), nil
+		if !bytes.Equal(want, content) {
+			return path, true, nil
+		}
+		if o.Socket {
+			// The socket unit beside it must hold what the policy says.
+			sock, err := renderSocketUnit(p, o)
+			if err != nil {
+				return path, true, err
+			}
+			have, err := os.ReadFile(filepath.Join(dir, socketUnitName(p.Name)))
+			return path, err != nil || !bytes.Equal(have, sock), nil
+		}
+		return path, false, nil
 	}
 	return "", false, nil
 }
