@@ -309,7 +309,7 @@ func (g *gateway) loop(ready func()) (int, string) {
 				n := g.gate.close()
 				g.tg.stop() // the long poll is cancelled, not waited out
 				g.srv.SetKeepAlivesEnabled(false)
-				if g.lnKind == listenerSystemd {
+				if g.systemdSocket() {
 					// systemd holds the socket: connections queue there
 					// for the next gateway instead of getting a 503 here.
 					g.stopAccepting()
@@ -516,7 +516,7 @@ func (g *gateway) spawn() {
 	if g.keeper != nil {
 		kf = g.keeper.file
 	}
-	succ, err := spawnSuccessor(g.exe, g.args, g.ln, g.inst, g.tokLock, kf)
+	succ, err := spawnSuccessor(g.exe, g.args, g.ln, g.systemdSocket(), g.inst, g.tokLock, kf)
 	if err != nil {
 		g.tell(loopInput{kind: inSpawned, err: err})
 		return
@@ -689,4 +689,11 @@ func (g *gateway) commit(from int) {
 	}
 	g.log.info(evReady, "listen", g.ln.Addr().String(), "pid_file", g.pidPath, "control", g.ctlPath, "handoff_from", from)
 	g.tell(loopInput{kind: inCommitted, pid: from})
+}
+
+// systemdSocket reports whether the gateway serves on systemd's socket
+// (socket activation, directly or handed over), which stays open while no
+// gateway runs.
+func (g *gateway) systemdSocket() bool {
+	return g.lnKind == listenerSystemd || g.lnKind == listenerSystemdInherited
 }

@@ -41,12 +41,16 @@ import (
 const (
 	envHandoff     = "HERMES_HANDOFF"
 	envHandoffFrom = "HERMES_HANDOFF_FROM"
+	// "systemd": the listener is systemd's socket (socket activation),
+	// which stays open while no gateway runs. An older successor ignores it.
+	envHandoffSocket = "HERMES_HANDOFF_SOCKET"
 )
 
 // inheritance is what a successor was handed.
 type inheritance struct {
 	from     int
 	listener net.Listener
+	systemd  bool // the listener is systemd's socket (envHandoffSocket)
 	instance *os.File
 	token    *os.File // nil when the predecessor held no token lock
 	peer     *handoffPeer
@@ -56,9 +60,10 @@ type inheritance struct {
 // when this process was started some other way. The variables are cleared
 // either way, so that no child of this process takes them for its own.
 func inheritedFromPredecessor() (*inheritance, error) {
-	spec, from := os.Getenv(envHandoff), os.Getenv(envHandoffFrom)
+	spec, from, socket := os.Getenv(envHandoff), os.Getenv(envHandoffFrom), os.Getenv(envHandoffSocket)
 	os.Unsetenv(envHandoff)
 	os.Unsetenv(envHandoffFrom)
+	os.Unsetenv(envHandoffSocket)
 	if spec == "" {
 		return nil, nil
 	}
@@ -66,7 +71,7 @@ func inheritedFromPredecessor() (*inheritance, error) {
 	if err != nil || pid != os.Getppid() {
 		return nil, fmt.Errorf("%s is set, but the parent (pid %d) is not the gateway it names (%q): refusing the descriptors", envHandoff, os.Getppid(), from)
 	}
-	inh := &inheritance{from: pid}
+	inh := &inheritance{from: pid, systemd: socket == "systemd"}
 	for i, name := range strings.Split(spec, ",") {
 		// Each descriptor gets exactly one owner: an *os.File left for the
 		// garbage collector would close it under whoever holds it then.
@@ -172,8 +177,8 @@ func handoffPossible() string {
 // spawnSuccessor starts the successor with the listening socket, the locks
 // and its end of the peer socket. exe is the binary's path as it was at
 // start (so a binary moved into place since is the one that runs), args the
-// same arguments.
-func spawnSuccessor(exe string, args []string, ln net.Listener, instance, token, keeper *os.File) (*successorProc, error) {
+// same arguments. systemdSocket says ln is systemd's socket.
+func spawnSuccessor(exe string, args []string, ln net.Listener, systemdSocket bool, instance, token, keeper *os.File) (*successorProc, error) {
 	lf, err := listenerFile(ln)
 	if err != nil {
 		return nil, err
@@ -211,7 +216,7 @@ func spawnSuccessor(exe string, args []string, ln net.Listener, instance, token,
 	cmd := exec.Command(exe, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, os.Stdout, os.Stderr
 	cmd.ExtraFiles = files
-	cmd.Env = successorEnv(strings.Join(names, ","))
+	cmd.Env = successorEnv(strings.Join(names, ","), systemdSocket)
 	if err := cmd.Start(); err != nil {
 		conn.Close()
 		if errors.Is(err, unix.ENOENT) {
@@ -226,16 +231,19 @@ func spawnSuccessor(exe string, args []string, ln net.Listener, instance, token,
 // handoff variables set, and nothing that names this process alone
 // (WATCHDOG_PID: systemd's watchdog follows the main pid, and the
 // successor becomes it) or belongs to a test of this process.
-func successorEnv(spec string) []string {
+func successorEnv(spec string, systemdSocket bool) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		switch strings.SplitN(kv, "=", 2)[0] {
-		case "WATCHDOG_PID", "HERMES_TEST_FAULT", envHandoff, envHandoffFrom, "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", envKeeperFD:
+		case "WATCHDOG_PID", "HERMES_TEST_FAULT", envHandoff, envHandoffFrom, envHandoffSocket, "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", envKeeperFD:
 			continue
 		}
 		env = append(env, kv)
 	}
 	env = append(env, envHandoff+"="+spec, fmt.Sprintf("%s=%d", envHandoffFrom, os.Getpid()))
+	if systemdSocket {
+		env = append(env, envHandoffSocket+"=systemd")
+	}
 	if f := successorTestFault(); f != "" {
 		env = append(env, "HERMES_TEST_FAULT="+f)
 	}

@@ -23,6 +23,9 @@ const (
 	listenerBound     = "bound"
 	listenerSystemd   = "systemd socket activation"
 	listenerInherited = "handed over"
+	// systemd's socket, handed over by a predecessor that had it from
+	// systemd (or from its own predecessor): still systemd's.
+	listenerSystemdInherited = "systemd socket activation, handed over"
 )
 
 // systemdListener returns the listening socket systemd passed this process

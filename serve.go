@@ -243,6 +243,9 @@ func runServe(args []string) (err error) {
 	switch {
 	case inh != nil:
 		g.ln, g.lnKind = inh.listener, listenerInherited
+		if inh.systemd {
+			g.lnKind = listenerSystemdInherited
+		}
 	default:
 		ln, err := systemdListener()
 		if err != nil {

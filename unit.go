@@ -751,7 +751,11 @@ func enableHint(manager string, system bool, name, path string, socket bool) str
 			return "to start it, " + why + ":\n" + userBusHint(name)
 		}
 	}
-	return fmt.Sprintf("start it with: systemctl %sdaemon-reload && systemctl %senable --now %s", userFlag(system), userFlag(system), strings.Join(systemdUnits(name, socket), " "))
+	hint := fmt.Sprintf("start it with: systemctl %sdaemon-reload && systemctl %senable --now %s", userFlag(system), userFlag(system), strings.Join(systemdUnits(name, socket), " "))
+	if socket {
+		hint += fmt.Sprintf("\n(a gateway that runs now on its own socket must stop first, one drain: systemctl %sstop %s)", userFlag(system), unitName(name))
+	}
+	return hint
 }
 
 // systemdUnits are the units install-unit writes for an instance, the

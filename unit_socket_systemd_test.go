@@ -41,16 +41,32 @@ restart_sec = "1s"
 	}
 	url := "http://" + addr
 
+	// First a gateway on its own socket, as install-unit without --socket
+	// runs it; then --socket, which cannot take the address from it.
+	if out, err := h.exec(bin, "install-unit", "--system", "--run-as", "root", "--config", policy, "--enable"); err != nil {
+		t.Fatalf("install-unit --enable: %v\n%s", err, out)
+	}
+	if code, body := httpGet(t, url+"/readyz"); code != 200 {
+		t.Fatalf("/readyz: %d %s", code, body)
+	}
 	out, err := h.exec(bin, "install-unit", "--system", "--run-as", "root", "--socket", "--config", policy, "--enable")
 	if err != nil {
 		t.Fatalf("install-unit --socket --enable: %v\n%s", err, out)
 	}
+	move := "systemctl stop " + svc + " && systemctl start " + sock + " " + svc
+	if !strings.Contains(out, "updated: /etc/systemd/system/"+svc) || !strings.Contains(out, "wrote: /etc/systemd/system/"+sock) ||
+		!strings.Contains(out, "holds gateway.listen itself") || !strings.Contains(out, move) {
+		t.Errorf("install-unit --socket over a running gateway said:\n%s", out)
+	}
+	if got := h.show(svc, "ActiveState") + " " + h.show(sock, "ActiveState") + " " + h.show(sock, "UnitFileState"); got != "active inactive enabled" {
+		t.Errorf("service, socket, socket enablement: %s; want active inactive enabled", got)
+	}
+	if out, err := h.exec("sh", "-c", move); err != nil {
+		t.Fatalf("%s: %v\n%s", move, err, out)
+	}
 	for _, u := range []string{svc, sock} {
-		if !strings.Contains(out, "wrote: /etc/systemd/system/"+u) {
-			t.Errorf("install-unit did not write %s:\n%s", u, out)
-		}
 		if got := h.show(u, "ActiveState"); got != "active" {
-			t.Fatalf("%s: ActiveState=%s after enable --now", u, got)
+			t.Fatalf("%s: ActiveState=%s after %s", u, got, move)
 		}
 	}
 	if got := h.show(svc, "TriggeredBy"); got != sock {
@@ -63,6 +79,19 @@ restart_sec = "1s"
 	if !strings.Contains(journal, listenerSystemd) {
 		t.Errorf("the gateway did not say it serves on systemd's socket (%q):\n%s", listenerSystemd, journal)
 	}
+
+	t.Run("a handoff keeps systemd's socket", func(t *testing.T) {
+		c := startAsking(url)
+		out, err := h.exec(bin, "restart", "--config", policy)
+		if err != nil || !strings.Contains(out, "handed off") {
+			c.stop()
+			t.Fatalf("hermes restart: %v\n%s", err, out)
+		}
+		c.waitAnswers(t, 5, 10*time.Second)
+		if r := c.stop(); len(r.errs) > 0 || r.busy > 0 {
+			t.Errorf("across the handoff: %d failed (first %v), %d refused with 503", len(r.errs), r.errs, r.busy)
+		}
+	})
 
 	t.Run("a drain restart refuses no connection", func(t *testing.T) {
 		// The stream keeps the old gateway draining for 2 s; it exits 75,
