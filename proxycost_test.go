@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,16 +12,20 @@ import (
 
 // TestProxyAllocations: a short answer through a real gateway allocates at
 // most 12 heap objects and 1.2 KB in it, counted by the gateway itself
-// (/metrics). It was 17 objects and 1.3 KB; today it is 9 and 0.9 KB: the
+// (/metrics). It was 17 objects and 1.3 KB; it is 8 to 9 and 0.9 KB: the
 // request, its URL (a plain path) and its body's framing live in its
 // connection, the upstream request on the session's stack, and the
 // upstream's answer in one allocation (answerMem). A change that puts an
 // allocation back on every request shows here as a failure, not only as a
 // benchmark figure. The margin is for what the gateway allocates meanwhile
-// (its heartbeat, the scrapes).
+// (its heartbeat, the scrapes). Under -race (as CI runs it) the ceiling is
+// 16 objects (13 now, 20 to 21 for the code before the cuts).
 func TestProxyAllocations(t *testing.T) {
+	maxObjects, maxBytes := 12.0, 1200.0
 	if raceEnabled {
-		t.Skip("the race detector allocates, and its sync.Pool drops buffers at random")
+		// The race detector's sync.Pool drops buffers at random: 13 objects
+		// and 6 to 7 KB here, against 20 to 21 objects for the code before.
+		maxObjects, maxBytes = 16, math.Inf(1)
 	}
 	g, ask := shortAnswerGateway(t)
 	for i := 0; i < 50; i++ { // connections open and pooled, buffers in their pools
@@ -35,11 +40,11 @@ func TestProxyAllocations(t *testing.T) {
 	after := counters(t, g.url, names...)
 	objects, bytes := (after[0]-before[0])/n, (after[1]-before[1])/n
 	t.Logf("per short answer: %.1f heap objects, %.0f bytes", objects, bytes)
-	if objects > 12 {
-		t.Errorf("%.1f heap objects per short answer, want at most 12", objects)
+	if objects > maxObjects {
+		t.Errorf("%.1f heap objects per short answer, want at most %.0f", objects, maxObjects)
 	}
-	if bytes > 1200 {
-		t.Errorf("%.0f bytes allocated per short answer, want at most 1200", bytes)
+	if bytes > maxBytes {
+		t.Errorf("%.0f bytes allocated per short answer, want at most %.0f", bytes, maxBytes)
 	}
 }
 
