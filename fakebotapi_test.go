@@ -15,7 +15,7 @@ import (
 	"sync"
 	"testing"
 	"time"
-	"unicode/utf8"
+	"unicode/utf16"
 )
 
 // fakeBotAPI is a test double of the Telegram Bot API
@@ -132,7 +132,7 @@ const (
 	tgCantEdit     = "Bad Request: message can't be edited"
 	tgReplyMissing = "Bad Request: message to be replied not found"
 	tgNoChat       = "Bad Request: chat not found"
-	tgMaxText      = 4096 // characters in one message (Telegram counts UTF-16 units; the fake counts runes)
+	tgMaxText      = 4096 // UTF-16 code units in one message: the stricter of the two ways Telegram's limit is reported to count (see maxMessage)
 )
 
 // fakeTGMethods maps each method the fake serves, lower-cased, to its name.
@@ -630,7 +630,7 @@ func (f *fakeBotAPI) checkText(w http.ResponseWriter, p fakeParams, tooLong stri
 	switch {
 	case text == "":
 		desc = tgEmptyText
-	case utf8.RuneCountInString(text) > tgMaxText:
+	case len(utf16.Encode([]rune(text))) > tgMaxText:
 		desc = tooLong
 	default:
 		desc = fakeTGParseEntities(p["parse_mode"], text)

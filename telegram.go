@@ -717,8 +717,8 @@ func (b *telegramBot) turn(p *Policy, acc tgRecord, msgs []map[string]string, se
 
 func (b *telegramBot) scrub(s string) string { return b.g.log.secrets.scrub(s) }
 
-// tgReply is a reply in the chat: one message per 4096 characters, grown
-// by edits as the answer streams.
+// tgReply is a reply in the chat: one message per maxMessage, grown by
+// edits as the answer streams.
 type tgReply struct {
 	b        *telegramBot
 	p        *Policy
@@ -730,7 +730,11 @@ type tgReply struct {
 	lastEdit time.Time
 }
 
-// maxMessage is Telegram's limit on a message's text, in characters.
+// maxMessage is Telegram's limit on a message's text: "4096 characters".
+// Whether it counts characters or UTF-16 code units (where a character
+// outside the Basic Multilingual Plane, such as most emoji, is two) is
+// documented nowhere and reported both ways, so hermes counts UTF-16
+// units, the stricter: a part within that is within either.
 const maxMessage = 4096
 
 // update shows text. Before final, at most once per telegram.edit_every,
@@ -788,30 +792,45 @@ func (r *tgReply) update(ctx context.Context, text string, final bool) error {
 	return nil
 }
 
-// splitMessage cuts text into parts of at most n characters, at a line
-// break or a space where there is one in the last quarter of a part.
+// splitMessage cuts text into parts of at most n UTF-16 code units (see
+// maxMessage), never inside a character, at a line
+// break or a space where there is one in the last quarter of a part. One
+// pass over each part: a long answer is split again at every edit.
 func splitMessage(text string, n int) []string {
 	var parts []string
-	for utf8.RuneCountInString(text) > n {
-		cut := 0
-		for i := range text {
-			if utf8.RuneCountInString(text[:i]) > n {
+	for {
+		end, units := len(text), 0 // end: where this part stops, in bytes
+		for i, r := range text {
+			units += utf16Len(r)
+			if units > n {
+				end = i
 				break
 			}
-			cut = i
 		}
-		// cut is the byte offset of rune n (or the last one before it).
-		if utf8.RuneCountInString(text[:cut]) < n {
-			cut = len(text)
+		if end == len(text) {
+			return append(parts, text)
 		}
-		best := cut
-		if j := strings.LastIndexAny(text[:cut], "\n "); j > cut*3/4 {
+		if end == 0 { // n below one character: a part is that character
+			if _, end = utf8.DecodeRuneInString(text); end == len(text) {
+				return append(parts, text)
+			}
+		}
+		best := end
+		if j := strings.LastIndexAny(text[:end], "\n "); j > end*3/4 {
 			best = j + 1
 		}
 		parts = append(parts, text[:best])
 		text = text[best:]
 	}
-	return append(parts, text)
+}
+
+// utf16Len is how many UTF-16 code units r takes: 2 outside the Basic
+// Multilingual Plane, else 1 (an invalid byte goes out as U+FFFD, one).
+func utf16Len(r rune) int {
+	if r >= 0x10000 && r <= utf8.MaxRune {
+		return 2
+	}
+	return 1
 }
 
 // episode is a run of failures of one kind: logged once when it begins

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf16"
+	"unicode/utf8"
 )
 
 // The Telegram bot, end to end: a real hermes serve long-polls a
@@ -196,6 +198,19 @@ func TestTelegramAnswersAllowedUser(t *testing.T) {
 	if len(users) != 3 || users[0] != "after the stranger" || users[2] != "still there?" {
 		t.Errorf("after a restart, upstream got the user messages %q, want the last 2 turns and the new one", users)
 	}
+
+	// Counted in UTF-16 units, the stricter reading of Telegram's limit
+	// (the fake's too): 1,500 emoji are 3,010 characters of answer, but
+	// 4,510 units, so two messages.
+	emoji := strings.TrimSpace(strings.Repeat("😀 ", 1500))
+	_, mEmoji := bot.userMessage(tgAllowed, tgAllowed, emoji)
+	want5 := "you said: " + emoji
+	if !bot.waitFor(20*time.Second, func() bool {
+		all := bot.sent(tgAllowed)
+		return len(all) >= 2 && all[len(all)-2].ReplyTo == mEmoji && all[len(all)-2].Text+all[len(all)-1].Text == want5
+	}) {
+		t.Errorf("an answer of 4,510 UTF-16 units was not split into two messages that join to it: %d messages", len(bot.sent(tgAllowed)))
+	}
 }
 
 // TestTelegramStreamsByEdits: with the echo upstream's word delay, an
@@ -233,14 +248,19 @@ func TestSplitMessage(t *testing.T) {
 		{strings.Repeat("x", 4097), 4096, 2},
 		{long, 4096, 3},
 		{strings.Repeat("é", 5000), 4096, 2}, // characters, not bytes
+		{strings.Repeat("😀", 2048), 4096, 1}, // UTF-16 units: two per emoji
+		{strings.Repeat("😀", 2049), 4096, 2},
+		{"x" + strings.Repeat("😀", 2048), 4096, 2}, // never half an emoji
+		{strings.Repeat("😀 ", 1500), 4096, 2},      // 3000 characters, 4500 units
+		{strings.Repeat("😀", 3), 1, 3},             // a part below one character
 	} {
 		parts := splitMessage(tc.in, tc.n)
 		if len(parts) != tc.parts || strings.Join(parts, "") != tc.in {
-			t.Errorf("splitMessage(%d chars) = %d parts, want %d, and the parts must join back", len([]rune(tc.in)), len(parts), tc.parts)
+			t.Errorf("splitMessage(%d chars, %d) = %d parts, want %d, and the parts must join back", len([]rune(tc.in)), tc.n, len(parts), tc.parts)
 		}
 		for _, p := range parts {
-			if n := len([]rune(p)); n > tc.n || n == 0 {
-				t.Errorf("a part of %d characters", n)
+			if n := len(utf16.Encode([]rune(p))); (n > tc.n && tc.n > 1) || n == 0 || !utf8.ValidString(p) {
+				t.Errorf("a part of %d UTF-16 units (valid UTF-8: %v)", n, utf8.ValidString(p))
 			}
 		}
 	}
