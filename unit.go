@@ -211,6 +211,14 @@ func renderUnit(p *Policy, o unitOptions) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
+// unitPolicyLabel names the policy a unit was rendered from, in its header.
+func unitPolicyLabel(p *Policy) string {
+	if p.Path == "" {
+		return "the built-in default policy"
+	}
+	return "policy " + strconv.Quote(p.Path)
+}
+
 // userNameRe is what --run-as accepts: POSIX-ish user names. It keeps a
 // name from ending a line, a quote or an XML comment.
 var userNameRe = lazyRegexp(`^[A-Za-z_][A-Za-z0-9_.]*(-[A-Za-z0-9_.]+)*\$?$`)
@@ -295,7 +303,7 @@ func systemdData(p *Policy, o unitOptions, args []string) systemdUnitData {
 	d := systemdUnitData{
 		UnitName:           unitName(p.Name),
 		Name:               p.Name,
-		PolicyLabel:        "the built-in default policy",
+		PolicyLabel:        unitPolicyLabel(p),
 		Options:            o.String(),
 		StartLimitInterval: sdDuration(p.Service.StartLimitInterval),
 		StartLimitBurst:    p.Service.StartLimitBurst,
@@ -317,9 +325,6 @@ func systemdData(p *Policy, o unitOptions, args []string) systemdUnitData {
 	}
 	if o.Socket {
 		d.SocketUnit = socketUnitName(p.Name)
-	}
-	if p.Path != "" {
-		d.PolicyLabel = "policy " + strconv.Quote(p.Path)
 	}
 	if o.SystemdVersion >= systemdStepsVersion && p.Service.RestartMaxDelay > p.Service.RestartSec {
 		// Enough steps that the delay roughly doubles from one to the next.

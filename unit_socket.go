@@ -76,14 +76,11 @@ func renderSocketUnit(p *Policy, o unitOptions) ([]byte, error) {
 		UnitName:     socketUnitName(p.Name),
 		ServiceName:  unitName(p.Name),
 		Name:         p.Name,
-		PolicyLabel:  "the built-in default policy",
+		PolicyLabel:  unitPolicyLabel(p),
 		Options:      o.String(),
 		Listen:       p.Gateway.Listen,
 		ListenStream: stream,
 		BindIPv6Only: v6only,
-	}
-	if p.Path != "" {
-		d.PolicyLabel = "policy " + strconv.Quote(p.Path)
 	}
 	var b bytes.Buffer
 	if err := socketTemplate().Execute(&b, d); err != nil {

@@ -28,15 +28,7 @@ func TestUnitSystemdSocketHarness(t *testing.T) {
 	bin := filepath.Join(h.state, "bin", "hermes")
 	policy := filepath.Join(h.state, "hermes.toml")
 	copyFile(t, hermesBin, bin, 0o755)
-	if err := os.WriteFile(policy, []byte(fmt.Sprintf(`name = %q
-[gateway]
-listen = %q
-[drain]
-timeout = "5s"
-grace = "1s"
-[service]
-restart_sec = "1s"
-`, name, addr)), 0o644); err != nil {
+	if err := os.WriteFile(policy, []byte(harnessPolicy(name, addr)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	url := "http://" + addr

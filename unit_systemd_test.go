@@ -15,6 +15,20 @@ import (
 	"time"
 )
 
+// harnessPolicy is the policy of a gateway under the harness: a drain
+// short enough for tests, and a RestartSec of 1 s.
+func harnessPolicy(name, addr string) string {
+	return fmt.Sprintf(`name = %q
+[gateway]
+listen = %q
+[drain]
+timeout = "5s"
+grace = "1s"
+[service]
+restart_sec = "1s"
+`, name, addr)
+}
+
 // harness is a real systemd booted as PID 1 of private namespaces by
 // ../shared/tools/systemd-harness.sh (see ../shared/FIELD-NOTES.md). Its
 // state dir lives under /var/lib, not /tmp: the units under test have
@@ -133,15 +147,7 @@ func TestUnitSystemdHarness(t *testing.T) {
 	bin := filepath.Join(h.state, "bin $PATH 100%", "hermes")
 	policy := filepath.Join(h.state, `policy "q" 'it' \ $HOME %n`, "hermes.toml")
 	copyFile(t, hermesBin, bin, 0o755)
-	goodPolicy := fmt.Sprintf(`name = %q
-[gateway]
-listen = %q
-[drain]
-timeout = "5s"
-grace = "1s"
-[service]
-restart_sec = "1s"
-`, name, addr)
+	goodPolicy := harnessPolicy(name, addr)
 	if err := os.MkdirAll(filepath.Dir(policy), 0o755); err != nil {
 		t.Fatal(err)
 	}
