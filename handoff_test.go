@@ -202,14 +202,16 @@ func TestHandoffByUSR2(t *testing.T) {
 
 // TestHandoffSuccessorFails: a successor that never becomes ready, or dies
 // first, is killed and the old gateway serves on; hermes restart says so,
-// exits 1 and prints the log's tail.
+// exits 1 and prints the log's tail; a handoff_failed alert says why.
 func TestHandoffSuccessorFails(t *testing.T) {
 	for _, tc := range []struct{ fault, want string }{
 		{"never-ready", "was not ready within restart.ready_timeout (1s)"},
 		{"exit-after-ready", "exited with code 1 before it took over"},
 	} {
 		t.Run(tc.fault, func(t *testing.T) {
-			e := newTestEnv(t, strings.Replace(handoffPolicy, `ready_timeout = "10s"`, `ready_timeout = "1s"`, 1))
+			hook := newFakeWebhook(t)
+			e := newTestEnv(t, strings.Replace(handoffPolicy, `ready_timeout = "10s"`, `ready_timeout = "1s"`, 1)+
+				fmt.Sprintf("[alerts]\nwebhook_url = %q\n", hook.srv.URL+"/hook"))
 			g := e.startGateway("HERMES_TEST_SUCCESSOR_FAULT=" + tc.fault)
 			out, errOut, code := e.hermes(60*time.Second, "restart")
 			if code != exitFailure || !strings.Contains(errOut, tc.want) || !strings.Contains(errOut, "serves on") {
@@ -219,6 +221,10 @@ func TestHandoffSuccessorFails(t *testing.T) {
 				t.Errorf("no log tail or hint:\n%s", errOut)
 			}
 			g.waitLog("handoff failed", 5*time.Second)
+			a := hook.waitAlert(t, "handoff_failed", "", 10*time.Second)
+			if !strings.Contains(a.Summary, tc.want) || !strings.Contains(a.Summary, "the old gateway serves on") || a.PID != g.pid() {
+				t.Errorf("handoff_failed alert: %+v, want the reason %q from pid %d", a, tc.want, g.pid())
+			}
 			// The old gateway is the gateway, untouched.
 			rec, err := readPidFile(pidFilePath(e.stateDir))
 			if err != nil || rec.PID != g.pid() {
