@@ -175,8 +175,9 @@ func (g *gateway) roundTrip(w *responseRecorder, r *http.Request, req *upstreamR
 		if r.Context().Err() != nil {
 			return nil, false
 		}
-		g.log.warn(evUpstreamError, "error", redactURL(err, req.url()), "path", r.URL.Path)
-		g.upstreamFailed(errors.New(redactURL(err, req.url())))
+		why := redactURL(err, req.url())
+		g.log.warn(evUpstreamError, "error", why, "path", r.URL.Path)
+		g.upstreamFailed(errors.New(why))
 		w.upstream = upstreamErrKind(err)
 		code, msg := "upstream_unreachable", "the gateway could not reach its upstream"
 		var bad *errMalformedAnswer

@@ -281,17 +281,15 @@ func runStatus(args []string) error {
 		st.RecentExits = l.Exits[max(0, len(l.Exits)-5):]
 	}
 	unitNote := ""
-	if path, differs, err := installedUnitDrift(p); path != "" {
+	if path, o, differs, err := installedUnitDrift(p); path != "" {
 		st.UnitFile, st.UnitDiffers = path, differs
 		switch {
 		case err != nil:
 			unitNote = fmt.Sprintf("%s: %v", path, err)
 		case differs:
 			flags := map[bool]string{true: " --system", false: ""}[strings.HasPrefix(path, "/etc/") || strings.HasPrefix(path, "/Library/")]
-			if b, err := os.ReadFile(path); err == nil {
-				if o, ok := parseUnitOptions(b); ok && o.Socket {
-					flags += " --socket"
-				}
+			if o.Socket {
+				flags += " --socket"
 			}
 			unitNote = fmt.Sprintf("%s no longer matches the policy; rewrite it with: hermes install-unit%s%s", path, flags, configFlag(p))
 		default:

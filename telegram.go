@@ -13,7 +13,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unicode/utf8"
+	"unicode/utf16"
 )
 
 // The Telegram bot: the gateway long-polls getUpdates and answers each
@@ -793,27 +793,23 @@ func (r *tgReply) update(ctx context.Context, text string, final bool) error {
 }
 
 // splitMessage cuts text into parts of at most n UTF-16 code units (see
-// maxMessage), never inside a character, at a line
-// break or a space where there is one in the last quarter of a part. One
-// pass over each part: a long answer is split again at every edit.
+// maxMessage; a part holds one character at least), never inside a
+// character, at a line break or a space where there is one in the last
+// quarter of a part. One pass over each part: a long answer is split again
+// at every edit.
 func splitMessage(text string, n int) []string {
 	var parts []string
 	for {
 		end, units := len(text), 0 // end: where this part stops, in bytes
 		for i, r := range text {
-			units += utf16Len(r)
-			if units > n {
+			// An invalid byte decodes as U+FFFD and goes out as one unit.
+			if units += utf16.RuneLen(r); units > n && i > 0 {
 				end = i
 				break
 			}
 		}
 		if end == len(text) {
 			return append(parts, text)
-		}
-		if end == 0 { // n below one character: a part is that character
-			if _, end = utf8.DecodeRuneInString(text); end == len(text) {
-				return append(parts, text)
-			}
 		}
 		best := end
 		if j := strings.LastIndexAny(text[:end], "\n "); j > end*3/4 {
@@ -822,15 +818,6 @@ func splitMessage(text string, n int) []string {
 		parts = append(parts, text[:best])
 		text = text[best:]
 	}
-}
-
-// utf16Len is how many UTF-16 code units r takes: 2 outside the Basic
-// Multilingual Plane, else 1 (an invalid byte goes out as U+FFFD, one).
-func utf16Len(r rune) int {
-	if r >= 0x10000 && r <= utf8.MaxRune {
-		return 2
-	}
-	return 1
 }
 
 // episode is a run of failures of one kind: logged once when it begins

@@ -908,9 +908,9 @@ func runUninstallUnit(args []string) error {
 	told := true   // the manager knows the unit is going
 	sockPath := "" // the socket unit install-unit --socket wrote, if any
 	if manager == managerSystemd {
-		p := filepath.Join(filepath.Dir(path), socketUnitName(name))
-		if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte(unitMarker)) {
-			sockPath = p
+		sp := filepath.Join(filepath.Dir(path), socketUnitName(name))
+		if b, err := os.ReadFile(sp); err == nil && bytes.Contains(b, []byte(unitMarker)) {
+			sockPath = sp
 		}
 	}
 	if manage && manager == managerSystemd {
@@ -964,10 +964,11 @@ func runUninstallUnit(args []string) error {
 
 // installedUnitDrift finds the unit or plist installed for p's instance
 // (user scope first, then system) and reports whether it differs from what
-// install-unit would write now. path is "" when none is installed. It
-// renders with the options recorded in the installed file, so only the
-// policy (or the hermes binary's path) can make it differ.
-func installedUnitDrift(p *Policy) (path string, differs bool, err error) {
+// install-unit would write now, with the options recorded in it (zero when
+// it has none). path is "" when none is installed. It renders with those
+// options, so only the policy (or the hermes binary's path) can make it
+// differ.
+func installedUnitDrift(p *Policy) (path string, o unitOptions, differs bool, err error) {
 	manager := defaultManager()
 	for _, system := range []bool{false, true} {
 		dir, err := unitDir(manager, system)
@@ -979,35 +980,35 @@ func installedUnitDrift(p *Policy) (path string, differs bool, err error) {
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		} else if err != nil {
-			return path, false, fmt.Errorf("reading %s: %w", path, err)
+			return path, o, false, fmt.Errorf("reading %s: %w", path, err)
 		}
 		if !bytes.Contains(content, []byte(unitMarker)) {
-			return path, true, fmt.Errorf("%s was not written by hermes install-unit", path)
+			return path, o, true, fmt.Errorf("%s was not written by hermes install-unit", path)
 		}
 		o, ok := parseUnitOptions(content)
 		if !ok {
-			return path, true, nil
+			return path, o, true, nil
 		}
 		if o.Bin, err = hermesExecutable(); err != nil {
-			return path, false, err
+			return path, o, false, err
 		}
 		want, err := renderUnit(p, o)
 		if err != nil {
-			return path, true, err
+			return path, o, true, err
 		}
 		if !bytes.Equal(want, content) {
-			return path, true, nil
+			return path, o, true, nil
 		}
 		if o.Socket {
 			// The socket unit beside it must hold what the policy says.
 			sock, err := renderSocketUnit(p, o)
 			if err != nil {
-				return path, true, err
+				return path, o, true, err
 			}
 			have, err := os.ReadFile(filepath.Join(dir, socketUnitName(p.Name)))
-			return path, err != nil || !bytes.Equal(have, sock), nil
+			return path, o, err != nil || !bytes.Equal(have, sock), nil
 		}
-		return path, false, nil
+		return path, o, false, nil
 	}
-	return "", false, nil
+	return "", o, false, nil
 }

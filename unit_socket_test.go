@@ -199,16 +199,16 @@ func TestInstalledSocketUnitDrift(t *testing.T) {
 	os.MkdirAll(dir, 0o755)
 	os.WriteFile(path, must(renderUnit(p, o)), 0o644)
 	os.WriteFile(sock, must(renderSocketUnit(p, o)), 0o644)
-	if got, differs, err := installedUnitDrift(p); got != path || differs || err != nil {
+	if got, _, differs, err := installedUnitDrift(p); got != path || differs || err != nil {
 		t.Errorf("fresh units: got %q, %v, %v; want %q, false, nil", got, differs, err, path)
 	}
 	p.Gateway.Listen = "127.0.0.1:9999" // the service does not change; the socket does
-	if _, differs, err := installedUnitDrift(p); !differs || err != nil {
+	if _, _, differs, err := installedUnitDrift(p); !differs || err != nil {
 		t.Errorf("after a listen change: %v, %v; want the socket unit to differ", differs, err)
 	}
 	p.Gateway.Listen = goldenPolicy(nil).Gateway.Listen
 	os.Remove(sock)
-	if _, differs, _ := installedUnitDrift(p); !differs {
+	if _, _, differs, _ := installedUnitDrift(p); !differs {
 		t.Errorf("a missing socket unit does not count as drift")
 	}
 }

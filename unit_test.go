@@ -618,7 +618,7 @@ func TestInstalledUnitDrift(t *testing.T) {
 	t.Setenv("XDG_CONFIG_HOME", filepath.Join(home, "config"))
 	p := goldenPolicy(func(p *Policy) { p.Name = fmt.Sprintf("drift-%d", os.Getpid()) })
 
-	if path, differs, err := installedUnitDrift(p); path != "" || differs || err != nil {
+	if path, _, differs, err := installedUnitDrift(p); path != "" || differs || err != nil {
 		t.Fatalf("nothing installed: got %q, %v, %v", path, differs, err)
 	}
 	bin, err := hermesExecutable()
@@ -632,15 +632,15 @@ func TestInstalledUnitDrift(t *testing.T) {
 	if err := os.WriteFile(path, must(renderUnit(p, o)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if got, differs, err := installedUnitDrift(p); got != path || differs || err != nil {
+	if got, _, differs, err := installedUnitDrift(p); got != path || differs || err != nil {
 		t.Errorf("fresh unit: got %q, %v, %v; want %q, false, nil", got, differs, err, path)
 	}
 	p.Drain.Timeout = 3 * time.Minute
-	if got, differs, err := installedUnitDrift(p); got != path || !differs || err != nil {
+	if got, _, differs, err := installedUnitDrift(p); got != path || !differs || err != nil {
 		t.Errorf("after a drain change: got %q, %v, %v; want %q, true, nil", got, differs, err, path)
 	}
 	os.WriteFile(path, []byte("[Service]\nExecStart=/bin/true\n"), 0o644)
-	if _, _, err := installedUnitDrift(p); err == nil {
+	if _, _, _, err := installedUnitDrift(p); err == nil {
 		t.Errorf("a foreign unit gave no error")
 	}
 }

@@ -259,8 +259,7 @@ func (pc *upstreamConn) writeThenWait(uintptr) bool {
 	if len(pc.out) == 1 {
 		_, pc.sendErr = pc.sock.Write(pc.out[0])
 	} else {
-		out := pc.out // WriteTo consumes the slice it is given
-		_, pc.sendErr = out.WriteTo(pc.c)
+		_, pc.sendErr = pc.out.WriteTo(pc.c) // one writev; it consumes pc.out
 	}
 	return pc.sendErr != nil // written: wait for the answer
 }
