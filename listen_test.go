@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -20,8 +21,17 @@ import (
 // gateway (sh's $$, which exec keeps).
 func activated(t *testing.T, e *testEnv, sock *os.File) *gatewayProc {
 	t.Helper()
+	g := startActivated(t, e, sock)
+	g.waitLog(" ready ", 20*time.Second)
+	return g
+}
+
+// startActivated is activated without waiting for the gateway to be ready;
+// env is added to the test environment's.
+func startActivated(t *testing.T, e *testEnv, sock *os.File, env ...string) *gatewayProc {
+	t.Helper()
 	cmd := exec.Command("sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=http exec "$0" serve`, hermesBin)
-	cmd.Env, cmd.Dir = e.env, e.dir
+	cmd.Env, cmd.Dir = append(append([]string{}, e.env...), env...), e.dir
 	cmd.ExtraFiles = []*os.File{sock}
 	log := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
@@ -36,7 +46,6 @@ func activated(t *testing.T, e *testEnv, sock *os.File) *gatewayProc {
 			<-g.exited
 		}
 	})
-	g.waitLog(" ready ", 20*time.Second)
 	return g
 }
 
@@ -105,6 +114,44 @@ func TestSocketActivation(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the queued request was never answered")
+	}
+}
+
+// TestQueuedProbeMeetsAServingGateway: a connection that waits on the
+// socket while the gateway starts (on systemd's socket, or from a client
+// during a restart) is accepted only once the gateway serves, so its
+// /readyz answers 200 "serving", never 503 "starting". The slow-start
+// fault holds the gateway 500 ms between opening its sockets and starting
+// its loop, a window that is otherwise microseconds wide (CI hit it once).
+func TestQueuedProbeMeetsAServingGateway(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	sock, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	c, err := net.Dial("tcp", ln.Addr().String()) // the kernel connects it; nobody accepts yet
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET /readyz HTTP/1.1\r\nHost: hermes\r\nConnection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	e := newTestEnv(t, "")
+	g := startActivated(t, e, sock, "HERMES_TEST_FAULT=slow-start")
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("the queued /readyz: %v\n%s", err, g.stderr.String())
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(body)) != string(stateServing) {
+		t.Errorf("the queued /readyz answered %d %q, want 200 %q", resp.StatusCode, body, stateServing)
 	}
 }
 

@@ -293,9 +293,13 @@ func runServe(args []string) (err error) {
 			return err
 		}
 		pidSelf.Store(&self)
-		g.serveHTTP()
 		go g.serveControl(ctl)
 		ready = func() {
+			// Accept only once the loop has published "serving": a
+			// connection already queued on the socket (systemd's, or a
+			// client that came during a restart) is taken at once, and
+			// its /readyz must not find the gateway still "starting".
+			g.serveHTTP()
 			g.keeper.current()
 			g.sd.put([]byte("READY=1\nSTATUS=serving" + g.mainPID()))
 			log.info(evReady, "listen", g.ln.Addr().String(), "pid_file", pidPath, "control", ctlPath)
@@ -322,6 +326,7 @@ func runServe(args []string) (err error) {
 		return err
 	}
 	go stampAlive(p.Gateway.StateDir, pid, g.done)
+	testFaultPause("slow-start")
 	code, reason := g.loop(ready)
 	if !g.ending.CompareAndSwap(0, endLoop) {
 		// The watchdog decided first: it is writing its stack dump and

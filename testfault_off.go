@@ -10,6 +10,8 @@ func testFaultSet(string) bool { return false }
 
 func testFault(string) {}
 
+func testFaultPause(string) {}
+
 func successorTestFault() string { return "" }
 
 func testFaultBallast() {}

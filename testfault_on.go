@@ -2,7 +2,10 @@
 
 package main
 
-import "os"
+import (
+	"os"
+	"time"
+)
 
 // Test faults, for the test suite only. They exist only in a binary built
 // with -tags hermes_testfault (the tests build one); a release binary has
@@ -12,6 +15,7 @@ import "os"
 //	ignore-stop-signals  the loop drops TERM, INT and USR1 but keeps ticking
 //	exit-after-ready     the gateway exits 1 right after it is ready (a crash at start)
 //	hold-64mib           the gateway holds 64 MiB it touched, from start to exit (a leak, for the memory guard)
+//	slow-start           the gateway waits 500 ms between opening its sockets and starting its loop (a slow start)
 const testFaultsBuilt = true
 
 // testFaultSet reports whether HERMES_TEST_FAULT names the fault.
@@ -21,6 +25,14 @@ func testFaultSet(name string) bool { return os.Getenv("HERMES_TEST_FAULT") == n
 func testFault(name string) {
 	if testFaultSet(name) {
 		freezeLoopForTest()
+	}
+}
+
+// testFaultPause holds the calling goroutine for 500 ms when the fault is
+// set: it widens a window at start that is otherwise microseconds wide.
+func testFaultPause(name string) {
+	if testFaultSet(name) {
+		time.Sleep(500 * time.Millisecond)
 	}
 }
 
