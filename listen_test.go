@@ -16,6 +16,24 @@ import (
 	"time"
 )
 
+// activationSocket is what systemd's .socket unit holds: a listening socket
+// on a free loopback port, as a file to pass on, and its address. This
+// process never accepts on it.
+func activationSocket(t *testing.T) (string, *os.File) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	sock, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sock.Close() })
+	return ln.Addr().String(), sock
+}
+
 // activated starts `hermes serve` the way systemd's socket activation does:
 // the listening socket at fd 3, LISTEN_FDS=1 and LISTEN_PID naming the
 // gateway (sh's $$, which exec keeps).
@@ -54,21 +72,12 @@ func startActivated(t *testing.T, e *testEnv, sock *os.File, env ...string) *gat
 // arrive meanwhile on that socket, for the next gateway, instead of
 // refusing them: the socket outlives every gateway.
 func TestSocketActivation(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0") // what systemd's .socket unit holds
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	sock, err := ln.(*net.TCPListener).File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sock.Close()
-	url := "http://" + ln.Addr().String()
+	addr, sock := activationSocket(t)
+	url := "http://" + addr
 	e := newTestEnv(t, strings.Replace(restartPolicy, `word_delay = "25ms"`, `word_delay = "20ms"`, 1))
 
 	g := activated(t, e, sock)
-	if !strings.Contains(g.stderr.String(), `socket="systemd socket activation"`) || !strings.Contains(g.stderr.String(), "listen="+ln.Addr().String()) {
+	if !strings.Contains(g.stderr.String(), `socket="systemd socket activation"`) || !strings.Contains(g.stderr.String(), "listen="+addr) {
 		t.Fatalf("the gateway did not take the activated socket:\n%s", g.stderr.String())
 	}
 	s := startStream(t, url, 40) // 0.8 s
@@ -124,17 +133,8 @@ func TestSocketActivation(t *testing.T) {
 // fault holds the gateway 500 ms between opening its sockets and starting
 // its loop, a window that is otherwise microseconds wide (CI hit it once).
 func TestQueuedProbeMeetsAServingGateway(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	sock, err := ln.(*net.TCPListener).File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sock.Close()
-	c, err := net.Dial("tcp", ln.Addr().String()) // the kernel connects it; nobody accepts yet
+	addr, sock := activationSocket(t)
+	c, err := net.Dial("tcp", addr) // the kernel connects it; nobody accepts yet
 	if err != nil {
 		t.Fatal(err)
 	}
