@@ -287,9 +287,11 @@ func (e *testEnv) spawnGatewayCmd(argv []string, extraEnv ...string) *gatewayPro
 		e.t.Fatal(err)
 	}
 	w.Close()
+	copied := make(chan struct{})
 	go func() {
 		io.Copy(g.stderr, r)
 		r.Close()
+		close(copied)
 	}()
 	go func() {
 		err := cmd.Wait()
@@ -299,6 +301,17 @@ func (e *testEnv) spawnGatewayCmd(argv []string, extraEnv ...string) *gatewayPro
 			g.code = ee.ExitCode()
 			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 				g.code = 128 + int(ws.Signal())
+			}
+		}
+		// Its last words (an exit's error and hint) may still be in the
+		// pipe. When nothing of its process group is left to hold the
+		// pipe's write end, read them to the end before telling the
+		// test it exited; a successor it started keeps the pipe open,
+		// and is not waited for.
+		if syscall.Kill(-cmd.Process.Pid, 0) == syscall.ESRCH {
+			select {
+			case <-copied:
+			case <-time.After(10 * time.Second):
 			}
 		}
 		close(g.exited)
