@@ -374,13 +374,13 @@ func (a *alerter) watchCrashLoopEnd(done <-chan struct{}) {
 // alerts.upstream_down_after: every request that got no answer at all
 // counts, every answer ends it. Atomics only: it is on the request path.
 type upstreamWatch struct {
-	since   atomic.Int64 // unix nanoseconds of the first failure in a row; 0 when answering
+	since   atomic.Int64 // monoNanos of the first failure in a row; 0 when answering
 	alerted atomic.Bool
 }
 
 func (g *gateway) upstreamFailed(err error) {
 	w := &g.upWatch
-	now := time.Now().UnixNano()
+	now := monoNow()
 	w.since.CompareAndSwap(0, now)
 	p := g.policy.Load()
 	down := time.Duration(now - w.since.Load())
@@ -397,7 +397,7 @@ func (g *gateway) upstreamAnswered() {
 	since := w.since.Swap(0)
 	if w.alerted.CompareAndSwap(true, false) && since != 0 {
 		p := g.policy.Load()
-		g.alerts.fire("upstream_unreachable", "resolved", fmt.Sprintf("hermes %q on %s: the upstream answers again, after %s", p.Name, g.alerts.host, time.Since(time.Unix(0, since)).Round(time.Second)))
+		g.alerts.fire("upstream_unreachable", "resolved", fmt.Sprintf("hermes %q on %s: the upstream answers again, after %s", p.Name, g.alerts.host, time.Duration(monoNow()-since).Round(time.Second)))
 	}
 }
 

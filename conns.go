@@ -32,10 +32,10 @@ type connTracker struct {
 
 type connInfo struct {
 	nc        net.Conn
-	accepted  int64        // unix ns
+	accepted  int64        // monoNanos
 	served    atomic.Bool  // it has carried a request
-	idleSince atomic.Int64 // unix ns; 0 unless waiting for a request
-	headSince atomic.Int64 // unix ns; 0 unless reading a request head
+	idleSince atomic.Int64 // monoNanos; 0 unless waiting for a request
+	headSince atomic.Int64 // monoNanos; 0 unless reading a request head
 }
 
 // idleCloseAfter: a handed-off gateway closes a connection idle this long.
@@ -45,7 +45,7 @@ const idleCloseAfter = time.Second
 // on the head timeout's clock from now (a client that connects and sends
 // nothing is as slow as one that sends half a head).
 func (t *connTracker) add(c net.Conn) *connInfo {
-	now := time.Now().UnixNano()
+	now := monoNow()
 	ci := &connInfo{nc: c, accepted: now}
 	ci.idleSince.Store(now)
 	ci.headSince.Store(now)
@@ -69,7 +69,7 @@ func (t *connTracker) count() int { return int(t.open.Load()) }
 
 // closeIdle closes the connections idle since before now-d.
 func (t *connTracker) closeIdle(now time.Time, d time.Duration) {
-	cut := now.Add(-d).UnixNano()
+	cut := monoNanos(now.Add(-d))
 	t.conns.Range(func(_, v any) bool {
 		if ci := v.(*connInfo); ci.idle(cut) {
 			ci.nc.Close()
@@ -84,7 +84,7 @@ func (t *connTracker) closeIdle(now time.Time, d time.Duration) {
 // request, which gets its answer (with Connection: close) instead of a
 // reset. net/http's rule, and its 5 s.
 func (t *connTracker) closeKeepAlive(now time.Time) {
-	cut, fresh := now.UnixNano(), now.Add(-newAfter).UnixNano()
+	cut, fresh := monoNanos(now), monoNanos(now.Add(-newAfter))
 	t.conns.Range(func(_, v any) bool {
 		if ci := v.(*connInfo); ci.idle(cut) && (ci.served.Load() || ci.accepted <= fresh) {
 			ci.nc.Close()
@@ -98,7 +98,7 @@ const newAfter = 5 * time.Second
 // closeStale closes the connections idle for longer than idle, and those
 // sending a request head for longer than head.
 func (t *connTracker) closeStale(now time.Time, idle, head time.Duration) {
-	idleCut, headCut := now.Add(-idle).UnixNano(), now.Add(-head).UnixNano()
+	idleCut, headCut := monoNanos(now.Add(-idle)), monoNanos(now.Add(-head))
 	t.conns.Range(func(_, v any) bool {
 		ci := v.(*connInfo)
 		if ci.idle(idleCut) {

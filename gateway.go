@@ -89,7 +89,7 @@ type gateway struct {
 
 	policy atomic.Pointer[Policy]
 	snap   atomic.Pointer[snapshot]
-	// heartbeat is when the loop last ran (unix nanoseconds): the watchdog,
+	// heartbeat is when the loop last ran (monoNanos): the watchdog,
 	// /healthz, /readyz and the control socket read it without the loop.
 	heartbeat atomic.Int64
 	gate      admission
@@ -186,7 +186,7 @@ func newID() string {
 	return string(h[:])
 }
 
-func (g *gateway) beat(now time.Time) { g.heartbeat.Store(now.UnixNano()) }
+func (g *gateway) beat(now time.Time) { g.heartbeat.Store(monoNanos(now)) }
 
 func (g *gateway) control() *controlSocket { return g.ctl.Load() }
 

@@ -302,7 +302,7 @@ var errClientGone = errors.New("client connection ended")
 func (c *h1Conn) readRequest() (*http.Request, error) {
 	for {
 		if c.br.Buffered() == 0 {
-			c.info.idleSince.Store(time.Now().UnixNano())
+			c.info.idleSince.Store(monoNow())
 			_, err := c.br.Peek(1)
 			c.info.idleSince.Store(0)
 			if err != nil {
@@ -324,7 +324,7 @@ func (c *h1Conn) readRequest() (*http.Request, error) {
 		}
 	}
 	if c.info.headSince.Load() == 0 { // a new connection's clock runs from its accept
-		c.info.headSince.Store(time.Now().UnixNano())
+		c.info.headSince.Store(monoNow())
 	}
 	c.lr.remain = c.srv.maxHeader
 	head, buf, err := readHead(c.br, c.headBuf, int(c.srv.maxHeader))

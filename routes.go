@@ -59,7 +59,7 @@ func (g *gateway) serveOther(w http.ResponseWriter, r *http.Request) {
 
 // heartbeatAge is how long ago the loop last ran.
 func (g *gateway) heartbeatAge(now time.Time) time.Duration {
-	return max(now.Sub(time.Unix(0, g.heartbeat.Load())), 0)
+	return max(time.Duration(monoNanos(now)-g.heartbeat.Load()), 0)
 }
 
 // frozen reports whether the loop has missed staleTicks heartbeats, and why.
@@ -138,7 +138,7 @@ func (g *gateway) status() gatewayStatus {
 	st := gatewayStatus{
 		PID: g.pid, State: s.State, Frozen: frozen,
 		HeartbeatAgeMS: g.heartbeatAge(now).Milliseconds(), StaleAfterMS: staleAfter(s.Policy.Watchdog).Milliseconds(),
-		SignalUnreadMS: g.pipe.unreadFor(now).Milliseconds(),
+		SignalUnreadMS: g.pipe.unreadFor(monoNanos(now)).Milliseconds(),
 		UptimeSeconds:  up.Seconds(), Uptime: up.Round(time.Second).String(),
 		ActiveSessions: g.gate.count(), LogLinesLost: g.logq.lost() + g.sd.lost(),
 		Version: version, Policy: s.Policy.policyLabel(),

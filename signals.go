@@ -45,7 +45,7 @@ type selfPipe struct {
 
 	// The watchdog's view: a stop or restart signal written but not yet
 	// taken by the loop (see unreadFor). arrived and taken count such
-	// signals; waiting is since when the oldest of them waits (unix ns).
+	// signals; waiting is since when the oldest of them waits (monoNanos).
 	arrived, taken atomic.Uint64
 	waiting        atomic.Int64
 
@@ -151,7 +151,7 @@ func (p *selfPipe) arrive(sig syscall.Signal) {
 		return
 	}
 	p.arrived.Add(1)
-	p.waiting.CompareAndSwap(0, time.Now().UnixNano())
+	p.waiting.CompareAndSwap(0, monoNow())
 }
 
 // reader hands the pipe's bytes to the loop in order. When the loop does
@@ -186,7 +186,7 @@ func (p *selfPipe) took(sig syscall.Signal) {
 	if !stopsLoop(sig) {
 		return
 	}
-	now := time.Now().UnixNano()
+	now := monoNow()
 	t := p.taken.Add(1)
 	if t != p.arrived.Load() {
 		// More are waiting; the loop just made progress, so the next one
@@ -203,12 +203,12 @@ func (p *selfPipe) took(sig syscall.Signal) {
 
 // unreadFor tells how long a stop or restart signal has waited for the
 // loop to take it: 0 when none waits.
-func (p *selfPipe) unreadFor(now time.Time) time.Duration {
+func (p *selfPipe) unreadFor(now int64) time.Duration {
 	s := p.waiting.Load()
 	if s == 0 {
 		return 0
 	}
-	return max(now.Sub(time.Unix(0, s)), 0)
+	return max(time.Duration(now-s), 0)
 }
 
 // close stops signal delivery and then closes the pipe. signal.Stop

@@ -30,24 +30,25 @@ type watchdogExit func(code int, reason string)
 // when the loop returns (g.done).
 //
 // When the watchdog itself has not run for far longer than its period, the
-// whole process was stopped (SIGSTOP, then SIGCONT), the machine slept, or
-// the wall clock jumped: the loop's silence says nothing then, so the
-// clocks restart from that moment and the loop gets its full timeout to
-// tick again. A stopped gateway resumed with a TERM pending drains.
+// whole process was stopped (SIGSTOP, then SIGCONT) or starved: the loop's
+// silence says nothing then, so the clocks restart from that moment and
+// the loop gets its full timeout to tick again. A stopped gateway resumed
+// with a TERM pending drains. The clocks are monotonic (mono.go), so a
+// step of the wall clock moves nothing here.
 func (g *gateway) startWatchdog(exit watchdogExit) {
 	go func() {
 		every := watchdogEvery(g.policy.Load().Watchdog)
 		t := time.NewTimer(every)
 		defer t.Stop()
-		last := time.Now().UnixNano()
+		last := monoNow()
 		var resumed int64
 		for {
 			select {
 			case <-g.done:
 				return
 			case now := <-t.C:
-				n := now.UnixNano()
-				if n-last > int64(every+time.Second) || n < last {
+				n := monoNanos(now)
+				if n-last > int64(every+time.Second) {
 					resumed = n
 				}
 				last = n
@@ -86,9 +87,8 @@ func (g *gateway) watchdogDecide(w WatchdogPolicy, now, resumed int64) string {
 	return reason
 }
 
-// watchdogCheck returns why the loop counts as frozen at now (unix
-// nanoseconds, like the heartbeat), or "". Nothing counts from before
-// resumed.
+// watchdogCheck returns why the loop counts as frozen at now (monoNanos,
+// like the heartbeat), or "". Nothing counts from before resumed.
 func (g *gateway) watchdogCheck(w WatchdogPolicy, now, resumed int64) string {
 	if w.Timeout > 0 {
 		silent := time.Duration(now - max(g.heartbeat.Load(), resumed))
@@ -97,7 +97,7 @@ func (g *gateway) watchdogCheck(w WatchdogPolicy, now, resumed int64) string {
 		}
 	}
 	if w.SignalTimeout > 0 {
-		unread := g.pipe.unreadFor(time.Unix(0, now))
+		unread := g.pipe.unreadFor(now)
 		if resumed > 0 {
 			unread = min(unread, time.Duration(now-resumed))
 		}

@@ -202,8 +202,7 @@ func TestWatchdogToleratesSIGSTOP(t *testing.T) {
 }
 
 func TestWatchdogCheck(t *testing.T) {
-	now := time.Now()
-	n := now.UnixNano()
+	n := monoNow()
 	w := WatchdogPolicy{Timeout: 2 * time.Second, SignalTimeout: 500 * time.Millisecond}
 	for _, tc := range []struct {
 		name         string
@@ -243,7 +242,7 @@ func TestWatchdogCheck(t *testing.T) {
 // once the watchdog has claimed it, the loop leaves it to the watchdog.
 func TestWatchdogLeavesAnExitToTheLoop(t *testing.T) {
 	w := WatchdogPolicy{Heartbeat: 500 * time.Millisecond, Timeout: 2 * time.Second}
-	now := time.Now().UnixNano()
+	now := monoNow()
 	g := &gateway{pipe: &selfPipe{}}
 	g.heartbeat.Store(now - int64(time.Minute))
 	g.ending.Store(endLoop)
