@@ -30,11 +30,11 @@ func TestSelfPipeKeepsOrder(t *testing.T) {
 			if got != s {
 				t.Fatalf("got %s, want %s", signalName(got), signalName(s))
 			}
-			if stopsLoop(s) && p.unreadFor(monoNanos(time.Now().Add(time.Second))) == 0 {
+			if stopsLoop(s) && p.unreadFor(monoNow()+int64(time.Second)) == 0 {
 				t.Errorf("%s waits for the loop, but unreadFor is 0", signalName(s))
 			}
 			p.took(got)
-			if u := p.unreadFor(monoNanos(time.Now().Add(time.Second))); u != 0 {
+			if u := p.unreadFor(monoNow() + int64(time.Second)); u != 0 {
 				t.Errorf("after the loop took %s, unreadFor = %s, want 0", signalName(s), u)
 			}
 		case <-time.After(5 * time.Second):
