@@ -40,14 +40,23 @@ type Policy struct {
 }
 
 type GatewayPolicy struct {
-	Listen         string
-	ListenTimeout  time.Duration // gateway.listen in use: keep trying this long, then exit 78
-	HeaderTimeout  time.Duration // a client sending a request head for longer is cut off
-	IdleTimeout    time.Duration // a keep-alive connection idle for longer is closed
-	Upstream       string        // "" means the built-in echo upstream
-	UpstreamKeyEnv string        // name of the environment variable holding the API key
-	StateDir       string
-	StateDirSet    bool // StateDir came from the file, not the default
+	Listen        string
+	ListenTimeout time.Duration // gateway.listen in use: keep trying this long, then exit 78
+	HeaderTimeout time.Duration // a client sending a request head for longer is cut off
+	IdleTimeout   time.Duration // a keep-alive connection idle for longer is closed
+	BodyTimeout   time.Duration // the longest silence while a client sends a request body
+	WriteTimeout  time.Duration // the longest a write to a client may wait for it to read
+	// MaxRequestBody is the largest request body taken (413 above it).
+	MaxRequestBody int64
+	// MaxConnections is the most client connections held at once; past it
+	// a new one gets a 503 and is closed. 0: from the file limit.
+	MaxConnections        int
+	UpstreamHeaderTimeout time.Duration // the upstream's answer head must come within this (504 after)
+	UpstreamIdleTimeout   time.Duration // the longest silence inside an upstream's answer body
+	Upstream              string        // "" means the built-in echo upstream
+	UpstreamKeyEnv        string        // name of the environment variable holding the API key
+	StateDir              string
+	StateDirSet           bool // StateDir came from the file, not the default
 }
 
 type EchoPolicy struct {
@@ -189,6 +198,13 @@ func defaultPolicy() *Policy {
 			HeaderTimeout:  10 * time.Second,
 			IdleTimeout:    2 * time.Minute,
 			UpstreamKeyEnv: "HERMES_UPSTREAM_KEY",
+			BodyTimeout:    60 * time.Second,
+			WriteTimeout:   60 * time.Second,
+			MaxRequestBody: 32 << 20,
+			// As nginx's proxy_read_timeout (60s) for the head; a model
+			// may think longer between two tokens, so the body's is 5m.
+			UpstreamHeaderTimeout: 60 * time.Second,
+			UpstreamIdleTimeout:   5 * time.Minute,
 		},
 		Echo:  EchoPolicy{WordDelay: 50 * time.Millisecond},
 		Drain: DrainPolicy{Timeout: 90 * time.Second, Grace: 5 * time.Second},
@@ -287,6 +303,12 @@ type fileGateway struct {
 	ListenTimeout  *string `toml:"listen_timeout"`
 	HeaderTimeout  *string `toml:"header_timeout"`
 	IdleTimeout    *string `toml:"idle_timeout"`
+	BodyTimeout    *string `toml:"body_timeout"`
+	WriteTimeout   *string `toml:"write_timeout"`
+	MaxRequestBody *string `toml:"max_request_body"`
+	MaxConnections *int    `toml:"max_connections"`
+	UpHeaderTO     *string `toml:"upstream_header_timeout"`
+	UpIdleTO       *string `toml:"upstream_idle_timeout"`
 	Upstream       *string `toml:"upstream"`
 	UpstreamKeyEnv *string `toml:"upstream_key_env"`
 	StateDir       *string `toml:"state_dir"`
@@ -523,7 +545,9 @@ func tomlError(path string, src []byte, err error) error {
 }
 
 var knownKeys = []string{
-	"name", "gateway.listen", "gateway.listen_timeout", "gateway.header_timeout", "gateway.idle_timeout", "gateway.upstream", "gateway.upstream_key_env", "gateway.state_dir",
+	"name", "gateway.listen", "gateway.listen_timeout", "gateway.header_timeout", "gateway.idle_timeout",
+	"gateway.body_timeout", "gateway.write_timeout", "gateway.max_request_body", "gateway.max_connections",
+	"gateway.upstream_header_timeout", "gateway.upstream_idle_timeout", "gateway.upstream", "gateway.upstream_key_env", "gateway.state_dir",
 	"echo.word_delay", "drain.timeout", "drain.grace",
 	"restart.mode", "restart.probation", "restart.ladder", "restart.force", "restart.ready_timeout",
 	"service.restart_sec", "service.restart_max_delay", "service.start_limit_burst", "service.start_limit_interval",
@@ -722,6 +746,23 @@ func (v *validator) apply(p *Policy, f *filePolicy) {
 	v.dur(&p.Gateway.ListenTimeout, f.Gateway.ListenTimeout, "gateway.listen_timeout")
 	v.dur(&p.Gateway.HeaderTimeout, f.Gateway.HeaderTimeout, "gateway.header_timeout")
 	v.dur(&p.Gateway.IdleTimeout, f.Gateway.IdleTimeout, "gateway.idle_timeout")
+	v.dur(&p.Gateway.BodyTimeout, f.Gateway.BodyTimeout, "gateway.body_timeout")
+	v.dur(&p.Gateway.WriteTimeout, f.Gateway.WriteTimeout, "gateway.write_timeout")
+	if f.Gateway.MaxRequestBody != nil {
+		n, err := parseSize(*f.Gateway.MaxRequestBody)
+		if err != nil || n == 0 {
+			if err == nil {
+				err = errors.New("a request body needs a limit")
+			}
+			v.fail("gateway.max_request_body", "%q: %v (write it like \"32MiB\" or \"512KiB\")", *f.Gateway.MaxRequestBody, err)
+		}
+		p.Gateway.MaxRequestBody = n
+	}
+	if f.Gateway.MaxConnections != nil {
+		p.Gateway.MaxConnections = *f.Gateway.MaxConnections
+	}
+	v.dur(&p.Gateway.UpstreamHeaderTimeout, f.Gateway.UpHeaderTO, "gateway.upstream_header_timeout")
+	v.dur(&p.Gateway.UpstreamIdleTimeout, f.Gateway.UpIdleTO, "gateway.upstream_idle_timeout")
 	v.str(&p.Gateway.Upstream, f.Gateway.Upstream, "gateway.upstream", false)
 	v.str(&p.Gateway.UpstreamKeyEnv, f.Gateway.UpstreamKeyEnv, "gateway.upstream_key_env", false)
 	if f.Gateway.StateDir != nil {
@@ -878,6 +919,7 @@ func (v *validator) check(p *Policy) {
 	if it := p.Gateway.IdleTimeout; it < time.Second || it > 24*time.Hour {
 		v.fail("gateway.idle_timeout", "%s is out of range: use 1s to 24h (an idle keep-alive connection is closed after it)", it)
 	}
+	v.checkGatewayLimits(p)
 	if u := p.Gateway.Upstream; u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
 		v.fail("gateway.upstream", "%q must start with http:// or https://", u)
 	}
@@ -1126,7 +1168,14 @@ func (p *Policy) render() string {
 	if p.Gateway.Upstream == "" {
 		b.WriteString("  # the built-in echo upstream")
 	}
-	fmt.Fprintf(&b, "\nupstream_key_env = %s\nstate_dir = %s\n\n", q(p.Gateway.UpstreamKeyEnv), q(p.Gateway.StateDir))
+	fmt.Fprintf(&b, "\nupstream_key_env = %s\nstate_dir = %s\n", q(p.Gateway.UpstreamKeyEnv), q(p.Gateway.StateDir))
+	g := p.Gateway
+	fmt.Fprintf(&b, "body_timeout = %s\nwrite_timeout = %s\nmax_request_body = %s\nmax_connections = %d",
+		d(g.BodyTimeout), d(g.WriteTimeout), q(formatSize(g.MaxRequestBody)), g.MaxConnections)
+	if g.MaxConnections == 0 {
+		fmt.Fprintf(&b, "  # from the file limit: %d here", maxConnsFor(0))
+	}
+	fmt.Fprintf(&b, "\nupstream_header_timeout = %s\nupstream_idle_timeout = %s\n\n", d(g.UpstreamHeaderTimeout), d(g.UpstreamIdleTimeout))
 	fmt.Fprintf(&b, "[echo]\nword_delay = %s\n\n", d(p.Echo.WordDelay))
 	fmt.Fprintf(&b, "[drain]\ntimeout = %s\ngrace = %s\n\n", d(p.Drain.Timeout), d(p.Drain.Grace))
 	fmt.Fprintf(&b, "[restart]\nmode = %s\nprobation = %s\n# \"auto\" waits %s here (drain.timeout + drain.grace + %s)\nladder = %s\nforce = %s\nready_timeout = %s\n\n",
@@ -1193,4 +1242,27 @@ func runCheckConfig(args []string) error {
 	}
 	fmt.Print(p.render())
 	return nil
+}
+
+// checkGatewayLimits validates the client and upstream limits of [gateway].
+func (v *validator) checkGatewayLimits(p *Policy) {
+	g := p.Gateway
+	if g.BodyTimeout < time.Second || g.BodyTimeout > time.Hour {
+		v.fail("gateway.body_timeout", "%s is out of range: use 1s to 1h (a client silent this long while it sends a request body is cut off with 408)", g.BodyTimeout)
+	}
+	if g.WriteTimeout < time.Second || g.WriteTimeout > time.Hour {
+		v.fail("gateway.write_timeout", "%s is out of range: use 1s to 1h (a client that reads nothing of its answer this long is cut off)", g.WriteTimeout)
+	}
+	if n := g.MaxRequestBody; n != 0 && (n < 1<<10 || n > 4<<30) {
+		v.fail("gateway.max_request_body", "%s is out of range: use 1KiB to 4GiB", formatSize(n))
+	}
+	if g.MaxConnections < 0 || g.MaxConnections > 1<<20 {
+		v.fail("gateway.max_connections", "%d is out of range: use 0 (from the file limit) or 1 to 1048576", g.MaxConnections)
+	}
+	if g.UpstreamHeaderTimeout < time.Second || g.UpstreamHeaderTimeout > time.Hour {
+		v.fail("gateway.upstream_header_timeout", "%s is out of range: use 1s to 1h (an upstream that has not begun its answer this long gets the client a 504)", g.UpstreamHeaderTimeout)
+	}
+	if g.UpstreamIdleTimeout < time.Second || g.UpstreamIdleTimeout > 24*time.Hour {
+		v.fail("gateway.upstream_idle_timeout", "%s is out of range: use 1s to 24h (an upstream answer silent this long is cut, and its client told so)", g.UpstreamIdleTimeout)
+	}
 }

@@ -31,6 +31,8 @@ var keyKinds = map[string]keyKind{
 	"name": kindString, "gateway.listen": kindString, "gateway.listen_timeout": kindDuration,
 	"gateway.header_timeout": kindDuration, "gateway.idle_timeout": kindDuration, "gateway.upstream": kindString,
 	"gateway.upstream_key_env": kindString, "gateway.state_dir": kindString,
+	"gateway.body_timeout": kindDuration, "gateway.write_timeout": kindDuration, "gateway.max_request_body": kindString,
+	"gateway.max_connections": kindInt, "gateway.upstream_header_timeout": kindDuration, "gateway.upstream_idle_timeout": kindDuration,
 	"echo.word_delay": kindDuration, "drain.timeout": kindDuration, "drain.grace": kindDuration,
 	"restart.mode": kindString, "restart.probation": kindDuration, "restart.ladder": kindLadder,
 	"restart.force": kindLadder, "restart.ready_timeout": kindDuration,
@@ -58,6 +60,7 @@ var keyKinds = map[string]keyKind{
 var keyExamples = map[string]string{
 	"name": `"gateway"`, "gateway.listen": `"127.0.0.1:8642"`, "gateway.upstream": `"http://127.0.0.1:8000"`,
 	"gateway.upstream_key_env": `"HERMES_UPSTREAM_KEY"`, "gateway.state_dir": `"/var/lib/hermes/gateway"`,
+	"gateway.max_request_body": `"32MiB"`, "gateway.max_connections": "4096",
 	"restart.mode": `"handoff"`, "lock.token_env": `"HERMES_BOT_TOKEN"`, "lock.token_file": `"/etc/hermes/bot.token"`,
 	"lock.scope": `"gateway"`, "lock.lock_dir": `"/run/lock/hermes"`,
 	"service.start_limit_burst": "10", "crash_loop.starts": "5", "journal.max_bytes": "1048576",
