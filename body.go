@@ -94,3 +94,30 @@ func closeReadBody(r *http.Request) error {
 	}
 	return r.Body.Close()
 }
+
+// clientBodyError is a request body that could not be read because of its
+// client: malformed framing, a body that ends early or stalls, or one
+// larger than gateway.max_request_body. It is the client's error (a 4xx),
+// never the upstream's: it touches no upstream health.
+type clientBodyError struct {
+	code int // the status it answers, when the answer has not begun
+	err  error
+}
+
+func (e *clientBodyError) Error() string { return "reading the request body: " + e.err.Error() }
+func (e *clientBodyError) Unwrap() error { return e.err }
+
+// clientBodyErr wraps a request body's read error as the client's, keeping
+// one that already is.
+func clientBodyErr(err error) error {
+	var ce *clientBodyError
+	if errors.As(err, &ce) {
+		return err
+	}
+	code := http.StatusBadRequest
+	var ne interface{ Timeout() bool }
+	if errors.As(err, &ne) && ne.Timeout() {
+		code = http.StatusRequestTimeout
+	}
+	return &clientBodyError{code: code, err: err}
+}

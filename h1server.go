@@ -578,6 +578,8 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	if err == io.EOF {
 		b.eof = true
 		b.c.bodyEnded()
+	} else if err != nil {
+		err = clientBodyErr(err)
 	}
 	return n, err
 }
