@@ -35,8 +35,13 @@ type Policy struct {
 	Telegram  TelegramPolicy
 	Alerts    AlertsPolicy
 	Limits    LimitsPolicy
+	Auth      AuthPolicy
 	// Kubernetes is read by install-unit --kubernetes only (kubernetes.go).
 	Kubernetes KubernetesPolicy
+
+	// clientKeys are [auth]'s keys kept in the clear, read with the
+	// policy: the log's redactor hides them.
+	clientKeys []string
 }
 
 type GatewayPolicy struct {
@@ -391,6 +396,12 @@ type filePolicy struct {
 		MaxRSS       *string `toml:"max_rss"`
 		MaxRSSWindow *string `toml:"max_rss_window"`
 	} `toml:"limits"`
+	Auth       struct {
+		KeysEnv       *string `toml:"keys_env"`
+		KeysFile      *string `toml:"keys_file"`
+		AllowOpen     *bool   `toml:"allow_open"`
+		ProtectStatus *bool   `toml:"protect_status"`
+	} `toml:"auth"`
 	Kubernetes fileKubernetes `toml:"kubernetes"`
 }
 
@@ -560,6 +571,7 @@ var knownKeys = []string{
 	"telegram.request_timeout", "telegram.backoff_max", "telegram.delete_webhook", "telegram.stranger_reply_every",
 	"alerts.webhook_url", "alerts.webhook_url_env", "alerts.telegram_chat", "alerts.timeout", "alerts.retries",
 	"alerts.telegram_conflict_for", "alerts.upstream_down_for",
+	"auth.keys_env", "auth.keys_file", "auth.allow_open", "auth.protect_status",
 	"limits.max_rss", "limits.max_rss_window",
 	"kubernetes.image", "kubernetes.namespace", "kubernetes.replicas", "kubernetes.secret", "kubernetes.cpu_request", "kubernetes.cpu_limit",
 	"kubernetes.memory_request", "kubernetes.memory_limit", "kubernetes.state_volume_size", "kubernetes.storage_class",
@@ -661,6 +673,20 @@ type validator struct {
 	file string
 	src  []byte
 	err  error
+}
+
+// failErr fails key with err's message, and its hint when it has one.
+func (v *validator) failErr(key string, err error) {
+	if v.err != nil {
+		return
+	}
+	ce := &configError{File: v.file, Line: keyLine(v.src, key), Key: key, Msg: err.Error()}
+	var he *hintError
+	if errors.As(err, &he) {
+		v.err = withHint(ce, "%s", he.hint)
+		return
+	}
+	v.err = ce
 }
 
 func (v *validator) fail(key, format string, args ...any) {
@@ -857,6 +883,14 @@ func (v *validator) apply(p *Policy, f *filePolicy) {
 		p.Limits.MaxRSS = n
 	}
 	v.dur(&p.Limits.MaxRSSWindow, f.Limits.MaxRSSWindow, "limits.max_rss_window")
+	v.str(&p.Auth.KeysEnv, f.Auth.KeysEnv, "auth.keys_env", false)
+	v.str(&p.Auth.KeysFile, f.Auth.KeysFile, "auth.keys_file", false)
+	if f.Auth.AllowOpen != nil {
+		p.Auth.AllowOpen = *f.Auth.AllowOpen
+	}
+	if f.Auth.ProtectStatus != nil {
+		p.Auth.ProtectStatus = *f.Auth.ProtectStatus
+	}
 	v.applyKubernetes(p, &f.Kubernetes)
 }
 
@@ -920,6 +954,7 @@ func (v *validator) check(p *Policy) {
 		v.fail("gateway.idle_timeout", "%s is out of range: use 1s to 24h (an idle keep-alive connection is closed after it)", it)
 	}
 	v.checkGatewayLimits(p)
+	v.checkAuth(p)
 	if u := p.Gateway.Upstream; u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
 		v.fail("gateway.upstream", "%q must start with http:// or https://", u)
 	}
@@ -1176,7 +1211,16 @@ func (p *Policy) render() string {
 		fmt.Fprintf(&b, "  # from the file limit: %d here", maxConnsFor(0))
 	}
 	fmt.Fprintf(&b, "\nupstream_header_timeout = %s\nupstream_idle_timeout = %s\n\n", d(g.UpstreamHeaderTimeout), d(g.UpstreamIdleTimeout))
-	fmt.Fprintf(&b, "[echo]\nword_delay = %s\n\n", d(p.Echo.WordDelay))
+	fmt.Fprintf(&b, "[auth]\nkeys_env = %s\nkeys_file = %s\nallow_open = %t\nprotect_status = %t",
+		q(p.Auth.KeysEnv), q(p.Auth.KeysFile), p.Auth.AllowOpen, p.Auth.ProtectStatus)
+	if n := len(p.Auth.ring.names()); n > 0 {
+		fmt.Fprintf(&b, "  # %d keys: %s", n, strings.Join(p.Auth.ring.names(), ", "))
+	} else if loopbackListen(p.Gateway.Listen) {
+		b.WriteString("  # no keys: any client on this host may use the gateway")
+	} else {
+		b.WriteString("  # no keys")
+	}
+	fmt.Fprintf(&b, "\n\n[echo]\nword_delay = %s\n\n", d(p.Echo.WordDelay))
 	fmt.Fprintf(&b, "[drain]\ntimeout = %s\ngrace = %s\n\n", d(p.Drain.Timeout), d(p.Drain.Grace))
 	fmt.Fprintf(&b, "[restart]\nmode = %s\nprobation = %s\n# \"auto\" waits %s here (drain.timeout + drain.grace + %s)\nladder = %s\nforce = %s\nready_timeout = %s\n\n",
 		q(p.Restart.Mode), d(p.Restart.Probation), p.Drain.Budget()+autoWaitMargin, autoWaitMargin, rungs(p.Restart.Ladder), rungs(p.Restart.Force), d(p.Restart.ReadyTimeout))

@@ -50,6 +50,7 @@ var keyKinds = map[string]keyKind{
 	"alerts.webhook_url":            kindString, "alerts.webhook_url_env": kindString, "alerts.telegram_chat": kindInt,
 	"alerts.timeout": kindDuration, "alerts.retries": kindInt, "alerts.telegram_conflict_for": kindDuration,
 	"alerts.upstream_down_for": kindDuration, "limits.max_rss": kindString, "limits.max_rss_window": kindDuration,
+	"auth.keys_env": kindString, "auth.keys_file": kindString, "auth.allow_open": kindBool, "auth.protect_status": kindBool,
 	"kubernetes.image": kindString, "kubernetes.namespace": kindString, "kubernetes.replicas": kindInt, "kubernetes.secret": kindString,
 	"kubernetes.cpu_request": kindString, "kubernetes.cpu_limit": kindString, "kubernetes.memory_request": kindString,
 	"kubernetes.memory_limit": kindString, "kubernetes.state_volume_size": kindString, "kubernetes.storage_class": kindString,

@@ -25,8 +25,9 @@ import (
 // between two requests, and the gateway exits once none is left.
 type connTracker struct {
 	open    atomic.Int64
-	conns   sync.Map // net.Conn -> *connInfo
-	changed func()   // wakes the loop when a connection closes (handed off)
+	refused atomic.Int64 // connections refused past gateway.max_connections
+	conns   sync.Map     // net.Conn -> *connInfo
+	changed func()       // wakes the loop when a connection closes (handed off)
 	closing atomic.Bool
 }
 
@@ -36,6 +37,8 @@ type connInfo struct {
 	served    atomic.Bool  // it has carried a request
 	idleSince atomic.Int64 // monoNanos; 0 unless waiting for a request
 	headSince atomic.Int64 // monoNanos; 0 unless reading a request head
+	// writeSince: monoNanos; 0 unless a write to the client waits.
+	writeSince atomic.Int64
 }
 
 // idleCloseAfter: a handed-off gateway closes a connection idle this long.
@@ -97,14 +100,17 @@ const newAfter = 5 * time.Second
 
 // closeStale closes the connections idle for longer than idle, and those
 // sending a request head for longer than head.
-func (t *connTracker) closeStale(now time.Time, idle, head time.Duration) {
-	idleCut, headCut := monoNanos(now.Add(-idle)), monoNanos(now.Add(-head))
+func (t *connTracker) closeStale(now time.Time, to h1Limits) {
+	idleCut, headCut := monoNanos(now.Add(-to.idle)), monoNanos(now.Add(-to.head))
+	writeCut := monoNanos(now.Add(-to.write))
 	t.conns.Range(func(_, v any) bool {
 		ci := v.(*connInfo)
 		if ci.idle(idleCut) {
 			ci.nc.Close()
 		} else if s := ci.headSince.Load(); s != 0 && s <= headCut {
 			ci.nc.Close()
+		} else if s := ci.writeSince.Load(); s != 0 && s <= writeCut {
+			ci.nc.Close() // a client that reads nothing of its answer
 		}
 		return true
 	})

@@ -333,6 +333,7 @@ func (g *gateway) loop(ready func()) (int, string) {
 				if e.policy.Watchdog.Heartbeat != g.policy.Load().Watchdog.Heartbeat {
 					tick.Reset(e.policy.Watchdog.Heartbeat)
 				}
+				e.policy.Auth.ring.inherit(g.policy.Load().Auth.ring)
 				g.policy.Store(e.policy)
 				g.log.journal.maxBytes.Store(e.policy.Journal.MaxBytes)
 			case effSpawn:

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"net/http"
@@ -31,12 +32,33 @@ import (
 // slice for all, which nothing writes to.
 var chunkedOnly = []string{"chunked"}
 
-// errHeadTooLarge: the request head is longer than the server takes.
+// The limits of a client's request head, nginx's defaults
+// (large_client_header_buffers 4 8k): a request line of at most 8 KiB
+// (414 above it), header lines of at most 8 KiB each, and 32 KiB for the
+// whole head (431 above either). A head is held in memory whole while it
+// comes in, on every connection that sends one: these bound what a crowd
+// of clients sending unfinished heads can make the gateway hold (600 of
+// them at the 1 MiB it took before held 1.1 GB).
+const (
+	maxRequestLine = 8 << 10
+	maxHeaderLine  = 8 << 10
+	maxRequestHead = 32 << 10
+)
+
+// errHeadTooLarge: the head is longer than the server takes.
 var errHeadTooLarge = errors.New("request head too large")
 
-// readHead reads a request head up to its blank line, at most limit bytes,
-// into one string. buf is scratch space it may grow and returns.
-func readHead(br *bufio.Reader, buf []byte, limit int) (string, []byte, error) {
+// errLineTooLong: the head's first line is longer than the server takes.
+var errLineTooLong = errors.New("request line too long")
+
+// errFieldTooLong: a header line is longer than the server takes.
+var errFieldTooLong = errors.New("header line too long")
+
+// readHead reads a head up to its blank line, at most limit bytes and each
+// line at most lineLimit bytes (errLineTooLong for the first line,
+// errFieldTooLong for another), into one string. buf is scratch space it
+// may grow and returns.
+func readHead(br *bufio.Reader, buf []byte, limit, lineLimit int) (string, []byte, error) {
 	// The common case: the whole head comes in one read.
 	if br.Buffered() == 0 {
 		br.Peek(1) // an error shows again below
@@ -46,6 +68,11 @@ func readHead(br *bufio.Reader, buf []byte, limit int) (string, []byte, error) {
 		if end := headEnd(b); end > 0 {
 			if end > limit {
 				return "", buf, errHeadTooLarge
+			}
+			if end > lineLimit {
+				if err := longLine(b[:end], lineLimit); err != nil {
+					return "", buf, err
+				}
 			}
 			head := string(b[:end])
 			br.Discard(end)
@@ -60,6 +87,9 @@ func readHead(br *bufio.Reader, buf []byte, limit int) (string, []byte, error) {
 		line, err := br.ReadSlice('\n')
 		if len(buf)+len(line) > limit {
 			return "", buf, errHeadTooLarge
+		}
+		if len(buf)-start+len(line) > lineLimit+2 { // the line's CRLF is not counted
+			return "", buf, lineError(start)
 		}
 		buf = append(buf, line...)
 		if err == bufio.ErrBufferFull {
@@ -76,6 +106,31 @@ func readHead(br *bufio.Reader, buf []byte, limit int) (string, []byte, error) {
 		}
 		start = len(buf)
 	}
+}
+
+// longLine returns the error for the first line of head longer than
+// lineLimit (its line break not counted), or nil.
+func longLine(head []byte, lineLimit int) error {
+	start := 0
+	for start < len(head) {
+		n := bytes.IndexByte(head[start:], '\n')
+		if n < 0 {
+			n = len(head) - start
+		}
+		if n > lineLimit+1 {
+			return lineError(start)
+		}
+		start += n + 1
+	}
+	return nil
+}
+
+// lineError is the error for a line over the limit that begins at start.
+func lineError(start int) error {
+	if start == 0 {
+		return errLineTooLong
+	}
+	return errFieldTooLong
 }
 
 // headEnd returns the length of the head at b's start, up to and with its
@@ -122,6 +177,51 @@ func plainPath(s string) bool {
 	return true
 }
 
+// checkMethod refuses what the gateway does not serve: CONNECT (405: it
+// is no forward proxy), a method RFC 9110 does not define (501 for one
+// spelled as methods are, in capitals, as RFC 9110 9.1 asks), and
+// anything else, a lower-case "get" or a token with other characters
+// (400, as nginx refuses them). Methods are case-sensitive: an upstream
+// or a framework that reads "get" as GET would see a request the gateway
+// routed as something else.
+func checkMethod(m string) *h1Error {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete,
+		http.MethodOptions, http.MethodPatch, http.MethodTrace:
+		return nil
+	case http.MethodConnect:
+		return &h1Error{http.StatusMethodNotAllowed, "Method Not Allowed: this gateway is not a forward proxy"}
+	}
+	for i := 0; i < len(m); i++ {
+		if m[i] < 'A' || m[i] > 'Z' {
+			return badRequest("unknown method")
+		}
+	}
+	return &h1Error{http.StatusNotImplemented, "Not Implemented: unknown method"}
+}
+
+// dotSegment reports whether a request's path (unescaped: %2e is a dot
+// and %2f a slash there already) has a "." or ".." segment. Many
+// upstreams and frameworks resolve them, so "/v1/../admin" would reach a
+// route the gateway never meant to forward to, with its API key. A
+// backslash counts as a slash (some servers read it so), and a segment
+// ends at ";" too ("..;/", which Tomcat reads as "..").
+func dotSegment(p string) bool {
+	for i := 0; i < len(p); i++ {
+		if p[i] != '.' || i > 0 && p[i-1] != '/' && p[i-1] != '\\' {
+			continue
+		}
+		j := i + 1
+		if j < len(p) && p[j] == '.' {
+			j++
+		}
+		if j == len(p) || p[j] == '/' || p[j] == '\\' || p[j] == ';' {
+			return true
+		}
+	}
+	return false
+}
+
 // parseHead turns a request head into req's method, target, version and
 // header. It fills req.Header (an empty map given, or a new one) and
 // req.URL (mem, or a new one when mem is nil), and reports a 4xx or 5xx
@@ -151,8 +251,8 @@ func parseHead(head string, req *http.Request, mem *url.URL) *h1Error {
 		}
 	}
 	req.Method, req.RequestURI, req.Proto = method, target, proto
-	if method == http.MethodConnect {
-		return &h1Error{http.StatusMethodNotAllowed, "Method Not Allowed: this gateway is not a forward proxy"}
+	if he := checkMethod(method); he != nil {
+		return he
 	}
 	if plainPath(target) {
 		if mem == nil {
@@ -166,6 +266,9 @@ func parseHead(head string, req *http.Request, mem *url.URL) *h1Error {
 			return badRequest("malformed request target")
 		}
 		req.URL = u
+	}
+	if dotSegment(req.URL.Path) {
+		return badRequest("a . or .. segment in the path")
 	}
 
 	h, f, he := parseFields(rest, false, req.Header)
@@ -402,8 +505,11 @@ func newChunkedBody(br *bufio.Reader) *h1ChunkedBody {
 	return &h1ChunkedBody{br: br, cr: httputil.NewChunkedReader(br)}
 }
 
-// maxTrailer bounds a chunked body's trailer section.
-const maxTrailer = 64 << 10
+// maxTrailer bounds a chunked body's trailer section, its blank line
+// included. net/http takes no longer a trailer than its read buffer holds
+// (4 KiB; it looks ahead for the trailer's end, seeUpcomingDoubleCRLF), and
+// what it refuses, hermes must not accept.
+const maxTrailer = 4 << 10
 
 func (b *h1ChunkedBody) Read(p []byte) (int, error) {
 	if b.err != nil {
@@ -431,15 +537,24 @@ func (b *h1ChunkedBody) skipTrailer() error {
 		if err != nil {
 			return io.ErrUnexpectedEOF
 		}
-		// The line that ends a body with no trailer must be CRLF (as
-		// net/http reads it); a trailer's lines may end in a bare LF.
-		if len(line) == 2 && line[0] == '\r' || len(line) == 1 && !first {
+		// Every line ends in CRLF, the blank one that ends the body too.
+		// net/http takes a trailer only when it sees "\r\n\r\n" ahead
+		// (seeUpcomingDoubleCRLF), then reads it with textproto, which
+		// also takes bare LFs: a trailer line ending in a bare LF, or a
+		// bare LF ending it, was read here as the body's end where
+		// net/http read further, or refused (FuzzUpstreamAnswer found
+		// it). With CRLF only, the first "\r\n\r\n" is the trailer's end
+		// for both.
+		if len(line) < 2 || line[len(line)-2] != '\r' {
+			if first && len(line) == 1 {
+				return errors.New("malformed chunked encoding: a bare LF ends the body")
+			}
+			return errors.New("malformed chunked trailer: a line ends in a bare LF")
+		}
+		if len(line) == 2 {
 			return nil
 		}
-		if len(line) == 1 {
-			return errors.New("malformed chunked encoding: a bare LF ends the body")
-		}
-		if !validFieldLine(strings.TrimSuffix(strings.TrimSuffix(string(line), "\n"), "\r")) {
+		if !validFieldLine(string(line[:len(line)-2])) {
 			return errors.New("malformed chunked trailer")
 		}
 	}

@@ -13,7 +13,7 @@ import (
 // parseForTest reads one request head the way h1Server does.
 func parseForTest(raw string) (*http.Request, *h1Error, error) {
 	br := bufio.NewReaderSize(strings.NewReader(raw), 4<<10)
-	head, _, err := readHead(br, nil, 1<<20)
+	head, _, err := readHead(br, nil, maxRequestHead, maxRequestLine)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -48,6 +48,13 @@ var headCases = []struct {
 	{"tab in value", "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\tb\r\n\r\n", 0},
 	{"same length twice", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", 0},
 	{"utf-8 value", "GET / HTTP/1.1\r\nHost: x\r\nX-Name: caf\xc3\xa9\r\n\r\n", 0},
+	{"dots in names", "GET /v1/models/gpt-3.5-turbo/.well/..x/x.. HTTP/1.1\r\nHost: x\r\n\r\n", 0},
+	{"dot in a query", "GET /v1/x?p=../a HTTP/1.1\r\nHost: x\r\n\r\n", 0},
+	{"every method", "PATCH / HTTP/1.1\r\nHost: x\r\n\r\n", 0},
+	{"options", "OPTIONS / HTTP/1.1\r\nHost: x\r\n\r\n", 0},
+	{"delete", "DELETE / HTTP/1.1\r\nHost: x\r\n\r\n", 0},
+	{"put", "PUT / HTTP/1.1\r\nHost: x\r\n\r\n", 0},
+	{"trace", "TRACE / HTTP/1.1\r\nHost: x\r\n\r\n", 0},
 
 	{"folded line", "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", 400},
 	{"space before colon", "GET / HTTP/1.1\r\nHost: x\r\nX-A : a\r\n\r\n", 400},
@@ -76,6 +83,23 @@ var headCases = []struct {
 	{"empty line first", "\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 	{"connect", "CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n", 405},
 	{"bad method", "G(T / HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+	{"lower-case method", "get / HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+	{"mixed-case method", "Post / HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+	{"unknown method", "FOO / HTTP/1.1\r\nHost: x\r\n\r\n", 501},
+	{"webdav method", "PROPFIND / HTTP/1.1\r\nHost: x\r\n\r\n", 501},
+	{"method with dash", "M-SEARCH / HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+	{"dot dot", "GET /v1/../admin HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+	{"dot", "GET /v1/./x HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+	{"dot dot at the end", "GET /v1/.. HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+	{"dot at the end", "GET /v1/. HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+	{"escaped dot dot", "GET /v1/%2e%2e/admin HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+	{"escaped dot, capitals", "GET /v1/%2E/x HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+	{"half-escaped dot dot", "GET /v1/.%2e/admin HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+	{"dot dot behind escaped slashes", "GET /v1/a%2f..%2fadmin HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+	{"dot dot behind a backslash", "GET /v1/a\\..\\admin HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+	{"dot dot with a parameter", "GET /v1/..;/admin HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+	{"dot dot before a query", "GET /v1/..?x=1 HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+	{"dot dot in absolute form", "GET http://example.test/v1/../admin HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 }
 
 // TestParseHeadAgreesWithNetHTTP: every head h1Server accepts, net/http's
@@ -220,19 +244,44 @@ func FuzzParseHead(f *testing.F) {
 func TestReadHeadLimits(t *testing.T) {
 	long := "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 10<<10) + "\r\n\r\n"
 	br := bufio.NewReaderSize(strings.NewReader(long), 4<<10)
-	head, _, err := readHead(br, nil, 1<<20)
+	head, _, err := readHead(br, nil, 1<<20, 1<<20)
 	if err != nil || head != long {
 		t.Fatalf("a 10 KB head over a 4 KB buffer: err %v, %d bytes of %d", err, len(head), len(long))
 	}
-	if _, _, err := readHead(bufio.NewReaderSize(strings.NewReader(long), 4<<10), nil, 8<<10); err != errHeadTooLarge {
+	if _, _, err := readHead(bufio.NewReaderSize(strings.NewReader(long), 4<<10), nil, 8<<10, 8<<10); err != errHeadTooLarge {
 		t.Fatalf("a 10 KB head with an 8 KB limit: %v, want errHeadTooLarge", err)
 	}
 	many := "GET / HTTP/1.1\r\nHost: x\r\n" + strings.Repeat("X-A: b\r\n", 20000) + "\r\n"
-	if _, _, err := readHead(bufio.NewReaderSize(strings.NewReader(many), 4<<10), nil, 64<<10); err != errHeadTooLarge {
+	if _, _, err := readHead(bufio.NewReaderSize(strings.NewReader(many), 4<<10), nil, 64<<10, 64<<10); err != errHeadTooLarge {
 		t.Fatalf("20,000 lines with a 64 KB limit: %v, want errHeadTooLarge", err)
 	}
-	if _, _, err := readHead(bufio.NewReaderSize(strings.NewReader("GET / HTTP/1.1\r\nHost"), 4<<10), nil, 1<<20); err != io.ErrUnexpectedEOF {
+	if _, _, err := readHead(bufio.NewReaderSize(strings.NewReader("GET / HTTP/1.1\r\nHost"), 4<<10), nil, 1<<20, 1<<20); err != io.ErrUnexpectedEOF {
 		t.Fatalf("a head cut short: %v, want io.ErrUnexpectedEOF", err)
+	}
+
+	// The line limits, with the heads in one buffer or in pieces.
+	for _, size := range []int{4 << 10, 64 << 10} {
+		read := func(raw string) error {
+			_, _, err := readHead(bufio.NewReaderSize(strings.NewReader(raw), size), nil, maxRequestHead, maxRequestLine)
+			return err
+		}
+		longTarget := "GET /" + strings.Repeat("a", maxRequestLine) + " HTTP/1.1\r\nHost: x\r\n\r\n"
+		if err := read(longTarget); err != errLineTooLong {
+			t.Errorf("buffer %d: a request line over 8 KiB: %v, want errLineTooLong", size, err)
+		}
+		longField := "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", maxHeaderLine) + "\r\n\r\n"
+		if err := read(longField); err != errFieldTooLong {
+			t.Errorf("buffer %d: a header line over 8 KiB: %v, want errFieldTooLong", size, err)
+		}
+		fits := "GET /" + strings.Repeat("a", maxRequestLine-20) + " HTTP/1.1\r\nHost: x\r\n" +
+			strings.Repeat("X-Big: "+strings.Repeat("a", maxHeaderLine-10)+"\r\n", 2) + "\r\n"
+		if err := read(fits); err != nil {
+			t.Errorf("buffer %d: lines just under 8 KiB: %v", size, err)
+		}
+		many := "GET / HTTP/1.1\r\nHost: x\r\n" + strings.Repeat("X-Big: "+strings.Repeat("a", 4<<10)+"\r\n", 8) + "\r\n"
+		if err := read(many); err != errHeadTooLarge {
+			t.Errorf("buffer %d: a head over 32 KiB: %v, want errHeadTooLarge", size, err)
+		}
 	}
 }
 
@@ -255,6 +304,97 @@ func TestChunkedBodyLeavesNextRequest(t *testing.T) {
 	}
 }
 
+// chunkedCases are chunked request bodies (what follows the head), with
+// whether hermes reads them to their end.
+var chunkedCases = []struct {
+	name string
+	raw  string
+	ok   bool
+}{
+	{"plain", "5\r\nhello\r\n0\r\n\r\n", true},
+	{"extension", "5;a=b\r\nhello\r\n0\r\n\r\n", true},
+	{"trailer", "5\r\nhello\r\n0\r\nX-T: 1\r\nX-U: 2\r\n\r\n", true},
+	{"next request after", "0\r\nX-T: 1\r\n\r\nGET / HTTP/1.1\r\n\r\n", true},
+
+	{"bare LF ends", "5\r\nhello\r\n0\r\n\n", false},
+	{"trailer line bare LF", "0\r\n0:\n\n", false},
+	{"trailer bare LF, CRLF later", "0\r\nX-T: 1\n\r\nX-U: 2\r\n\r\n", false},
+	{"trailer ends in bare LF", "0\r\nX-T: 1\r\n\n", false},
+	{"folded trailer", "0\r\nX-T: 1\r\n 2\r\n\r\n", false},
+	{"trailer no colon", "0\r\nX-T\r\n\r\n", false},
+	{"trailer control", "0\r\nX-T: a\x01\r\n\r\n", false},
+	{"long trailer", "0\r\n" + strings.Repeat("X-T: aaaaaaaaaaaaaaaaaaaaaaaaa\r\n", 200) + "\r\n", false},
+	{"cut short", "5\r\nhel", false},
+	{"no end", "0\r\n", false},
+}
+
+// readChunkedForTest reads a chunked body the way h1Server does, and
+// what the connection holds after it.
+func readChunkedForTest(raw string) (body, rest string, err error) {
+	br := bufio.NewReaderSize(strings.NewReader(raw), 4<<10)
+	b, err := io.ReadAll(newChunkedBody(br))
+	if err != nil {
+		return "", "", err
+	}
+	r, _ := io.ReadAll(br)
+	return string(b), string(r), nil
+}
+
+// TestChunkedBodyAgreesWithNetHTTP: a chunked body hermes reads to its
+// end, net/http reads alike, leaving the same bytes for the next request;
+// the malformed ones are errors.
+func TestChunkedBodyAgreesWithNetHTTP(t *testing.T) {
+	for _, tc := range chunkedCases {
+		t.Run(tc.name, func(t *testing.T) {
+			body, rest, err := readChunkedForTest(tc.raw)
+			if !tc.ok {
+				if err == nil {
+					t.Fatalf("read as %q, then %q; want an error", body, rest)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("not read: %v", err)
+			}
+			chunkedSameAsNetHTTP(t, tc.raw, body, rest)
+		})
+	}
+}
+
+// chunkedSameAsNetHTTP fails unless net/http reads raw, as a request's
+// chunked body, as body and leaves rest after it.
+func chunkedSameAsNetHTTP(t *testing.T, raw, body, rest string) {
+	t.Helper()
+	br := bufio.NewReader(strings.NewReader("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + raw))
+	req, err := http.ReadRequest(br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(req.Body)
+	if err != nil {
+		t.Fatalf("hermes reads a body net/http refuses (%v):\n%q", err, raw)
+	}
+	r, _ := io.ReadAll(br)
+	if string(b) != body || string(r) != rest {
+		t.Fatalf("read differently:\n net/http %q, then %q\n hermes   %q, then %q", b, r, body, rest)
+	}
+}
+
+// FuzzChunkedBody: whatever chunked body hermes reads, net/http reads
+// alike, and both leave the same bytes after it.
+func FuzzChunkedBody(f *testing.F) {
+	for _, tc := range chunkedCases {
+		f.Add(tc.raw)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		body, rest, err := readChunkedForTest(raw)
+		if err != nil {
+			return // refusing is always allowed
+		}
+		chunkedSameAsNetHTTP(t, raw, body, rest)
+	})
+}
+
 // BenchmarkReadRequestHead: h1Server's head reading against net/http's
 // ReadRequest on a typical chat request head (the sessions' hot path).
 //
@@ -271,7 +411,7 @@ func BenchmarkReadRequestHead(b *testing.B) {
 		for b.Loop() {
 			rd.Reset(raw)
 			br.Reset(rd)
-			head, nb, err := readHead(br, buf, 1<<20)
+			head, nb, err := readHead(br, buf, maxRequestHead, maxRequestLine)
 			buf = nb
 			req := new(http.Request)
 			if err != nil || parseHead(head, req, nil) != nil {

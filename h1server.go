@@ -41,13 +41,13 @@ import (
 //   - Connections are tracked in the gateway's connTracker directly, which
 //     the drain and the handoff read.
 type h1Server struct {
-	handler   http.Handler
-	base      context.Context
-	conns     *connTracker
-	timeouts  func() (head, idle time.Duration) // the policy's, read at each sweep
-	maxHeader int64
+	handler  http.Handler
+	base     context.Context
+	conns    *connTracker
+	timeouts func() h1Limits // the policy's, read at each sweep and request
 
 	noKeepAlive atomic.Bool
+	lingering   atomic.Int64 // refused connections lingering (refuseOver)
 	shutting    atomic.Bool
 	mu          sync.Mutex
 	ln          net.Listener
@@ -59,13 +59,66 @@ type h1Server struct {
 // connection for the client leaving.
 const clientWatchAfter = 50 * time.Millisecond
 
+// keptHeadBuf is the largest scratch space for a head in pieces that a
+// connection keeps for its next request (the read buffer's size).
+const keptHeadBuf = 4 << 10
+
 // maxDiscardBody is the most of an unread request body read and thrown
 // away to keep the connection; with more left it is closed instead.
 const maxDiscardBody = 256 << 10
 
-func newH1Server(h http.Handler, base context.Context, conns *connTracker, timeouts func() (head, idle time.Duration)) *h1Server {
+// h1Limits are the policy's limits for clients: the deadlines for a
+// request head (gateway.header_timeout), between requests (idle_timeout),
+// for each wait inside a request body (body_timeout: 408 after it), and
+// for each write of an answer (write_timeout: a client that reads nothing
+// this long is cut off); and the most connections held at once
+// (max_connections, resolved: past it a new one is answered 503).
+type h1Limits struct {
+	head, idle, body, write time.Duration
+	conns                   int
+}
+
+func newH1Server(h http.Handler, base context.Context, conns *connTracker, timeouts func() h1Limits) *h1Server {
 	return &h1Server{handler: h, base: base, conns: conns, timeouts: timeouts,
-		maxHeader: 1<<20 + 4096, stopSweep: make(chan struct{})}
+		stopSweep: make(chan struct{})}
+}
+
+// overAnswer is what a connection past gateway.max_connections gets.
+const overAnswer = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 152\r\n\r\n" +
+	`{"error":{"code":"too_many_connections","message":"the gateway holds as many connections as it takes (gateway.max_connections)","type":"server_error"}}` + "\n"
+
+// maxLingering bounds the refused connections that linger at once; past
+// it, a refused connection is closed at once.
+const maxLingering = 64
+
+// refuseOver answers a connection past gateway.max_connections 503 and
+// closes it, without taking it into memory (no goroutine to serve it, no
+// buffers). Its client may have sent a request already: the write side
+// closes first and what it sent is read and dropped for a moment, so that
+// its kernel does not reset the connection before the answer is read.
+func (s *h1Server) refuseOver(nc net.Conn) {
+	s.conns.refused.Add(1)
+	nc.SetDeadline(time.Now().Add(time.Second))
+	io.WriteString(nc, overAnswer)
+	cw, ok := nc.(interface{ CloseWrite() error })
+	if !ok || s.lingering.Add(1) > maxLingering {
+		if ok {
+			s.lingering.Add(-1)
+		}
+		nc.Close()
+		return
+	}
+	cw.CloseWrite()
+	go func() {
+		defer s.lingering.Add(-1)
+		var b [512]byte
+		for {
+			if _, err := nc.Read(b[:]); err != nil {
+				break
+			}
+		}
+		nc.Close()
+	}()
 }
 
 // Serve accepts connections on ln until it is closed. It returns
@@ -97,6 +150,10 @@ func (s *h1Server) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff = 0
+		if max := s.timeouts().conns; max > 0 && s.conns.open.Load() >= int64(max) {
+			s.refuseOver(nc)
+			continue
+		}
 		c := &h1Conn{srv: s, nc: nc}
 		c.info = s.conns.add(nc)
 		go c.serve()
@@ -168,8 +225,7 @@ func (s *h1Server) sweep() {
 		case <-s.stopSweep:
 			return
 		case now := <-t.C:
-			head, idle := s.timeouts()
-			s.conns.closeStale(now, idle, head)
+			s.conns.closeStale(now, s.timeouts())
 		}
 	}
 }
@@ -217,6 +273,9 @@ type h1Conn struct {
 type h1Reader struct {
 	c      *h1Conn
 	remain int64
+	// body is gateway.body_timeout while a request body is read, else 0:
+	// each wait for its bytes then has that long.
+	body time.Duration
 }
 
 func (r *h1Reader) Read(p []byte) (int, error) {
@@ -235,8 +294,31 @@ func (r *h1Reader) Read(p []byte) (int, error) {
 	if int64(len(p)) > r.remain {
 		p = p[:r.remain]
 	}
+	if r.body > 0 {
+		c.nc.SetReadDeadline(time.Now().Add(r.body))
+	}
 	n, err := c.rw.Read(p)
 	r.remain -= int64(n)
+	return n, err
+}
+
+// endBodyDeadline ends the body's read deadline, if its reads had one.
+func (r *h1Reader) endBodyDeadline() {
+	if r.body > 0 {
+		r.body = 0
+		r.c.nc.SetReadDeadline(time.Time{})
+	}
+}
+
+// h1Writer is what a connection's answers are written through: each write
+// is on the clock the sweep holds to gateway.write_timeout.
+type h1Writer struct{ c *h1Conn }
+
+func (w h1Writer) Write(p []byte) (int, error) {
+	ci := w.c.info
+	ci.writeSince.Store(monoNow())
+	n, err := w.c.rw.Write(p)
+	ci.writeSince.Store(0)
 	return n, err
 }
 
@@ -261,7 +343,7 @@ func (c *h1Conn) serve() {
 	c.lr = h1Reader{c: c, remain: unlimited}
 	c.br = bufio.NewReaderSize(&c.lr, 4<<10)
 	c.rw = connIO(c.nc)
-	c.bw = bufio.NewWriterSize(c.rw, 4<<10)
+	c.bw = bufio.NewWriterSize(h1Writer{c}, 4<<10)
 	c.watchEnd = make(chan struct{}, 1)
 	c.watch = time.AfterFunc(time.Hour, c.watchFired)
 	c.watch.Stop()
@@ -326,17 +408,25 @@ func (c *h1Conn) readRequest() (*http.Request, error) {
 	if c.info.headSince.Load() == 0 { // a new connection's clock runs from its accept
 		c.info.headSince.Store(monoNow())
 	}
-	c.lr.remain = c.srv.maxHeader
-	head, buf, err := readHead(c.br, c.headBuf, int(c.srv.maxHeader))
+	c.lr.remain = maxRequestHead
+	head, buf, err := readHead(c.br, c.headBuf, maxRequestHead, maxRequestLine)
 	c.info.headSince.Store(0)
 	hitLimit := c.lr.remain <= 0
 	c.lr.remain = unlimited
-	if cap(buf) <= 64<<10 {
+	// A head that came in pieces grew buf as far as it needed; one larger
+	// than the read buffer is rare, and its scratch space is not kept.
+	c.headBuf = nil
+	if cap(buf) <= keptHeadBuf {
 		c.headBuf = buf
 	}
 	if err != nil {
-		if hitLimit || err == errHeadTooLarge {
-			return nil, &h1Error{http.StatusRequestHeaderFieldsTooLarge, "Request Header Fields Too Large"}
+		switch {
+		case err == errLineTooLong:
+			return nil, &h1Error{http.StatusRequestURITooLong, "URI Too Long: the request line is over 8 KiB"}
+		case err == errFieldTooLong:
+			return nil, &h1Error{http.StatusRequestHeaderFieldsTooLarge, "Request Header Fields Too Large: a header line is over 8 KiB"}
+		case hitLimit || err == errHeadTooLarge:
+			return nil, &h1Error{http.StatusRequestHeaderFieldsTooLarge, "Request Header Fields Too Large: the request head is over 32 KiB"}
 		}
 		return nil, errClientGone
 	}
@@ -420,6 +510,7 @@ func (c *h1Conn) serveOne(req *http.Request) (keep bool) {
 		body = &h1Body{c: c, rc: req.Body, w: w}
 		req.Body = body
 		w.body = body
+		c.lr.body = c.srv.timeouts().body
 	}
 	if ex := req.Header.Get("Expect"); ex != "" {
 		if !strings.EqualFold(ex, "100-continue") || w.http10 {
@@ -577,6 +668,7 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	if err == io.EOF {
 		b.eof = true
+		b.c.lr.endBodyDeadline()
 		b.c.bodyEnded()
 	} else if err != nil {
 		err = clientBodyErr(err)
@@ -597,6 +689,7 @@ func (b *h1Body) Close() error {
 func (b *h1Body) settle() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	defer b.c.lr.endBodyDeadline()
 	b.closed = true
 	if b.eof {
 		return true
@@ -629,6 +722,7 @@ type h1Response struct {
 	http10      bool
 	closeAfter  bool
 	duplex      bool
+	aborted     bool  // ended without its end (abort): the connection closes
 	clen        int64 // the Content-Length the handler set, -1 none
 	written     int64
 	pending     *[]byte // body written before the head, to measure it
@@ -947,6 +1041,21 @@ func (w *h1Response) committedOK() bool { return w.committed && w.werr == nil }
 
 // finish ends the answer when the handler returns.
 func (w *h1Response) finish() {
+	if w.aborted {
+		// What was written goes out (the head first, chunked, when none
+		// had), and then the connection closes without the last chunk.
+		w.closeAfter = true
+		if w.werr == nil {
+			if !w.wroteHeader {
+				w.WriteHeader(http.StatusOK)
+			}
+			if !w.committed {
+				w.commit(false, nil)
+			}
+			w.flushWire()
+		}
+		return
+	}
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}

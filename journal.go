@@ -110,6 +110,8 @@ const (
 	evAlertFailed // fields: alert, state, error
 	evMemoryLimit // fields: rss, max_rss, window, action
 
+	evClientBodyError // fields: error, path: a request body the client sent wrong (a 4xx, no mark against the upstream)
+
 	evCount // not an event: the number of them
 )
 
@@ -138,6 +140,7 @@ var eventNames = [evCount]string{
 	evTelegramAnswered: "telegram answered", evTelegramTurnCut: "telegram turn cut", evTelegramRerun: "telegram rerun",
 	evTelegramStranger: "telegram stranger", evTelegramError: "telegram error", evTelegramWebhookDeleted: "telegram webhook deleted",
 	evAlertSent: "alert sent", evAlertFailed: "alert failed", evMemoryLimit: "memory limit",
+	evClientBodyError: "client body error",
 }
 
 // eventNamed returns the event with that name, or evNone.

@@ -279,6 +279,11 @@ func manifestData(p *Policy, src []byte) (*k8sData, error) {
 	if p.Gateway.Upstream != "" {
 		addEnv(p.Gateway.UpstreamKeyEnv, true, "the upstream API key (optional: an upstream may take none)")
 	}
+	addEnv(p.Auth.KeysEnv, false, "the client keys (auth.keys_env)")
+	if p.Auth.KeysFile != "" {
+		return nil, withHint(fmt.Errorf("auth.keys_file is %s, but a container's keys come from the Secret, as a variable", p.Auth.KeysFile),
+			"use [auth] keys_env = \"HERMES_CLIENT_KEYS\" in the container's policy, and put the keys (or their sha256: hashes, from hermes auth add) in the Secret under that name")
+	}
 	addEnv(p.Lock.TokenEnv, false, "the bot token (lock.token_env)")
 	addEnv(p.Telegram.TokenEnv, false, "the bot token (telegram.token_env)")
 	addEnv(p.Alerts.WebhookURLEnv, false, "the alert webhook URL (alerts.webhook_url_env)")

@@ -15,6 +15,7 @@
 //	hermes install-unit   [...]                    write the systemd unit or launchd plist
 //	hermes uninstall-unit [...]                    remove it again
 //	hermes events         [--since D] [--json]     the lifecycle timeline
+//	hermes auth add NAME  [--config FILE]          make a client key ([auth])
 //	hermes version
 //	hermes help           [COMMAND]                this help, or a command's
 //
@@ -85,6 +86,7 @@ Commands:
     install-unit    write the systemd unit, launchd plist or Kubernetes manifests for this policy
     uninstall-unit  remove the unit or plist written by install-unit
     events          print the lifecycle timeline
+    auth            make a client key: hermes auth add NAME ([auth] keys)
     version         print the version
     help            print this help, or a command's: hermes help restart
 
@@ -171,6 +173,8 @@ func run(args []string) int {
 		err = runReload(rest)
 	case "logs":
 		err = runLogs(rest)
+	case "auth":
+		err = runAuth(rest)
 	case "version", "--version", "-version":
 		err = runVersion(rest)
 	case "help", "-h", "-help", "--help":

@@ -155,6 +155,7 @@ type metrics struct {
 	handoffs      [len(handoffResults)]atomic.Uint64
 	reloads       [len(reloadResults)]atomic.Uint64
 	watchdog      atomic.Uint64
+	unauthorized  atomic.Uint64 // requests refused 401 for want of a client key
 
 	tgPolls     [len(tgPollResults)]atomic.Uint64
 	tgConflicts atomic.Uint64
@@ -321,6 +322,14 @@ func (g *gateway) writeMetrics(w *promWriter, now time.Time) {
 	w.sample("hermes_sessions_active", float64(g.gate.count()))
 	w.family("hermes_connections_open", "gauge", "Open client connections.")
 	w.sample("hermes_connections_open", float64(g.conns.count()))
+	w.family("hermes_client_requests_total", "counter", "/v1/ requests by the [auth] client key they came with, by its name (never the key).")
+	for _, k := range snap.Policy.Auth.ring.keysOf() {
+		w.sampleU("hermes_client_requests_total", k.requests.Load(), "key", k.name)
+	}
+	w.family("hermes_client_unauthorized_total", "counter", "Requests refused 401: no client key, or one the gateway does not know.")
+	w.sampleU("hermes_client_unauthorized_total", m.unauthorized.Load())
+	w.family("hermes_connections_refused_total", "counter", "Client connections answered 503 and closed because gateway.max_connections were open.")
+	w.sample("hermes_connections_refused_total", float64(g.conns.refused.Load()))
 	w.counterVec("hermes_sessions_total", "Sessions (/v1/... requests) by how they ended: finished, cut by a drain, client_gone, refused (503 while draining), upstream_error.",
 		"outcome", outcomeNames[:], m.sessions[:])
 	w.histogram("hermes_session_duration_seconds", "How long admitted sessions lasted, observed as they end.", durationBuckets, &m.duration)

@@ -3,11 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
+	"time"
 )
 
 // The proxy path: a session's request goes to the upstream, and the answer
@@ -50,12 +55,33 @@ func (g *gateway) proxy(w *responseRecorder, r *http.Request, p *Policy) {
 	if !g.upstreamRequest(w, r, p, &req) {
 		return
 	}
-	resp, ok := g.roundTrip(w, r, &req, p)
+	resp, ok := g.roundTrip(w, r, &req)
 	if !ok {
 		return
 	}
 	defer resp.Body.Close()
 	relay(w, r, resp, g.log)
+}
+
+// dropConnectionTokens removes from h the fields its Connection header
+// names (RFC 9110 7.6.1): they belong to the one connection they came on,
+// like the hop-by-hop fields, and are never passed on. close and
+// keep-alive name no field. It allocates nothing for the Connection
+// headers clients send ("keep-alive", "close").
+func dropConnectionTokens(h http.Header) {
+	for _, v := range h["Connection"] {
+		for v != "" {
+			var tok string
+			tok, v, _ = strings.Cut(v, ",")
+			tok = trimOWS(tok)
+			if tok == "" || strings.EqualFold(tok, "close") || strings.EqualFold(tok, "keep-alive") {
+				continue
+			}
+			if k := canonicalKey(tok); k != "Connection" {
+				delete(h, k)
+			}
+		}
+	}
 }
 
 // upstreamReq is a request on its way to the upstream: what the client
@@ -71,7 +97,11 @@ type upstreamReq struct {
 	body   []byte      // a small body, read whole; nil when stream carries it
 	pooled *[]byte     // body's pooled buffer, or nil
 	stream io.Reader
-	length int64 // the body's length, -1 unknown
+	tap    *streamedBody // stream, when the body streams; nil when read whole
+	length int64         // the body's length, -1 unknown
+
+	// gateway.upstream_header_timeout and upstream_idle_timeout.
+	headerTimeout, idleTimeout time.Duration
 }
 
 // url is the whole target URL.
@@ -101,18 +131,36 @@ func (g *gateway) upstreamRequest(w *responseRecorder, r *http.Request, p *Polic
 	if strings.HasSuffix(base, "/v1") {
 		path = strings.TrimPrefix(path, "/v1")
 	}
+	if limit := p.Gateway.MaxRequestBody; limit > 0 && r.ContentLength > limit {
+		tooLarge(w, limit)
+		return false
+	}
+	dropConnectionTokens(r.Header)
 	*req = upstreamReq{ctx: r.Context(), method: r.Method, base: base, path: path, query: r.URL.RawQuery,
-		header: r.Header, stream: r.Body, length: r.ContentLength}
+		header: r.Header, stream: r.Body, length: r.ContentLength,
+		headerTimeout: p.Gateway.UpstreamHeaderTimeout, idleTimeout: p.Gateway.UpstreamIdleTimeout}
 	if r.ContentLength > 0 && r.ContentLength <= smallBody {
 		b, pooled, err := readBody(w, r, smallBody)
 		if err != nil {
 			if r.Context().Err() == nil {
-				writeAPIError(w, http.StatusBadRequest, "invalid_request_error", "bad_body", "the request body does not match its Content-Length: "+err.Error())
+				g.clientBodyRefused(w, r, clientBodyErr(err).(*clientBodyError))
 			}
 			return false
 		}
 		req.body, req.stream, req.pooled = b, nil, pooled
 	} else if r.ContentLength != 0 {
+		// A body that streams is read through streamedBody, which keeps
+		// the client's read error for upstreamRefused (net/http's
+		// Request.Write hides its type) and holds a chunked body to
+		// gateway.max_request_body as it streams: past the limit, its read
+		// fails as the client's error, and the request ends with a 413
+		// (the upstream saw part of it, on a connection that closes).
+		left := int64(math.MaxInt64)
+		if r.ContentLength < 0 && p.Gateway.MaxRequestBody > 0 {
+			left = p.Gateway.MaxRequestBody
+		}
+		req.tap = &streamedBody{r: r.Body, left: left}
+		req.stream = req.tap
 		// The transport may still be reading the request body (its final
 		// EOF check) when the upstream's answer starts; without full
 		// duplex the HTTP/1 server closes that body at our first write and
@@ -159,36 +207,22 @@ func (req *upstreamReq) httpRequest() (*http.Request, error) {
 // so with it the buffer is left to the collector.
 //
 //go:noinline
-func (g *gateway) roundTrip(w *responseRecorder, r *http.Request, req *upstreamReq, p *Policy) (*http.Response, bool) {
+func (g *gateway) roundTrip(w *responseRecorder, r *http.Request, req *upstreamReq) (*http.Response, bool) {
 	var resp *http.Response
 	var err error
-	if uc := g.upstreamFor(strings.TrimSuffix(p.Gateway.Upstream, "/")); uc != nil {
+	if uc := g.upstreamFor(req.base); uc != nil {
 		resp, err = uc.do(req)
 		req.free()
 	} else {
-		var hr *http.Request
-		if hr, err = req.httpRequest(); err == nil {
-			resp, err = g.client.Do(hr)
-		}
+		resp, err = g.transportRoundTrip(req)
 	}
 	if err != nil {
-		if r.Context().Err() != nil {
-			return nil, false
-		}
-		why := redactURL(err, req.url())
-		g.log.warn(evUpstreamError, "error", why, "path", r.URL.Path)
-		g.upstreamFailed(errors.New(why))
-		w.upstream = upstreamErrKind(err)
-		code, msg := "upstream_unreachable", "the gateway could not reach its upstream"
-		var bad *errMalformedAnswer
-		if errors.As(err, &bad) {
-			code, msg = "upstream_malformed", "the upstream's answer could not be read safely, so the gateway did not relay it"
-		}
-		writeAPIError(w, http.StatusBadGateway, "server_error", code, msg)
+		g.upstreamRefused(w, r, req, err)
 		return nil, false
 	}
 	g.upstreamAnswered()
 	h := w.Header()
+	dropConnectionTokens(resp.Header)
 	for k, vs := range resp.Header {
 		if !hopHeader(k) {
 			h[k] = vs
@@ -201,6 +235,174 @@ func (g *gateway) roundTrip(w *responseRecorder, r *http.Request, req *upstreamR
 	return resp, true
 }
 
+// transportRoundTrip sends req with net/http's Transport (where the own
+// client cannot: a proxy from the environment), with the policy's
+// timeouts: the header's as the request's deadline until the answer's
+// head, the idle one on each wait of its body.
+func (g *gateway) transportRoundTrip(req *upstreamReq) (*http.Response, error) {
+	ctx, cancel := context.WithCancel(req.ctx)
+	head := time.AfterFunc(req.headerTimeout, cancel)
+	req.ctx = ctx
+	hr, err := req.httpRequest()
+	if err == nil {
+		var resp *http.Response
+		if resp, err = g.client.Do(hr); err == nil && head.Stop() {
+			if resp.StatusCode == http.StatusSwitchingProtocols {
+				resp.Body.Close()
+				cancel()
+				return nil, &errMalformedAnswer{"the upstream switched protocols (101) though nobody asked it to"}
+			}
+			resp.Body = newIdleBody(resp.Body, req.idleTimeout, cancel)
+			return resp, nil
+		}
+		if err == nil {
+			resp.Body.Close() // the head came, but too late
+			err = context.DeadlineExceeded
+		}
+	}
+	head.Stop()
+	timedOut := ctx.Err() != nil && req.ctx.Err() == nil
+	cancel()
+	if timedOut || errors.Is(err, context.DeadlineExceeded) {
+		return nil, &upstreamTimeout{after: req.headerTimeout, err: err}
+	}
+	return nil, err
+}
+
+// idleBody is a Transport's answer body whose every read has the idle
+// timeout: silent for longer, its request is cancelled.
+type idleBody struct {
+	rc     io.ReadCloser
+	idle   time.Duration
+	timer  *time.Timer
+	cancel context.CancelFunc
+	fired  atomic.Bool
+}
+
+func newIdleBody(rc io.ReadCloser, idle time.Duration, cancel context.CancelFunc) *idleBody {
+	b := &idleBody{rc: rc, idle: idle, cancel: cancel}
+	b.timer = time.AfterFunc(idle, func() { b.fired.Store(true); cancel() })
+	return b
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	b.timer.Reset(b.idle)
+	n, err := b.rc.Read(p)
+	if err != nil && err != io.EOF && b.fired.Load() {
+		err = &upstreamTimeout{after: b.idle, err: err}
+	}
+	return n, err
+}
+
+func (b *idleBody) Close() error {
+	b.timer.Stop()
+	err := b.rc.Close()
+	b.cancel()
+	return err
+}
+
+// upstreamRefused answers a request that got no answer from the upstream.
+// What the client did wrong (its body) is its own 4xx and no mark against
+// the upstream; what the upstream did is a 502, or a 504 when it did not
+// answer in time.
+//
+//go:noinline
+func (g *gateway) upstreamRefused(w *responseRecorder, r *http.Request, req *upstreamReq, err error) {
+	if r.Context().Err() != nil {
+		return
+	}
+	ce := req.clientErr()
+	if ce != nil || errors.As(err, &ce) {
+		g.clientBodyRefused(w, r, ce)
+		return
+	}
+	why := redactURL(err, req.url())
+	g.log.warn(evUpstreamError, "error", why, "path", r.URL.Path)
+	g.upstreamFailed(errors.New(why))
+	w.upstream = upstreamErrKind(err)
+	status, code, msg := http.StatusBadGateway, "upstream_unreachable", "the gateway could not reach its upstream"
+	var bad *errMalformedAnswer
+	var late *upstreamTimeout
+	switch {
+	case errors.As(err, &bad):
+		code, msg = "upstream_malformed", "the upstream's answer could not be read safely, so the gateway did not relay it"
+	case errors.As(err, &late):
+		w.upstream = upTimeout
+		status, code = http.StatusGatewayTimeout, "upstream_timeout"
+		msg = fmt.Sprintf("the upstream did not answer within %s (gateway.upstream_header_timeout)", late.after)
+	}
+	writeAPIError(w, status, "server_error", code, msg)
+}
+
+// clientBodyRefused answers a request whose body its client did not send
+// right: a 4xx, logged as the client's, touching no upstream health. The
+// connection closes: where the body stopped, the next request cannot be
+// found.
+func (g *gateway) clientBodyRefused(w *responseRecorder, r *http.Request, ce *clientBodyError) {
+	g.log.info(evClientBodyError, "error", ce.err, "path", r.URL.Path)
+	w.Header().Set("Connection", "close")
+	code, msg := "bad_body", "the request body could not be read: "+ce.err.Error()
+	switch ce.code {
+	case http.StatusRequestTimeout:
+		code, msg = "body_timeout", "the request body stopped arriving before its end (gateway.body_timeout)"
+	case http.StatusRequestEntityTooLarge:
+		code, msg = "request_too_large", ce.err.Error()
+	}
+	writeAPIError(w, ce.code, "invalid_request_error", code, msg)
+}
+
+// tooLarge answers a request whose Content-Length is over
+// gateway.max_request_body, before any of it goes anywhere (nginx: 413).
+//
+//go:noinline
+func tooLarge(w http.ResponseWriter, limit int64) {
+	w.Header().Set("Connection", "close")
+	writeAPIError(w, http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large",
+		fmt.Sprintf("the request body is larger than this gateway takes (gateway.max_request_body = %q)", formatSize(limit)))
+}
+
+// streamedBody is a request body that streams to the upstream, held to
+// left bytes, keeping the first client error its reads met. The transport
+// may read it on a goroutine of its own: the error is kept atomically.
+type streamedBody struct {
+	r    io.Reader
+	left int64
+	err  atomic.Pointer[clientBodyError]
+}
+
+func (l *streamedBody) Read(p []byte) (int, error) {
+	if l.left <= 0 {
+		// One byte more tells a body of exactly the limit from a longer one.
+		var one [1]byte
+		if n, err := l.r.Read(one[:]); n == 0 {
+			return 0, l.keep(err)
+		}
+		return 0, l.keep(&clientBodyError{code: http.StatusRequestEntityTooLarge, err: errors.New("the request body is larger than gateway.max_request_body")})
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	return n, l.keep(err)
+}
+
+func (l *streamedBody) keep(err error) error {
+	var ce *clientBodyError
+	if err != nil && err != io.EOF && errors.As(err, &ce) {
+		l.err.CompareAndSwap(nil, ce)
+	}
+	return err
+}
+
+// clientErr is the client's body error that ended the request, if any.
+func (req *upstreamReq) clientErr() *clientBodyError {
+	if req.tap == nil {
+		return nil
+	}
+	return req.tap.err.Load()
+}
+
 // relay copies the answer's body. What a stream carries leaves as it
 // arrives: each read from the upstream is written and flushed at once (a
 // read returns what the upstream had sent, several events when several
@@ -210,11 +412,22 @@ func relay(w *responseRecorder, r *http.Request, resp *http.Response, log *logge
 	streaming := resp.ContentLength < 0 || w.sse()
 	rc := http.NewResponseController(w)
 	waiter, _ := resp.Body.(dataWaiter)
+	// A stream of events is passed on an event at a time: the part of an
+	// event a read brings waits for its end, so that a stream cut inside
+	// an event ends with whole events and the error event, never with a
+	// half event the error's lines would join.
+	var held *[]byte
+	if w.sse() {
+		held = new([]byte)
+	}
 	for {
 		if waiter != nil {
 			waiter.waitData()
 		}
-		n, err, werr := relayOnce(w, resp.Body)
+		n, err, werr := relayOnce(w, resp.Body, held)
+		if werr == nil && err == io.EOF && held != nil && len(*held) > 0 {
+			_, werr = w.Write(*held) // the upstream ended there: pass on what it sent
+		}
 		if werr != nil {
 			return // the client went away
 		}
@@ -227,26 +440,136 @@ func relay(w *responseRecorder, r *http.Request, resp *http.Response, log *logge
 		if err != nil {
 			if err != io.EOF && r.Context().Err() == nil {
 				upstreamBroken(log, err, r.URL.Path)
-				w.upstream = upBroken
+				cutAnswer(w, err)
 			}
 			return
 		}
 	}
 }
 
+// answerControl is what the gateway's server (h1Response) lets a session
+// do with an answer that went wrong: forget one not yet sent, or end one
+// under way without its end.
+type answerControl interface {
+	discard() bool
+	abort()
+}
+
+// cutAnswer ends an answer whose upstream broke or went silent before its
+// end. Nothing sent yet: a 502 (504 for silence) replaces it. Once its
+// head has gone out, the client must see the cut for what it is: an SSE
+// stream gets an "event: error" naming it (upstream_cut or
+// upstream_timeout), and then any answer ends without its end (no last
+// chunk, or short of its Content-Length) and its connection closes, as
+// Go's ReverseProxy does: never a clean end of a truncated answer.
+//
+//go:noinline
+func cutAnswer(w *responseRecorder, err error) {
+	w.upstream = upBroken
+	status, code := http.StatusBadGateway, "upstream_cut"
+	msg := "the upstream's answer broke off before its end; what came is incomplete"
+	var late *upstreamTimeout
+	if errors.As(err, &late) {
+		w.upstream = upTimeout
+		status, code = http.StatusGatewayTimeout, "upstream_timeout"
+		msg = fmt.Sprintf("the upstream sent nothing for %s inside its answer (gateway.upstream_idle_timeout); what came is incomplete", late.after)
+	}
+	ac, ok := w.ResponseWriter.(answerControl)
+	if !ok {
+		panic(http.ErrAbortHandler) // the server ends the connection
+	}
+	// A stream keeps the events that came, whole, and then says why it
+	// ends; any other answer cut before its head went out is a 502 (a
+	// part of a JSON document is no answer), and one cut later is
+	// aborted without its last chunk, so no client takes it for whole.
+	if w.sse() {
+		body, _ := json.Marshal(map[string]any{
+			"reason": code,
+			"error":  map[string]any{"message": msg, "type": "server_error", "code": code},
+		})
+		fmt.Fprintf(w, "event: error\ndata: %s\n\n", body)
+		ac.abort()
+		return
+	}
+	if w.reset(ac) {
+		w.Header().Set("Connection", "close")
+		writeAPIError(w, status, "server_error", code, msg)
+		return
+	}
+	ac.abort()
+}
+
 // dataWaiter is a body that can wait for data without a buffer
 // (upstreamBody): a stream waiting on its upstream then holds none.
 type dataWaiter interface{ waitData() }
 
-// relayOnce copies what one read of body returns, through a pooled buffer.
-func relayOnce(w io.Writer, body io.Reader) (n int, err, werr error) {
+// relayOnce copies what one read of body returns, through a pooled buffer;
+// with held, whole events only (writeEvents).
+func relayOnce(w io.Writer, body io.Reader, held *[]byte) (n int, err, werr error) {
 	bp := getBuf(copyBuf)
 	n, err = body.Read(*bp)
 	if n > 0 {
-		_, werr = w.Write((*bp)[:n])
+		if held != nil {
+			werr = writeEvents(w, held, (*bp)[:n])
+		} else {
+			_, werr = w.Write((*bp)[:n])
+		}
 	}
 	putBuf(bp)
 	return n, err, werr
+}
+
+// maxHeldEvent bounds the part of one event a stream holds back: an event
+// longer than this is passed on as it comes.
+const maxHeldEvent = 1 << 20
+
+// writeEvents writes what of held and then p ends whole events and keeps
+// the rest in held. Most reads end on an event's end, and hold nothing.
+func writeEvents(w io.Writer, held *[]byte, p []byte) error {
+	from := *held
+	if len(from) > 0 {
+		from = append(from, p...)
+	} else {
+		from = p
+	}
+	k := eventsEnd(from)
+	if len(from)-k > maxHeldEvent {
+		k = len(from)
+	}
+	var err error
+	if k > 0 {
+		_, err = w.Write(from[:k])
+	}
+	if len(*held) > 0 {
+		*held = from[:copy(from, from[k:])]
+	} else if k < len(from) {
+		*held = append((*held)[:0], from[k:]...)
+	}
+	return err
+}
+
+// eventsEnd is the length of b's whole events: up to the end of its last
+// blank line (two line ends in a row; a line ends with CRLF, LF or CR), or
+// 0 when it has none.
+func eventsEnd(b []byte) int {
+	for i := len(b) - 1; i > 0; i-- {
+		if b[i] != '\n' && b[i] != '\r' {
+			continue
+		}
+		// b[i] ends a line; a blank line ends at i when the line end
+		// before it ends right at the one that ends at i.
+		j := i
+		if b[j] == '\n' && j > 0 && b[j-1] == '\r' {
+			j--
+		}
+		if j == 0 {
+			return 0
+		}
+		if c := b[j-1]; c == '\n' || c == '\r' {
+			return i + 1
+		}
+	}
+	return 0
 }
 
 //go:noinline

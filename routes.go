@@ -46,6 +46,8 @@ func (g *gateway) serveOther(w http.ResponseWriter, r *http.Request) {
 		g.serveProbe(w, false)
 	case r.URL.Path == "/readyz":
 		g.serveProbe(w, true)
+	case (r.URL.Path == "/status" || r.URL.Path == "/metrics") && g.policy.Load().Auth.ProtectStatus && !g.authorize(w, r, false):
+		// [auth] protect_status: a client key, or 401.
 	case r.URL.Path == "/status":
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(g.status())

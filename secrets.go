@@ -33,6 +33,9 @@ func policySecrets(p *Policy) *redactor {
 	if p.Gateway.UpstreamKeyEnv != "" {
 		r.add(os.Getenv(p.Gateway.UpstreamKeyEnv))
 	}
+	for _, k := range p.clientKeys {
+		r.add(k)
+	}
 	if tok, err := readLockToken(p); err == nil {
 		r.add(tok)
 	}

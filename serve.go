@@ -270,9 +270,15 @@ func runServe(args []string) (err error) {
 	if inh != nil && g.ln.Addr().String() != p.Gateway.Listen && g.lnKind == listenerInherited {
 		log.warn(evReloadPartial, "keys", "gateway.listen", "note", "the handed-over socket listens on "+g.ln.Addr().String()+"; a new address needs a drain restart (hermes restart --mode drain)")
 	}
-	g.srv = newH1Server(g, g.cutCtx, &g.conns, func() (time.Duration, time.Duration) {
+	autoConns := maxConnsFor(0) // the file limit's, read once
+	g.srv = newH1Server(g, g.cutCtx, &g.conns, func() h1Limits {
 		p := g.policy.Load()
-		return p.Gateway.HeaderTimeout, p.Gateway.IdleTimeout
+		l := h1Limits{head: p.Gateway.HeaderTimeout, idle: p.Gateway.IdleTimeout,
+			body: p.Gateway.BodyTimeout, write: p.Gateway.WriteTimeout, conns: p.Gateway.MaxConnections}
+		if l.conns == 0 {
+			l.conns = autoConns
+		}
+		return l
 	})
 
 	var ready func()

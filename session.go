@@ -83,6 +83,9 @@ func (a *admission) admitting() bool { return a.word.Load()&gateClosed == 0 }
 // net/http's own frames on the way to a write are deep already. Kept under
 // 8 KB, 10,000 streams take 80 MB less.
 func (g *gateway) serveSession(w http.ResponseWriter, r *http.Request) {
+	if !g.authorize(w, r, true) {
+		return
+	}
 	if !g.gate.enter() {
 		g.refuse(w)
 		return
@@ -185,6 +188,16 @@ func (r *responseRecorder) Write(b []byte) (int, error) {
 }
 
 func (r *responseRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// reset forgets an answer none of which has gone out, so that another
+// can be given; it reports false once some of it has.
+func (r *responseRecorder) reset(ac answerControl) bool {
+	if !ac.discard() {
+		return false
+	}
+	r.wroteHeader, r.written, r.first = false, 0, time.Time{}
+	return true
+}
 
 func (r *responseRecorder) sse() bool {
 	return strings.HasPrefix(r.Header().Get("Content-Type"), "text/event-stream")

@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -136,13 +138,18 @@ func newUpstreamClient(base string) *upstreamClient {
 // the request is written (a non-blocking peek), never after.
 func (u *upstreamClient) do(req *upstreamReq) (*http.Response, error) {
 	ctx := req.ctx
-	pc, err := u.get(ctx)
+	pc, err := u.get(ctx, req.headerTimeout)
 	if err != nil {
 		return nil, err
 	}
 	stop := onCancel(ctx, pc.close)
+	// One deadline for writing the request and reading the answer's head
+	// (gateway.upstream_header_timeout); the body's reads get their own
+	// (upstreamBody.waitData). A pooled connection keeps the last one it
+	// had: one idle past it is found dead by get's look, and redialled.
+	pc.c.SetDeadline(time.Now().Add(req.headerTimeout))
 	if err := u.write(pc, req); err != nil {
-		return u.fail(ctx, pc, stop, err)
+		return u.fail(ctx, pc, stop, asUpstreamTimeout(err, req.headerTimeout))
 	}
 	var resp *http.Response
 	m := new(answerMem)
@@ -150,19 +157,52 @@ func (u *upstreamClient) do(req *upstreamReq) (*http.Response, error) {
 		clear(pc.header)
 		resp, pc.headBuf, err = readUpstreamAnswer(pc.br, req.method, pc.header, pc.headBuf, m)
 		if err != nil {
-			return u.fail(ctx, pc, stop, err)
+			return u.fail(ctx, pc, stop, asUpstreamTimeout(err, req.headerTimeout))
 		}
 		// 1xx answers before the final one (100 Continue, 103 Early
-		// Hints) carry no body: read on. 101 would be an upgrade, which a
-		// chat API never asks for: the connection is not reused after it.
-		if resp.StatusCode < 100 || resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+		// Hints) carry no body: read on.
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			// An upgrade: hermes never asks for one (Upgrade and
+			// Connection are hop-by-hop, never passed on), and what
+			// follows it on the connection is not HTTP.
+			return u.fail(ctx, pc, stop, &errMalformedAnswer{"the upstream switched protocols (101) though nobody asked it to"})
+		}
+		if resp.StatusCode >= 200 {
 			break
 		}
 	}
-	reuse := !resp.Close && resp.StatusCode != http.StatusSwitchingProtocols
-	m.body = upstreamBody{rc: resp.Body, u: u, pc: pc, stop: stop, reuse: reuse}
+	m.body = upstreamBody{rc: resp.Body, u: u, pc: pc, stop: stop, reuse: !resp.Close, idle: req.idleTimeout}
 	resp.Body = &m.body
+	if m.body.rc == http.NoBody {
+		// Nothing to wait for (HEAD, 204, 304, a length of 0): the connection goes back now, and a relay
+		// that waits for data finds the end at once.
+		m.body.eof = true
+		m.body.release()
+	}
 	return resp, nil
+}
+
+// upstreamTimeout is an upstream that did not answer within
+// gateway.upstream_header_timeout (504), or went silent inside its answer
+// for gateway.upstream_idle_timeout.
+type upstreamTimeout struct {
+	after time.Duration
+	err   error
+}
+
+func (e *upstreamTimeout) Error() string {
+	return fmt.Sprintf("the upstream sent nothing for %s: %v", e.after, e.err)
+}
+func (e *upstreamTimeout) Unwrap() error { return e.err }
+func (e *upstreamTimeout) Timeout() bool { return true }
+
+// asUpstreamTimeout marks a deadline's error as an upstreamTimeout; any
+// other error is returned as it is.
+func asUpstreamTimeout(err error, after time.Duration) error {
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		return &upstreamTimeout{after: after, err: err}
+	}
+	return err
 }
 
 // fail ends a request that got no answer: the connection is closed, and a
@@ -272,7 +312,9 @@ func (u *upstreamClient) writeStreaming(pc *upstreamConn, req *upstreamReq) erro
 		return err
 	}
 	bw := writerPool.Get().(*bufio.Writer)
-	bw.Reset(pc.c)
+	// Each write of the body has the whole header timeout: a body that
+	// streams may take longer than one deadline for all of it.
+	bw.Reset(deadlineWriter{pc.c, req.headerTimeout})
 	if err = hr.Write(bw); err == nil {
 		err = bw.Flush()
 	}
@@ -281,8 +323,19 @@ func (u *upstreamClient) writeStreaming(pc *upstreamConn, req *upstreamReq) erro
 	return err
 }
 
-// get returns a live pooled connection, or dials a new one.
-func (u *upstreamClient) get(ctx context.Context) (*upstreamConn, error) {
+// deadlineWriter writes to c with a fresh write deadline for each write.
+type deadlineWriter struct {
+	c     net.Conn
+	every time.Duration
+}
+
+func (d deadlineWriter) Write(p []byte) (int, error) {
+	d.c.SetWriteDeadline(time.Now().Add(d.every))
+	return d.c.Write(p)
+}
+
+// get returns a live pooled connection, or dials a new one within timeout.
+func (u *upstreamClient) get(ctx context.Context, timeout time.Duration) (*upstreamConn, error) {
 	for {
 		select {
 		case pc := <-u.idle:
@@ -296,11 +349,18 @@ func (u *upstreamClient) get(ctx context.Context) (*upstreamConn, error) {
 			continue
 		default:
 		}
-		return u.dial(ctx)
+		return u.dial(ctx, timeout)
 	}
 }
 
-func (u *upstreamClient) dial(ctx context.Context) (*upstreamConn, error) {
+// dial connects (and shakes hands, for TLS) within timeout: the connection
+// is part of the wait for the answer's head.
+func (u *upstreamClient) dial(ctx context.Context, timeout time.Duration) (*upstreamConn, error) {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
 	c, err := u.dialer.DialContext(ctx, "tcp", u.addr)
 	if err != nil {
 		return nil, err
@@ -357,25 +417,38 @@ type upstreamBody struct {
 	pc    *upstreamConn
 	stop  cancelStop
 	reuse bool
+	idle  time.Duration // gateway.upstream_idle_timeout: the longest silence inside the body
 	once  sync.Once
 	eof   bool
 }
 
+// waitData waits until the connection has something to read (or has
+// ended), without a buffer: the caller takes a buffer only then. A wait
+// on the socket has gateway.upstream_idle_timeout: the deadline is set
+// afresh for each, so that it bounds one silence, not the whole answer.
+// A body at its end, or with data buffered, waits for nothing.
+func (b *upstreamBody) waitData() {
+	if b.eof || b.pc.br.Buffered() > 0 {
+		return
+	}
+	if b.idle > 0 {
+		b.pc.c.SetReadDeadline(time.Now().Add(b.idle))
+	}
+	b.pc.br.Peek(1) // an error here is the next Read's error
+}
+
 func (b *upstreamBody) Read(p []byte) (int, error) {
+	if b.eof {
+		return 0, io.EOF
+	}
 	n, err := b.rc.Read(p)
 	if err == io.EOF {
 		b.eof = true
 		b.release()
+	} else if err != nil {
+		err = asUpstreamTimeout(err, b.idle)
 	}
 	return n, err
-}
-
-// waitData waits until the connection has something to read (or has
-// ended), without a buffer: the caller takes a buffer only then.
-func (b *upstreamBody) waitData() {
-	if b.pc.br.Buffered() == 0 {
-		b.pc.br.Peek(1) // an error here is the next Read's error
-	}
 }
 
 func (b *upstreamBody) Close() error {

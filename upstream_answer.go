@@ -44,7 +44,7 @@ type answerMem struct {
 // is nil). The header goes into h when it is not nil (an empty map), else
 // into a new map; buf is scratch space it may grow and returns.
 func readUpstreamAnswer(br *bufio.Reader, method string, h http.Header, buf []byte, m *answerMem) (*http.Response, []byte, error) {
-	head, buf, err := readHead(br, buf, maxAnswerHead)
+	head, buf, err := readHead(br, buf, maxAnswerHead, maxAnswerHead)
 	if err != nil {
 		if err == errHeadTooLarge {
 			err = &errMalformedAnswer{"the upstream's answer head is over 1 MiB"}
@@ -119,6 +119,7 @@ func parseAnswer(head, method string, into http.Header, resp *http.Response) err
 		delete(h, "Transfer-Encoding") // HTTP/1.0 has none: net/http ignores it too
 	}
 	resp.Close = wantsClose(h["Connection"], resp.ProtoMinor == 0)
+	dropConnectionTokens(h) // before Connection itself may go
 	if resp.Close && resp.ProtoMinor == 1 {
 		delete(h, "Connection") // as net/http: the close is in resp.Close
 	}
