@@ -85,6 +85,9 @@ func (r *keyRing) empty() bool { return r == nil || len(r.keys) == 0 }
 // match returns the key a bearer token is, or nil. Every key is compared,
 // in constant time, whichever matches.
 func (r *keyRing) match(token string) *clientKey {
+	if r == nil {
+		return nil
+	}
 	sum := sha256.Sum256([]byte(token))
 	var found *clientKey
 	for i := range r.keys {
@@ -247,18 +250,35 @@ func (v *validator) checkAuth(p *Policy) {
 	}
 	a.ring = ring
 	p.clientKeys = plain
-	if ring.empty() && !a.AllowOpen && p.Gateway.Upstream != "" && !loopbackListen(p.Gateway.Listen) {
-		what := "[auth] has no keys"
-		if a.KeysEnv != "" || a.KeysFile != "" {
-			what = "[auth] names keys, but there are none"
-		}
+	if !a.required() && !a.AllowOpen && p.Gateway.Upstream != "" && !loopbackListen(p.Gateway.Listen) {
 		v.failErr("gateway.listen", withHint(
-			fmt.Errorf("%q listens beyond loopback and %s: anyone who can reach it would spend the upstream's key", p.Gateway.Listen, what),
+			fmt.Errorf("%q listens beyond loopback and [auth] has no keys: anyone who can reach it would spend the upstream's key", p.Gateway.Listen),
 			"give clients keys: [auth] keys_file = \"/etc/hermes/keys\" and hermes auth add NAME (or keys_env); or set [auth] allow_open = true to serve without them knowingly"))
 	}
-	if a.ProtectStatus && ring.empty() {
+	if a.ProtectStatus && !a.required() {
 		v.fail("auth.protect_status", "is true, but [auth] has no keys: /status and /metrics would answer nobody")
 	}
+	if a.required() && ring.empty() {
+		// Named, but none there: where the policy is rendered (install-unit),
+		// the keys are the Secret's, not this shell's. The gateway refuses
+		// every client until there are some (noKeys), and says so.
+		p.Warnings = append(p.Warnings, noKeys(*a))
+	}
+}
+
+// required reports whether [auth] names keys: then every /v1/ request
+// needs one, even while none could be read (nobody gets in then).
+func (a AuthPolicy) required() bool { return a.KeysEnv != "" || a.KeysFile != "" }
+
+// noKeys says that [auth] names keys but holds none.
+func noKeys(a AuthPolicy) string {
+	where := "$" + a.KeysEnv
+	if a.KeysEnv == "" {
+		where = a.KeysFile
+	} else if a.KeysFile != "" {
+		where += " and " + a.KeysFile
+	}
+	return "[auth] names client keys, but " + where + " holds none: every request to /v1/ is refused 401 until there are some (hermes auth add NAME, then hermes reload)"
 }
 
 // authorize lets a request through when it carries a client key, or when
@@ -266,10 +286,11 @@ func (v *validator) checkAuth(p *Policy) {
 // counted, and the client's Authorization is removed: it is not the
 // upstream's.
 func (g *gateway) authorize(w http.ResponseWriter, r *http.Request, count bool) bool {
-	ring := g.policy.Load().Auth.ring
-	if ring.empty() {
+	a := &g.policy.Load().Auth
+	if !a.required() {
 		return true
 	}
+	ring := a.ring
 	token, ok := bearer(r.Header["Authorization"])
 	if ok {
 		if k := ring.match(token); k != nil {

@@ -183,3 +183,15 @@ func TestAuthPolicyErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestNamedKeysMissingLetNobodyIn: [auth] names a variable of keys that
+// holds none when the gateway starts: it says so, and refuses every /v1/
+// request (it never falls back to serving everyone).
+func TestNamedKeysMissingLetNobodyIn(t *testing.T) {
+	e := newTestEnv(t, "[auth]\nkeys_env = \"HERMES_TEST_CLIENT_KEYS\"\n")
+	g := e.startGateway()
+	if code, body, _ := authGet(t, e.addr, "/v1/models", "any-key-at-all-0123456789"); code != 401 {
+		t.Fatalf("with no keys read: %d %q, want 401", code, body)
+	}
+	g.waitLog("holds none: every request to /v1/ is refused 401", 5*time.Second)
+}
