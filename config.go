@@ -396,7 +396,7 @@ type filePolicy struct {
 		MaxRSS       *string `toml:"max_rss"`
 		MaxRSSWindow *string `toml:"max_rss_window"`
 	} `toml:"limits"`
-	Auth       struct {
+	Auth struct {
 		KeysEnv       *string `toml:"keys_env"`
 		KeysFile      *string `toml:"keys_file"`
 		AllowOpen     *bool   `toml:"allow_open"`
