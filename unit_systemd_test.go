@@ -3,11 +3,8 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -27,107 +24,6 @@ grace = "1s"
 [service]
 restart_sec = "1s"
 `, name, addr)
-}
-
-// harness is a real systemd booted as PID 1 of private namespaces by
-// ../shared/tools/systemd-harness.sh (see ../shared/FIELD-NOTES.md). Its
-// state dir lives under /var/lib, not /tmp: the units under test have
-// PrivateTmp=yes, which hides /tmp from them.
-type harness struct {
-	t      *testing.T
-	script string
-	state  string
-}
-
-// startHarness boots systemd. Where it cannot (not root, no harness, a
-// tool missing) it skips the test saying why, or in CI fails it
-// (skipUnlessCI): CI has all of these, and a CI run without them would
-// pass without ever testing a unit on systemd.
-func startHarness(t *testing.T) *harness {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("boots systemd: skipped with -short")
-	}
-	script, err := filepath.Abs(filepath.Join("..", "shared", "tools", "systemd-harness.sh"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(script); err != nil {
-		skipUnlessCI(t, "no systemd harness: %v\n"+
-			"This test boots a real systemd with ../shared/tools/systemd-harness.sh. Put the project's\n"+
-			"shared/ folder next to the checkout, then run as root:\n"+
-			"    go test -race -count=1 -run TestUnitSystemdHarness -v .", err)
-	}
-	if os.Geteuid() != 0 {
-		skipUnlessCI(t, "needs root: the systemd harness (%s) unshares pid, mount and cgroup namespaces; "+
-			"run the tests as root", script)
-	}
-	for _, tool := range []string{"nsenter", "unshare", "/lib/systemd/systemd"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			skipUnlessCI(t, "the systemd harness needs %s (%v): apt-get install systemd util-linux", tool, err)
-		}
-	}
-	state, err := os.MkdirTemp("/var/lib", "hermes-harness-")
-	if err != nil {
-		skipUnlessCI(t, "cannot make a harness state dir under /var/lib: %v", err)
-	}
-	h := &harness{t: t, script: script, state: state}
-	if out, err := h.command(30*time.Second, "start", state); err != nil {
-		os.RemoveAll(state)
-		t.Fatalf("starting the systemd harness: %v\n%s", err, out)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _ := h.exec("journalctl", "-b", "--no-pager", "-o", "short-monotonic")
-			t.Logf("journal of the harness:\n%s", out)
-		}
-		if out, err := h.command(60*time.Second, "stop", state); err != nil {
-			t.Errorf("stopping the systemd harness: %v\n%s", err, out)
-		}
-		os.RemoveAll(state)
-	})
-	return h
-}
-
-func (h *harness) command(timeout time.Duration, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, h.script, args...)
-	cmd.Env = filteredEnv()
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		err = fmt.Errorf("%v (timed out after %s)", err, timeout)
-	}
-	return out.String(), err
-}
-
-// exec runs a command inside the harness, with its output.
-func (h *harness) exec(args ...string) (string, error) {
-	return h.command(60*time.Second, append([]string{"exec", h.state}, args...)...)
-}
-
-// show reads one property of a unit.
-func (h *harness) show(unit, prop string) string {
-	h.t.Helper()
-	out, err := h.exec("systemctl", "show", "-P", prop, unit)
-	if err != nil {
-		h.t.Fatalf("systemctl show %s %s: %v\n%s", prop, unit, err, out)
-	}
-	return strings.TrimSpace(out)
-}
-
-// waitFor polls cond until it holds or timeout passes.
-func (h *harness) waitFor(what string, timeout time.Duration, cond func() bool) {
-	h.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			h.t.Fatalf("%s: not within %s", what, timeout)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // TestUnitSystemdHarness installs the generated unit in a real systemd 252
