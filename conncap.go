@@ -9,8 +9,8 @@ import "syscall"
 // pid file, journal, lock files, the Telegram bot), so the default is what
 // the file limit leaves for both sides after that reserve.
 
-// fdReserve is what the gateway keeps for itself out of the file limit.
-const fdReserve = 64
+// fdsKept is what the gateway keeps for itself out of the file limit.
+const fdsKept = 64
 
 // maxConnsFor is the connection cap a policy's max_connections gives: set,
 // it is itself; 0, it comes from the process's file limit.
@@ -26,5 +26,5 @@ func maxConnsFor(set int) int {
 	if cur > 1<<20 {
 		cur = 1 << 20
 	}
-	return max(int(cur)-fdReserve, 32) / 2
+	return max(int(cur)-fdsKept, 32) / 2
 }

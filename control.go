@@ -89,17 +89,36 @@ func (c *controlSocket) Close() error {
 	return err
 }
 
+// serveControl answers the control socket until it is closed, through a
+// moment without file descriptors (accept.go): a connection taken on the
+// reserve descriptor is answered like any other, so status always works.
 func (g *gateway) serveControl(ln *controlSocket) {
-	for {
-		c, err := ln.AcceptUnix()
-		if err != nil {
+	if testFaultSet("control-deaf") {
+		return // listens, and never accepts: the socket's silence alone
+	}
+	closed := func() bool { return g.ctl.Load() != ln }
+	handle := func(c net.Conn) { go g.handleControl(c.(*net.UnixConn)) }
+	g.ctlAcc.loop(func() (net.Conn, error) { return ln.AcceptUnix() }, closed, handle, handle)
+}
+
+// logAcceptErrors logs the start and the end of an episode of accept
+// errors on one listener.
+func (g *gateway) logAcceptErrors(listener string) func(bool, error, int64, time.Duration) {
+	return func(first bool, err error, n int64, lasted time.Duration) {
+		if first {
+			note := "hermes waits and accepts again"
+			if outOfFDs(err) {
+				note = "out of file descriptors (see ulimit -n, LimitNOFILE=): a connection waiting is taken on the reserve descriptor and answered, and hermes accepts again when descriptors are free"
+			}
+			g.log.warn(evAcceptError, "listener", listener, "error", err, "note", note)
 			return
 		}
-		go g.handleControl(c)
+		g.log.info(evAcceptError, "listener", listener, "state", "accepting again", "errors", n, "lasted", lasted.Round(time.Millisecond))
 	}
 }
 
 func (g *gateway) handleControl(c *net.UnixConn) {
+	defer g.ctlAcc.reserve.refill()
 	defer c.Close()
 	// A ping waits on the loop at most until the loop would count as
 	// frozen anyway; everything else is answered without it.

@@ -120,6 +120,8 @@ type gateway struct {
 	alerts   *alerter     // nil without [alerts]
 	upWatch  upstreamWatch
 	srv      *h1Server
+	httpAcc  *acceptor    // gateway.listen's accept loop (accept.go)
+	ctlAcc   *acceptor    // the control socket's, across reclaims
 	client   *http.Client // net/http's Transport: where the upstream client cannot serve
 	upstream atomic.Pointer[upstreamRoute]
 }
@@ -165,6 +167,8 @@ func newGateway(p *Policy, flagPath string, pipe *selfPipe, log *logger, logq *l
 		replies:   map[int]chan string{},
 	}
 	g.gate.init()
+	g.httpAcc = newAcceptor("http", g.logAcceptErrors("http"))
+	g.ctlAcc = newAcceptor("control", g.logAcceptErrors("control"))
 	g.mx.hook(log)
 	g.conns.changed = g.gate.wake
 	g.cutCtx, g.cut = context.WithCancelCause(context.Background())

@@ -45,6 +45,7 @@ type h1Server struct {
 	base     context.Context
 	conns    *connTracker
 	timeouts func() h1Limits // the policy's, read at each sweep and request
+	acc      *acceptor       // accepts through a moment without file descriptors (accept.go)
 
 	noKeepAlive atomic.Bool
 	lingering   atomic.Int64 // refused connections lingering (refuseOver)
@@ -78,8 +79,11 @@ type h1Limits struct {
 	conns                   int
 }
 
-func newH1Server(h http.Handler, base context.Context, conns *connTracker, timeouts func() h1Limits) *h1Server {
-	return &h1Server{handler: h, base: base, conns: conns, timeouts: timeouts,
+func newH1Server(h http.Handler, base context.Context, conns *connTracker, timeouts func() h1Limits, acc *acceptor) *h1Server {
+	if acc == nil {
+		acc = newAcceptor("http", nil)
+	}
+	return &h1Server{handler: h, base: base, conns: conns, timeouts: timeouts, acc: acc,
 		stopSweep: make(chan struct{})}
 }
 
@@ -132,38 +136,44 @@ func (s *h1Server) Serve(ln net.Listener) error {
 	s.ln = ln
 	s.mu.Unlock()
 	go s.sweep()
-	var backoff time.Duration
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			if s.shutting.Load() {
-				return http.ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporaryAccept(err) {
-				// Out of file descriptors, or an aborted handshake: wait
-				// and go on, as net/http does.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				time.Sleep(backoff)
-				continue
-			}
-			return err
-		}
-		backoff = 0
-		if max := s.timeouts().conns; max > 0 && s.conns.open.Load() >= int64(max) {
-			s.refuseOver(nc)
-			continue
-		}
-		c := &h1Conn{srv: s, nc: nc}
-		c.info = s.conns.add(nc)
-		go c.serve()
+	err := s.acc.loop(ln.Accept, s.shutting.Load, s.serveConn, s.shed)
+	if s.shutting.Load() {
+		return http.ErrServerClosed
 	}
+	return err
 }
 
-// isTemporaryAccept reports the accept errors a server waits out.
-func isTemporaryAccept(err error) bool {
-	var t interface{ Temporary() bool }
-	return errors.As(err, &t) && t.Temporary()
+// serveConn serves one accepted connection, or refuses it past
+// gateway.max_connections.
+func (s *h1Server) serveConn(nc net.Conn) {
+	if max := s.timeouts().conns; max > 0 && s.conns.open.Load() >= int64(max) {
+		s.refuseOver(nc)
+		return
+	}
+	c := &h1Conn{srv: s, nc: nc}
+	c.info = s.conns.add(nc)
+	go c.serve()
+}
+
+// shedAnswer is what a connection accepted on the reserve descriptor gets
+// while the process is out of file descriptors.
+const shedAnswer = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 142\r\n\r\n" +
+	`{"error":{"code":"out_of_file_descriptors","message":"the gateway is out of file descriptors for a moment: try again","type":"server_error"}}` + "\n"
+
+// shed answers a connection taken on the reserve descriptor 503 and closes
+// it at once, so the descriptor is free again: what its client sent in the
+// first moment is read and dropped first, so that the close does not reset
+// the connection before the answer is read.
+func (s *h1Server) shed(nc net.Conn) {
+	s.conns.refused.Add(1)
+	nc.SetDeadline(time.Now().Add(10 * time.Millisecond))
+	io.WriteString(nc, shedAnswer)
+	if cw, ok := nc.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+		var b [4096]byte
+		nc.Read(b[:])
+	}
+	nc.Close()
 }
 
 // SetKeepAlivesEnabled(false) makes every later answer close its
@@ -368,6 +378,7 @@ func (c *h1Conn) close() {
 	}
 	c.nc.Close()
 	c.srv.conns.remove(c.nc)
+	c.srv.acc.reserve.refill()
 }
 
 // h1Error is a request the server answers itself, and why.

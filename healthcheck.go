@@ -97,12 +97,13 @@ func checkHealth(p *Policy, deadline time.Time) health {
 		}
 		return healthOf(gs)
 	case errors.Is(err, errNoAnswer):
-		// status needs no loop: a process that cannot answer it has a
-		// stuck runtime, not just a stuck loop.
-		return unhealthy(verdictFrozen, "the gateway does not answer status on %s within %s", ctl, statusTimeout)
+		// status needs no loop, so silence there is a stuck runtime or a
+		// gateway out of file descriptors: /readyz, answered from the
+		// heartbeat, tells which.
+		return viaReadyz(p, deadline, fmt.Sprintf("the control socket %s did not answer status within %s", ctl, statusTimeout), true)
 	}
 	why := controlProblem(ctl, err)
-	return viaReadyz(p, deadline, why)
+	return viaReadyz(p, deadline, why, false)
 }
 
 // controlProblem says, in a few words, why the control socket was no use.
@@ -146,8 +147,9 @@ func healthOf(gs gatewayStatus) health {
 }
 
 // viaReadyz asks GET /readyz on gateway.listen; why says why the control
-// socket could not be asked.
-func viaReadyz(p *Policy, deadline time.Time, why string) health {
+// socket could not be asked. silent: it was asked, and said nothing; if
+// /readyz says nothing either, the process's runtime is stuck: frozen.
+func viaReadyz(p *Policy, deadline time.Time, why string, silent bool) health {
 	addr := dialable(p.Gateway.Listen)
 	left := time.Until(deadline)
 	if left <= 0 {
@@ -163,6 +165,8 @@ func viaReadyz(p *Policy, deadline time.Time, why string) health {
 				return unhealthy(verdictStarting, "pid %d runs but has no control socket and does not listen on %s yet (%s)", pid, addr, why)
 			}
 			return unhealthy(verdictNotRunning, "%s, and nothing listens on %s", why, addr)
+		case errors.As(err, &ne) && ne.Timeout() && silent:
+			return unhealthy(verdictFrozen, "%s, and http://%s/readyz did not answer within %s either", why, addr, fmtDur(left))
 		case errors.As(err, &ne) && ne.Timeout():
 			return unhealthy("unreachable", "%s, and http://%s/readyz did not answer within %s", why, addr, fmtDur(left))
 		}

@@ -111,6 +111,7 @@ const (
 	evMemoryLimit // fields: rss, max_rss, window, action
 
 	evClientBodyError // fields: error, path: a request body the client sent wrong (a 4xx, no mark against the upstream)
+	evAcceptError     // fields: listener, error, note; at the end: state, errors, lasted
 
 	evCount // not an event: the number of them
 )
@@ -140,7 +141,7 @@ var eventNames = [evCount]string{
 	evTelegramAnswered: "telegram answered", evTelegramTurnCut: "telegram turn cut", evTelegramRerun: "telegram rerun",
 	evTelegramStranger: "telegram stranger", evTelegramError: "telegram error", evTelegramWebhookDeleted: "telegram webhook deleted",
 	evAlertSent: "alert sent", evAlertFailed: "alert failed", evMemoryLimit: "memory limit",
-	evClientBodyError: "client body error",
+	evClientBodyError: "client body error", evAcceptError: "accept error",
 }
 
 // eventNamed returns the event with that name, or evNone.

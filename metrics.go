@@ -330,6 +330,24 @@ func (g *gateway) writeMetrics(w *promWriter, now time.Time) {
 	w.sampleU("hermes_client_unauthorized_total", m.unauthorized.Load())
 	w.family("hermes_connections_refused_total", "counter", "Client connections answered 503 and closed because gateway.max_connections were open.")
 	w.sample("hermes_connections_refused_total", float64(g.conns.refused.Load()))
+	var accs []*acceptor
+	for _, a := range []*acceptor{g.httpAcc, g.ctlAcc} {
+		if a != nil {
+			accs = append(accs, a)
+		}
+	}
+	w.family("hermes_accept_errors_total", "counter", "Accept errors waited out, by listener (http: gateway.listen, control: hermes's own commands); EMFILE among them means the gateway ran out of file descriptors.")
+	for _, a := range accs {
+		w.sample("hermes_accept_errors_total", float64(a.errs.Load()), "listener", a.name)
+	}
+	w.family("hermes_accept_reserve_used_total", "counter", "Connections accepted on the reserve file descriptor while the gateway had no other: answered 503 (http) or served (control).")
+	for _, a := range accs {
+		w.sample("hermes_accept_reserve_used_total", float64(a.shed.Load()), "listener", a.name)
+	}
+	w.family("hermes_accept_reserve_held", "gauge", "1 while the listener's reserve file descriptor is open, ready for the next moment without descriptors.")
+	for _, a := range accs {
+		w.sample("hermes_accept_reserve_held", b2f(a.reserve.held()), "listener", a.name)
+	}
 	w.counterVec("hermes_sessions_total", "Sessions (/v1/... requests) by how they ended: finished, cut by a drain, client_gone, refused (503 while draining), upstream_error.",
 		"outcome", outcomeNames[:], m.sessions[:])
 	w.histogram("hermes_session_duration_seconds", "How long admitted sessions lasted, observed as they end.", durationBuckets, &m.duration)

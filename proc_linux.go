@@ -139,3 +139,30 @@ const keeperSupported = true
 // (PR_SET_CHILD_SUBREAPER): a gateway's successor comes back to the keeper
 // when the gateway that started it exits.
 func setSubreaper() error { return unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }
+
+// procFDs is how many file descriptors pid holds and its soft limit, from
+// /proc/PID/fd and /proc/PID/limits.
+func procFDs(pid int) (open, limit int, ok bool) {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return 0, 0, false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
+	if err != nil {
+		return 0, 0, false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, found := strings.CutPrefix(line, "Max open files"); found {
+			f := strings.Fields(rest)
+			if len(f) == 0 {
+				break
+			}
+			n, err := strconv.Atoi(f[0])
+			if err != nil {
+				return 0, 0, false // unlimited
+			}
+			return len(ents), n, true
+		}
+	}
+	return 0, 0, false
+}

@@ -30,3 +30,5 @@ func (h *procHandle) close() {}
 const keeperSupported = false
 
 func setSubreaper() error { return errPlatform }
+
+func procFDs(pid int) (open, limit int, ok bool) { return 0, 0, false }

@@ -208,13 +208,17 @@ func instanceState(in instance) (string, int) {
 	}
 	ans, err := controlRequest(in.Control, "status", statusTimeout)
 	switch {
-	case errors.Is(err, errNoAnswer):
-		return verdictFrozen, 0
 	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED):
 		return verdictStarting, 0
 	case errors.Is(err, fs.ErrPermission):
 		return "running (its control socket is its user's)", 0
 	case err != nil:
+		// A silent control socket: the heartbeat on the listen address
+		// decides (status.go's viaListen).
+		li := &inspection{PID: in.PID, Record: &in.pidRecord}
+		if li.viaListen("no answer on the control socket") {
+			return li.Verdict + " (control socket silent)", 0
+		}
 		return verdictFrozen, 0
 	}
 	var gs gatewayStatus

@@ -442,7 +442,7 @@ func restartOrStop(t *target, force, wait, stop bool) error {
 	// A healthy gateway under a manager stops through the manager, which
 	// drains it with the same budget (TimeoutStopSec / ExitTimeOut come
 	// from the policy) and will not bring it back.
-	managedStop := stop && !force && mgr.Kind != managerNone && (in.Verdict == verdictServing || in.Verdict == verdictDraining || in.Verdict == verdictStarting)
+	managedStop := stop && !force && mgr.Kind != managerNone && (in.Verdict == verdictServing || in.Verdict == verdictDraining || in.Verdict == verdictStarting || in.Verdict == verdictNoFDs)
 
 	if in.proc != nil && in.Verdict != verdictZombie && !managedStop {
 		err := r.walk(ladder)
@@ -480,6 +480,11 @@ func (r *ladderRun) handoff() error {
 	in, p := r.in, r.p
 	if in.Verdict != verdictServing {
 		return noHandoffError{fmt.Sprintf("a handoff needs a serving gateway, and this one is %s", in.Verdict)}
+	}
+	if in.controlDeaf {
+		// A handoff is asked on the control socket; a drain restart is a
+		// signal, which the loop takes without it.
+		return noHandoffError{fmt.Sprintf("pid %d serves but its control socket does not answer, and a handoff is asked there", in.PID)}
 	}
 	t0 := time.Now()
 	r.say("asking pid %d to hand over to a successor (restart.mode handoff)", in.PID)

@@ -279,7 +279,7 @@ func runServe(args []string) (err error) {
 			l.conns = autoConns
 		}
 		return l
-	})
+	}, g.httpAcc)
 
 	var ready func()
 	if inh == nil {

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"syscall"
@@ -23,6 +25,7 @@ const (
 	verdictZombie     = "zombie"  // exited, not yet reaped
 	verdictCrashLoop  = "crash-looping"
 	verdictNotRunning = "not running"
+	verdictNoFDs      = "out of file descriptors" // alive, answers nothing, holds all its descriptors: not proven frozen
 )
 
 // Asking the gateway. status is answered without its loop, from the loop's
@@ -48,6 +51,10 @@ type inspection struct {
 	Gateway *gatewayStatus
 	proc    *procHandle // open while the gateway is proven alive
 	policy  *Policy
+	// controlDeaf: its control socket did not answer, and the verdict
+	// came from its listen address (viaListen) or its descriptors.
+	controlDeaf   bool
+	listenProblem string // why the listen address did not tell, when it did not
 }
 
 // inspect finds the gateway and proves it before anything touches it: a pid
@@ -121,18 +128,40 @@ func (in *inspection) classifyLive(resumed bool) {
 	ans, err := controlRequest(ctl, "status", statusTimeout)
 	if err != nil {
 		switch {
-		case errors.Is(err, errNoAnswer):
-			in.Verdict = verdictFrozen
-			in.Detail = fmt.Sprintf("pid %d is alive but does not answer on its control socket within %s", in.PID, statusTimeout)
 		case errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED):
 			// The pid file goes up before the control socket: a gateway
 			// that is starting. Signals reach it already.
 			in.Verdict = verdictStarting
 			in.Detail = fmt.Sprintf("pid %d has no control socket yet: it is starting", in.PID)
-		default:
+			return
+		}
+		// A silent control socket alone proves nothing: a gateway out of
+		// file descriptors for a moment cannot accept on it. The heartbeat
+		// is also readable on the listen address: the second witness.
+		if strings.HasPrefix(err.Error(), "refused: ") {
+			// It answered, and refused: not this user's gateway to ask.
 			in.Verdict = verdictFrozen
 			in.Detail = fmt.Sprintf("pid %d is alive but its control socket does not work: %v", in.PID, err)
+			return
 		}
+		why := fmt.Sprintf("pid %d does not answer on its control socket within %s", in.PID, statusTimeout)
+		if !errors.Is(err, errNoAnswer) {
+			why = fmt.Sprintf("pid %d's control socket does not work (%v)", in.PID, err)
+		}
+		in.controlDeaf = true
+		if in.viaListen(why) {
+			return
+		}
+		if open, limit, ok := procFDs(in.PID); ok && open >= limit-2 {
+			// Neither answers, and it holds every descriptor it may: out
+			// of descriptors, not proven frozen. Its loop may well act
+			// on a signal: the ladder drains it first.
+			in.Verdict = verdictNoFDs
+			in.Detail = fmt.Sprintf("%s, nor on its listen address, and it holds %d of its %d file descriptors: out of descriptors, not proven frozen", why, open, limit)
+			return
+		}
+		in.Verdict = verdictFrozen
+		in.Detail = why + ", nor on its listen address (" + in.listenProblem + ")"
 		return
 	}
 	var gs gatewayStatus
@@ -160,6 +189,56 @@ func (in *inspection) classifyLive(resumed bool) {
 		in.Verdict = verdictDraining
 		in.Detail = fmt.Sprintf("pid %d is draining (%s): %d sessions left", in.PID, gs.DrainReason, gs.ActiveSessions)
 	}
+}
+
+// viaListen reads the loop's heartbeat on the gateway's listen address (GET
+// /readyz is answered from it, without the loop) when the control socket
+// could not tell, and classifies by it. why says what the control socket
+// did; the detail says which witness decided.
+func (in *inspection) viaListen(why string) bool {
+	if in.Record == nil || in.Record.Listen == "" {
+		in.listenProblem = "the pid file records none"
+		return false
+	}
+	addr := dialable(in.Record.Listen)
+	code, body, err := getReadyz(addr, statusTimeout)
+	if err != nil {
+		in.listenProblem = fmt.Sprintf("GET http://%s/readyz: %v", addr, err)
+		return false
+	}
+	switch {
+	case strings.HasPrefix(body, "frozen"):
+		in.Verdict = verdictFrozen
+		in.Detail = fmt.Sprintf("%s, and GET /readyz on %s says its loop is %s", why, addr, body)
+		return true
+	case code == http.StatusOK && body == string(stateServing):
+		in.Verdict = verdictServing
+	case body == string(stateStarting):
+		in.Verdict = verdictStarting
+	case body == string(stateDraining) || body == string(stateStopping):
+		in.Verdict = verdictDraining
+	default:
+		in.listenProblem = fmt.Sprintf("GET http://%s/readyz answered %d %.60q: not a hermes gateway?", addr, code, body)
+		return false
+	}
+	in.Detail = fmt.Sprintf("%s, but its heartbeat is fresh: GET /readyz on %s answered %d %s (judged by the heartbeat, not by the control socket)", why, addr, code, body)
+	return true
+}
+
+// getReadyz asks GET /readyz at addr, with one deadline for all of it.
+func getReadyz(addr string, timeout time.Duration) (int, string, error) {
+	cl := http.Client{Timeout: timeout, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+	resp, err := cl.Get("http://" + addr + "/readyz")
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // the URL is in the message already
+		}
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	return resp.StatusCode, strings.TrimSpace(string(b)), nil
 }
 
 // delaying reports whether the inspected gateway is the latest start in
@@ -305,7 +384,7 @@ func runStatus(args []string) error {
 			fmt.Printf(" (pid %d)", st.PID)
 		}
 		fmt.Println()
-		if st.Detail != "" && st.Verdict != verdictServing {
+		if st.Detail != "" && (st.Verdict != verdictServing || in.controlDeaf) {
 			fmt.Printf("detail:   %s\n", st.Detail)
 		}
 		if g := in.Gateway; g != nil {

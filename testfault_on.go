@@ -16,6 +16,7 @@ import (
 //	exit-after-ready     the gateway exits 1 right after it is ready (a crash at start)
 //	hold-64mib           the gateway holds 64 MiB it touched, from start to exit (a leak, for the memory guard)
 //	slow-start           the gateway waits 500 ms between opening its sockets and starting its loop (a slow start)
+//	control-deaf         the control socket listens but never accepts (a healthy gateway whose control socket is silent)
 const testFaultsBuilt = true
 
 // testFaultSet reports whether HERMES_TEST_FAULT names the fault.
