@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -35,6 +36,38 @@ func peerUID(c *net.UnixConn) (int, error) {
 		return -1, err
 	}
 	return uid, serr
+}
+
+// controlStatusProven asks the control socket at path for status, and
+// returns it with the pid of the process that holds the socket, from the
+// kernel (SO_PEERCRED, LOCAL_PEERPID), not from the answer: how a gateway is
+// found and proven when its pid file cannot tell.
+func controlStatusProven(path string, timeout time.Duration) (gatewayStatus, int, error) {
+	var gs gatewayStatus
+	c, err := net.DialTimeout("unix", path, timeout)
+	if err != nil {
+		return gs, 0, err
+	}
+	defer c.Close()
+	pid, perr := -1, error(nil)
+	if raw, err := c.(*net.UnixConn).SyscallConn(); err == nil {
+		raw.Control(func(fd uintptr) { pid, perr = socketPeerPID(int(fd)) })
+	}
+	if perr != nil || pid <= 0 {
+		return gs, 0, fmt.Errorf("who holds %s: %v", path, perr)
+	}
+	c.SetDeadline(time.Now().Add(timeout))
+	if _, err := io.WriteString(c, "status\n"); err != nil {
+		return gs, 0, err
+	}
+	line, err := bufio.NewReader(io.LimitReader(c, 64<<10)).ReadString('\n')
+	if err != nil {
+		return gs, 0, err
+	}
+	if err := json.Unmarshal([]byte(line), &gs); err != nil {
+		return gs, 0, fmt.Errorf("%s answered with something that is not hermes status: %.60q", path, line)
+	}
+	return gs, pid, nil
 }
 
 func controlPath(stateDir string) string { return filepath.Join(stateDir, "control.sock") }

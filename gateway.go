@@ -538,6 +538,8 @@ func (g *gateway) spawn() {
 			g.tell(loopInput{kind: inPeerStopNow, pid: pid})
 		case "stopping":
 			g.tell(loopInput{kind: inPeerStopping, pid: pid})
+		case "failed":
+			g.tell(loopInput{kind: inSuccessorFailed, pid: pid, err: errors.New(strings.Join(f[1:], " "))})
 		}
 	})
 	go func() {
@@ -667,24 +669,29 @@ func (g *gateway) standBy() {
 	}()
 }
 
-// commit takes over as the gateway: accept, own the control socket and the
-// pid file, tell systemd and the predecessor.
+// commit takes over as the gateway: own the control socket and the pid
+// file, then accept, tell systemd and the predecessor. Whatever of it
+// fails, it gives up before it accepts anything: it undoes what it did,
+// tells the predecessor why, and exits, and the predecessor serves on (a
+// successor nobody can find by its pid file or control socket must never
+// serve).
 func (g *gateway) commit(from int) {
-	g.serveHTTP()
 	ctl, err := listenControl(g.ctlPath)
 	if err != nil {
-		g.log.errorf(evServeFailed, "error", err)
-	} else {
-		g.ctl.Store(ctl)
-		go g.serveControl(ctl)
+		g.abandonTakeover(from, err)
+		return
 	}
 	self := g.self
 	self.Listen, self.Control = g.ln.Addr().String(), g.ctlPath
 	if err := publishPid(g.pidPath, self); err != nil {
-		g.log.errorf(evServeFailed, "error", err)
-	} else {
-		g.pidSelf.Store(&self)
+		ctl.Close() // the predecessor makes its own again
+		g.abandonTakeover(from, err)
+		return
 	}
+	g.pidSelf.Store(&self)
+	g.ctl.Store(ctl)
+	go g.serveControl(ctl)
+	g.serveHTTP()
 	g.keeper.current()
 	g.sd.put([]byte("READY=1\nSTATUS=serving" + g.mainPID()))
 	g.inh.peer.say(fmt.Sprintf("serving %d", g.pid))
@@ -694,6 +701,19 @@ func (g *gateway) commit(from int) {
 	}
 	g.log.info(evReady, "listen", g.ln.Addr().String(), "pid_file", g.pidPath, "control", g.ctlPath, "handoff_from", from)
 	g.tell(loopInput{kind: inCommitted, pid: from})
+}
+
+// abandonTakeover ends a successor that could not take over: the
+// predecessor hears why (and serves on, making its pid file and control
+// socket its own again), and this gateway exits 1 having accepted nothing.
+func (g *gateway) abandonTakeover(from int, err error) {
+	g.log.errorf(evServeFailed, "error", err, "note", fmt.Sprintf("this successor does not take over; the gateway before it (pid %d) serves on", from))
+	g.inh.peer.say("failed " + strings.ReplaceAll(err.Error(), "\n", " "))
+	g.inh.peer.out.flush(time.Now().Add(time.Second))
+	select {
+	case g.fatal <- fmt.Errorf("cannot take over from pid %d: %w", from, err):
+	default:
+	}
 }
 
 // systemdSocket reports whether the gateway serves on systemd's socket

@@ -27,6 +27,7 @@ import (
 //	successor   -> predecessor  ready <pid>         loop ticking, would answer /readyz 200; not accepting yet
 //	predecessor -> successor    go                  take over
 //	successor   -> predecessor  serving <pid>       accepting; pid file and control socket are its own
+//	successor   -> predecessor  failed <why>        after go, it could not make the pid file or control socket its own: it undid them, accepted nothing, and exits
 //	predecessor -> successor    drain <n> <unixms>  its sessions left, and its drain's deadline
 //	successor   -> predecessor  stopping            the successor drains: no failback to it, end the probation
 //	successor   -> predecessor  stop-now            the successor is being stopped now: finish now

@@ -129,6 +129,7 @@ const (
 	inSuccessorReady   // it is ready and waits for "go"
 	inSuccessorServing // it took over: it accepts, wrote the pid file, owns the control socket
 	inSuccessorExited  // it exited (code)
+	inSuccessorFailed  // it could not take over after "go" (err): it exits
 	inHandoffTimer     // restart.ready_timeout ran out
 	inPeerStopNow      // the successor, being stopped, asks for a stop-now
 	inPeerStopping     // the successor drains: no failback from here, end the probation
@@ -289,7 +290,7 @@ func (s *loopState) step(in loopInput) effects {
 		s.restartNow(in, &fx)
 	case inHandoff:
 		s.requestHandoff(in, &fx)
-	case inSpawned, inSuccessorReady, inSuccessorServing, inSuccessorExited, inHandoffTimer:
+	case inSpawned, inSuccessorReady, inSuccessorServing, inSuccessorExited, inSuccessorFailed, inHandoffTimer:
 		s.handoffProgress(in, &fx)
 	case inPeerStopNow:
 		if s.handedOff {
@@ -423,6 +424,8 @@ func (s *loopState) handoffProgress(in loopInput, fx *effects) {
 		fx.add(effect{kind: effHandOver, code: h.pid})
 	case inSuccessorExited:
 		s.handoffFailed(in, fmt.Sprintf("the successor (pid %d) exited with code %d before it took over", in.pid, in.code), fx)
+	case inSuccessorFailed:
+		s.handoffFailed(in, fmt.Sprintf("the successor (pid %d) could not take over: %v", in.pid, in.err), fx)
 	case inHandoffTimer:
 		s.handoffFailed(in, fmt.Sprintf("the successor (pid %d) was not ready within restart.ready_timeout (%s)", h.pid, s.policy.Restart.ReadyTimeout), fx)
 	}

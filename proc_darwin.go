@@ -147,3 +147,7 @@ func setSubreaper() error { return errors.New("no child subreaper on macOS") }
 // procFDs is not read on macOS: a gateway that answers nothing there is
 // judged by its control socket and listen address alone.
 func procFDs(pid int) (open, limit int, ok bool) { return 0, 0, false }
+
+// socketPeerPID is the pid of the process at the other end of a unix
+// socket, as the kernel recorded it when the connection was made.
+func socketPeerPID(fd int) (int, error) { return unix.GetsockoptInt(fd, unix.SOL_LOCAL, unix.LOCAL_PEERPID) }

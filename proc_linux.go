@@ -166,3 +166,13 @@ func procFDs(pid int) (open, limit int, ok bool) {
 	}
 	return 0, 0, false
 }
+
+// socketPeerPID is the pid of the process at the other end of a unix
+// socket, as the kernel recorded it when the connection was made.
+func socketPeerPID(fd int) (int, error) {
+	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	if err != nil {
+		return -1, err
+	}
+	return int(cred.Pid), nil
+}

@@ -32,3 +32,5 @@ const keeperSupported = false
 func setSubreaper() error { return errPlatform }
 
 func procFDs(pid int) (open, limit int, ok bool) { return 0, 0, false }
+
+func socketPeerPID(fd int) (int, error) { return -1, errPlatform }

@@ -54,6 +54,7 @@ type inspection struct {
 	// controlDeaf: its control socket did not answer, and the verdict
 	// came from its listen address (viaListen) or its descriptors.
 	controlDeaf   bool
+	byControl     bool   // found by its control socket, not by its pid file (findByControl)
 	listenProblem string // why the listen address did not tell, when it did not
 }
 
@@ -100,11 +101,56 @@ func inspect(p *Policy, mgr managerInfo) *inspection {
 			in.classifyLive(false)
 		}
 	}
+	if in.proc == nil && in.Verdict == verdictNotRunning {
+		in.findByControl()
+	}
 	if in.proc == nil && in.Verdict == verdictNotRunning && mgr.crashLooping() {
 		in.Verdict = verdictCrashLoop
 		in.Detail = strings.TrimSpace(in.Detail + "; " + mgr.problem())
 	}
 	return in
+}
+
+// findByControl looks for a gateway that the pid file does not name (it
+// could not be written, or was lost) on the policy's control socket. The
+// process is proven by the kernel's record of who holds the socket, which
+// must be the pid the gateway says it is, and then opened as from a pid
+// file; the detail says how it was found.
+func (in *inspection) findByControl() {
+	ctl := controlPath(in.policy.Gateway.StateDir)
+	gs, pid, err := controlStatusProven(ctl, statusTimeout)
+	if err != nil || gs.PID != pid {
+		return
+	}
+	start, _, err := procInfo(pid)
+	if err != nil {
+		return
+	}
+	h, err := openProc(pid, start)
+	if err != nil {
+		return
+	}
+	why := in.Detail
+	rec := pidRecord{PID: pid, StartTime: start, Name: gs.Name, StateDir: in.policy.Gateway.StateDir,
+		Listen: gs.Listen, Control: ctl, Version: gs.Version, UID: os.Getuid()}
+	in.Record, in.proc, in.PID, in.Stale, in.byControl = &rec, h, pid, false, true
+	switch h.state() {
+	case 0:
+		h.close()
+		in.proc, in.PID, in.Record = nil, 0, nil
+		return
+	case 'T', 't':
+		in.Verdict = verdictStopped
+		in.Detail = fmt.Sprintf("pid %d is stopped (SIGSTOP): it cannot act until continued", pid)
+	default:
+		in.classifyLive(false)
+	}
+	found := fmt.Sprintf("pid %d found by its control socket %s: its pid file does not name it (%s)", pid, ctl, why)
+	if in.Detail == "" {
+		in.Detail = found
+	} else {
+		in.Detail = found + "; " + in.Detail
+	}
 }
 
 // classifyLive reads the gateway's heartbeat: a ticking loop is serving or
@@ -384,7 +430,7 @@ func runStatus(args []string) error {
 			fmt.Printf(" (pid %d)", st.PID)
 		}
 		fmt.Println()
-		if st.Detail != "" && (st.Verdict != verdictServing || in.controlDeaf) {
+		if st.Detail != "" && (st.Verdict != verdictServing || in.controlDeaf || in.byControl) {
 			fmt.Printf("detail:   %s\n", st.Detail)
 		}
 		if g := in.Gateway; g != nil {
