@@ -150,4 +150,6 @@ func procFDs(pid int) (open, limit int, ok bool) { return 0, 0, false }
 
 // socketPeerPID is the pid of the process at the other end of a unix
 // socket, as the kernel recorded it when the connection was made.
-func socketPeerPID(fd int) (int, error) { return unix.GetsockoptInt(fd, unix.SOL_LOCAL, unix.LOCAL_PEERPID) }
+func socketPeerPID(fd int) (int, error) {
+	return unix.GetsockoptInt(fd, unix.SOL_LOCAL, unix.LOCAL_PEERPID)
+}
