@@ -89,7 +89,7 @@ func abnormalEvent(ev journalEvent) (abnormal, degraded bool) {
 		}
 	case evRungSent:
 		return ev.str("signal") == "KILL", false
-	case evTelegramConflict, evTelegramFailing:
+	case evTelegramConflict, evTelegramFailing, evTelegramStoreFailing:
 		return true, true
 	}
 	return ev.Event == evNameMemoryLimit, false
@@ -243,9 +243,9 @@ func (m *incidentModel) apply(ev journalEvent) {
 		m.down(ev.Time, pid, since, false)
 		delete(m.telegram, pid)
 		delete(m.cutting, pid)
-	case evTelegramConflict, evTelegramFailing:
+	case evTelegramConflict, evTelegramFailing, evTelegramStoreFailing:
 		m.telegram[ev.PID] = true
-	case evTelegramConflictEnd, evTelegramRecovered:
+	case evTelegramConflictEnd, evTelegramRecovered, evTelegramStoreRecovered:
 		delete(m.telegram, ev.PID)
 	case evRestartRequested, evStopRequested, evStartRequested:
 		m.requests[ev.PID] = true
@@ -515,11 +515,11 @@ func degradedTime(inc *incident) time.Duration {
 	open := map[int]time.Time{}
 	for _, ev := range inc.events() {
 		switch ev.Kind {
-		case evTelegramConflict, evTelegramFailing:
+		case evTelegramConflict, evTelegramFailing, evTelegramStoreFailing:
 			if _, ok := open[ev.PID]; !ok {
 				open[ev.PID] = ev.Time
 			}
-		case evTelegramConflictEnd, evTelegramRecovered, evExit:
+		case evTelegramConflictEnd, evTelegramRecovered, evTelegramStoreRecovered, evExit:
 			if t, ok := open[ev.PID]; ok {
 				total += ev.Time.Sub(t)
 				delete(open, ev.PID)
@@ -564,7 +564,7 @@ func (inc *incident) classify() {
 		case evExit:
 			failingExits++
 			has[kindCrash] = true
-		case evTelegramConflict, evTelegramFailing:
+		case evTelegramConflict, evTelegramFailing, evTelegramStoreFailing:
 			has[kindTelegram] = true
 		default:
 			if ev.Event == evNameMemoryLimit {
@@ -695,7 +695,7 @@ func incidentActions(inc *incident) []string {
 			out = append(out, fmt.Sprintf("handoff failback: successor %s died (code %s) after taking over; pid %d served again", ev.str("successor"), ev.str("code"), ev.PID))
 		case evDrainTimeout:
 			out = append(out, fmt.Sprintf("drain of pid %d timed out after %s and cut its sessions", ev.PID, ev.str("timeout")))
-		case evTelegramConflict, evTelegramFailing:
+		case evTelegramConflict, evTelegramFailing, evTelegramStoreFailing:
 			out = append(out, fmt.Sprintf("Telegram polling of pid %d backed off (%s)", ev.PID, ev.str("backoff")))
 		case evTelegramRerun:
 			// counted, not listed
@@ -851,6 +851,10 @@ func incidentSummary(inc *incident, loc *time.Location) string {
 				add("The conflict ended after %s (%s).", ev.str("lasted"), plural(atoi(ev.str("conflicts")), "conflict", "conflicts"))
 			case evTelegramRecovered:
 				add("Polling recovered after %s (%s).", ev.str("lasted"), plural(atoi(ev.str("failures")), "failure", "failures"))
+			case evTelegramStoreFailing:
+				add("The bot of pid %d could not store the messages it received (%s): none was accepted until it could.", ev.PID, ev.str("error"))
+			case evTelegramStoreRecovered:
+				add("Storing worked again after %s (%s).", ev.str("lasted"), plural(atoi(ev.str("failures")), "failed write", "failed writes"))
 			}
 		}
 	}
@@ -969,7 +973,7 @@ func hermesDid(inc *incident) string {
 			if ev.str("ok") == "false" {
 				put(strings.TrimSuffix(ev.Event, " done") + " reported failure")
 			}
-		case evTelegramConflict, evTelegramFailing:
+		case evTelegramConflict, evTelegramFailing, evTelegramStoreFailing:
 			put("Telegram polling backed off")
 		default:
 			switch ev.Event {

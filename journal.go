@@ -105,6 +105,8 @@ const (
 	evTelegramStranger       // fields: user: a user not in allowed_users was told their id
 	evTelegramError          // fields: error
 	evTelegramWebhookDeleted // fields: bot, webhook_host
+	evTelegramStoreFailing   // fields: error, backoff: fetched messages cannot be stored; an episode began
+	evTelegramStoreRecovered // fields: failures, lasted
 
 	evAlertSent   // fields: alert, state, to, attempts
 	evAlertFailed // fields: alert, state, error
@@ -140,6 +142,7 @@ var eventNames = [evCount]string{
 	evTelegramFailing: "telegram poll failing", evTelegramRecovered: "telegram poll recovered",
 	evTelegramAnswered: "telegram answered", evTelegramTurnCut: "telegram turn cut", evTelegramRerun: "telegram rerun",
 	evTelegramStranger: "telegram stranger", evTelegramError: "telegram error", evTelegramWebhookDeleted: "telegram webhook deleted",
+	evTelegramStoreFailing: "telegram store failing", evTelegramStoreRecovered: "telegram store recovered",
 	evAlertSent: "alert sent", evAlertFailed: "alert failed", evMemoryLimit: "memory limit",
 	evClientBodyError: "client body error", evAcceptError: "accept error",
 }

@@ -137,7 +137,7 @@ var (
 	reloadResults   = [...]string{"ok", "failed"}
 	tgPollResults   = [...]string{"ok", "conflict", "error"}
 	gatewayStates   = [...]gwState{stateStarting, stateServing, stateDraining, stateStopping}
-	telegramStates  = [...]string{"starting", "polling", "conflict", "failing", "stopped"}
+	telegramStates  = [...]string{"starting", "polling", "conflict", "failing", "store_failing", "stopped"}
 	hermesGoVersion = runtime.Version()
 )
 
@@ -157,9 +157,10 @@ type metrics struct {
 	watchdog      atomic.Uint64
 	unauthorized  atomic.Uint64 // requests refused 401 for want of a client key
 
-	tgPolls     [len(tgPollResults)]atomic.Uint64
-	tgConflicts atomic.Uint64
-	tgAnswers   atomic.Uint64
+	tgPolls       [len(tgPollResults)]atomic.Uint64
+	tgConflicts   atomic.Uint64
+	tgStoreErrors atomic.Uint64 // accepted updates the store could not write
+	tgAnswers     atomic.Uint64
 
 	// The start ledger as this gateway found it (noteStart, before it
 	// serves: read only after).
@@ -388,6 +389,8 @@ func (g *gateway) writeMetrics(w *promWriter, now time.Time) {
 		}
 		w.family("hermes_telegram_conflicts_total", "counter", "Polling-conflict episodes begun (another bot instance polls the token); every 409 is a conflict poll.")
 		w.sampleU("hermes_telegram_conflicts_total", m.tgConflicts.Load())
+		w.family("hermes_telegram_store_errors_total", "counter", "Polls whose messages could not be stored (the state dir fails): not accepted, fetched again later.")
+		w.sampleU("hermes_telegram_store_errors_total", m.tgStoreErrors.Load())
 		w.family("hermes_telegram_answers_total", "counter", "Telegram messages answered.")
 		w.sampleU("hermes_telegram_answers_total", m.tgAnswers.Load())
 		w.family("hermes_telegram_last_poll_age_seconds", "gauge", "How long ago a poll last succeeded (absent before the first).")

@@ -65,7 +65,7 @@ type telegramBot struct {
 
 // tgStatus is the bot's part of /status, read without the loop.
 type tgStatus struct {
-	State     string    `json:"state"` // starting, polling, conflict, failing, stopped
+	State     string    `json:"state"` // starting, polling, conflict, failing, store_failing, stopped
 	Degraded  string    `json:"degraded,omitempty"`
 	Bot       string    `json:"bot,omitempty"`
 	LastPoll  time.Time `json:"last_poll_ok,omitempty"`
@@ -192,6 +192,8 @@ func (b *telegramBot) statusNow(p *Policy, now time.Time) *tgStatus {
 		s.Degraded = fmt.Sprintf("polling conflict: another bot instance polls this token (%d conflicts since %s)", s.Conflicts, s.Since.Local().Format("15:04:05"))
 	case s.State == "failing":
 		s.Degraded = fmt.Sprintf("polls fail since %s (%d failed calls): %s", s.Since.Local().Format("15:04:05"), s.Failures, s.LastError)
+	case s.State == "store_failing":
+		s.Degraded = fmt.Sprintf("messages cannot be stored since %s (%d failed writes), so none is accepted: %s", s.Since.Local().Format("15:04:05"), s.Failures, s.LastError)
 	case s.State == "polling" && !s.LastPoll.IsZero() && now.Sub(s.LastPoll) > deaf:
 		s.Degraded = fmt.Sprintf("deaf: no poll has succeeded for %s", now.Sub(s.LastPoll).Round(time.Second))
 	}
@@ -245,8 +247,9 @@ func (b *telegramBot) startPoller() {
 func (b *telegramBot) poll(ctx context.Context) {
 	p := b.g.policy.Load()
 	bo := pollBackoff{max: p.Telegram.BackoffMax}
-	conflict, failing := episode{}, episode{}
+	conflict, failing, storing := episode{}, episode{}, episode{}
 	conflictAlerted := false
+	short := false // the next poll is a short one: the last one failed
 	// The token and the webhook, first: a wrong token is a policy error,
 	// never a restart loop.
 	for {
@@ -310,7 +313,8 @@ func (b *telegramBot) poll(ctx context.Context) {
 	for ctx.Err() == nil {
 		p = b.g.policy.Load()
 		bo.max = p.Telegram.BackoffMax
-		ups, err := b.getUpdates(ctx, p, st.offset)
+		ups, err := b.getUpdates(ctx, p, st.offset, short)
+		short = err != nil
 		if ctx.Err() != nil {
 			return // stopped: a 409 now is the successor's poll, not a conflict
 		}
@@ -343,7 +347,6 @@ func (b *telegramBot) poll(ctx context.Context) {
 			}
 			continue
 		}
-		bo.reset()
 		now := time.Now()
 		if n, lasted, ok := conflict.end(now); ok {
 			b.g.log.info(evTelegramConflictEnd, "conflicts", n, "lasted", lasted.Round(time.Millisecond))
@@ -355,19 +358,43 @@ func (b *telegramBot) poll(ctx context.Context) {
 		if n, lasted, ok := failing.end(now); ok {
 			b.g.log.info(evTelegramRecovered, "failures", n, "lasted", lasted.Round(time.Millisecond))
 		}
-		b.setStatus(func(s *tgStatus) {
-			s.State, s.LastPoll, s.Since, s.Conflicts, s.Failures, s.NextTry, s.LastError = "polling", now, time.Time{}, 0, 0, time.Time{}, ""
-		})
 		if len(ups) > 0 {
 			if err := b.accept(p, st, ups); err != nil {
 				// Not on disk, so not acknowledged: the same updates come
-				// again with the next poll.
-				b.g.log.errorf(evTelegramError, "error", err)
-				if !sleepCtx(ctx, bo.next()) {
+				// again with a later poll. Nothing is lost, but the bot
+				// is deaf until it can write: say so, and back off.
+				b.storeFailed(p, err, &storing, bo.next())
+				short = true
+				if !sleepCtx(ctx, b.status.Load().NextTry.Sub(time.Now())) {
 					return
 				}
+				continue
 			}
 		}
+		bo.reset()
+		if n, lasted, ok := storing.end(now); ok {
+			b.g.log.info(evTelegramStoreRecovered, "failures", n, "lasted", lasted.Round(time.Millisecond))
+			b.g.alerts.fire("telegram_store", "resolved", fmt.Sprintf("hermes %q: the bot %s stores its messages again, after %s (%d failed writes)", p.Name, b.bot, lasted.Round(time.Second), n))
+		}
+		b.setStatus(func(s *tgStatus) {
+			s.State, s.LastPoll, s.Since, s.Conflicts, s.Failures, s.NextTry, s.LastError = "polling", now, time.Time{}, 0, 0, time.Time{}, ""
+		})
+	}
+}
+
+// storeFailed notes updates the store could not write: the poll worked,
+// but the bot cannot accept what it fetched. Logged, counted and alerted
+// once when the episode begins; status says degraded throughout.
+func (b *telegramBot) storeFailed(p *Policy, err error, storing *episode, wait time.Duration) {
+	msg := b.scrub(err.Error())
+	first := storing.begin(time.Now())
+	b.g.mx.tgStoreErrors.Add(1)
+	b.setStatus(func(s *tgStatus) {
+		s.State, s.Since, s.Failures, s.NextTry, s.LastError = "store_failing", storing.since, storing.n, time.Now().Add(wait), msg
+	})
+	if first {
+		b.g.log.errorf(evTelegramStoreFailing, "error", msg, "backoff", wait, "note", "messages are fetched but cannot be stored, so none is accepted: they come again once the state dir can be written")
+		b.g.alerts.fire("telegram_store", "firing", fmt.Sprintf("hermes %q: the bot %s cannot store the messages it receives (%s): it answers none until the state dir can be written", p.Name, b.bot, msg), "error", msg)
 	}
 }
 
@@ -459,12 +486,19 @@ func (b *telegramBot) takePollLock(ctx context.Context) (*os.File, bool) {
 	}
 }
 
-func (b *telegramBot) getUpdates(ctx context.Context, p *Policy, offset int64) ([]tgUpdate, error) {
-	cctx, cancel := context.WithTimeout(ctx, p.Telegram.PollTimeout+p.Telegram.RequestTimeout)
+// getUpdates polls once: a long poll of telegram.poll_timeout, or a short
+// one (short: the Bot API answers at once) after a failure, so that the
+// first good poll ends the episode at once, not a long poll later.
+func (b *telegramBot) getUpdates(ctx context.Context, p *Policy, offset int64, short bool) ([]tgUpdate, error) {
+	wait := p.Telegram.PollTimeout
+	if short {
+		wait = 0
+	}
+	cctx, cancel := context.WithTimeout(ctx, wait+p.Telegram.RequestTimeout)
 	defer cancel()
 	var ups []tgUpdate
 	err := b.api.call(cctx, "getUpdates", map[string]any{
-		"offset": offset, "timeout": int(p.Telegram.PollTimeout.Seconds()), "allowed_updates": []string{"message"},
+		"offset": offset, "timeout": int(wait.Seconds()), "allowed_updates": []string{"message"},
 	}, &ups)
 	return ups, err
 }

@@ -135,6 +135,7 @@ type tgStore struct {
 	path string
 	f    *os.File
 	size int64 // bytes this process knows the file holds (its own appends)
+	torn bool  // the last append left a torn line it could not cut off
 }
 
 func tgStorePath(stateDir string) string {
@@ -167,11 +168,34 @@ func (s *tgStore) append(recs ...tgRecord) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.torn {
+		// The last append failed halfway and could not be cut off: end
+		// its torn line first, so that replay skips it alone.
+		b2 := append([]byte{'\n'}, b.Bytes()...)
+		b.Reset()
+		b.Write(b2)
+	}
+	var end int64 = -1 // the file's size before this append
+	if st, err := s.f.Stat(); err == nil {
+		end = st.Size()
+	}
 	n, err := s.f.Write(b.Bytes())
 	s.size += int64(n)
 	if err != nil {
+		// A write cut short (ENOSPC halfway) leaves a torn line, which the
+		// next record would be appended to: cut it off again, if the file
+		// holds nothing after it but this write's part.
+		if n > 0 {
+			st, serr := s.f.Stat()
+			if end >= 0 && serr == nil && st.Size() == end+int64(n) && s.f.Truncate(end) == nil {
+				s.size -= int64(n)
+			} else {
+				s.torn = true
+			}
+		}
 		return fmt.Errorf("writing %s: %w", s.path, err)
 	}
+	s.torn = false
 	if err := s.f.Sync(); err != nil {
 		return fmt.Errorf("syncing %s: %w", s.path, err)
 	}
