@@ -378,10 +378,14 @@ type upstreamWatch struct {
 	alerted atomic.Bool
 }
 
-func (g *gateway) upstreamFailed(err error) {
+func (g *gateway) upstreamFailed(err error) { g.upstreamFailedSince(err, time.Now()) }
+
+// upstreamFailedSince is upstreamFailed for an upstream silent since
+// started (a request that timed out): it has been down since then.
+func (g *gateway) upstreamFailedSince(err error, started time.Time) {
 	w := &g.upWatch
 	now := monoNow()
-	w.since.CompareAndSwap(0, now)
+	w.since.CompareAndSwap(0, monoNanos(started))
 	p := g.policy.Load()
 	down := time.Duration(now - w.since.Load())
 	if g.alerts != nil && down >= p.Alerts.UpstreamDownFor && w.alerted.CompareAndSwap(false, true) {

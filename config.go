@@ -159,6 +159,7 @@ type TelegramPolicy struct {
 	Model              string        // the model name sent upstream
 	SystemPrompt       string        // "" sends none
 	HistoryTurns       int           // turns of history kept per chat and sent upstream
+	MaxAnswer          int           // characters of an answer sent to a chat and kept; the rest is cut with a notice
 	PollTimeout        time.Duration // getUpdates long-poll timeout
 	EditEvery          time.Duration // a streamed reply is edited at most this often
 	RequestTimeout     time.Duration // every other Bot API call
@@ -238,7 +239,7 @@ func defaultPolicy() *Policy {
 		CrashLoop: CrashLoopPolicy{Starts: 5, Window: 2 * time.Minute, BaseDelay: 5 * time.Second, MaxDelay: 5 * time.Minute},
 		Journal:   JournalPolicy{MaxBytes: 1 << 20, ExitFlush: 2 * time.Second},
 		Telegram: TelegramPolicy{
-			APIBase: "https://api.telegram.org", Model: "gpt-4o-mini", HistoryTurns: 10,
+			APIBase: "https://api.telegram.org", Model: "gpt-4o-mini", HistoryTurns: 10, MaxAnswer: 16000,
 			PollTimeout: 30 * time.Second, EditEvery: time.Second, RequestTimeout: 10 * time.Second,
 			BackoffMax: time.Minute, StrangerReplyEvery: time.Hour,
 		},
@@ -376,6 +377,7 @@ type filePolicy struct {
 		Model              *string  `toml:"model"`
 		SystemPrompt       *string  `toml:"system_prompt"`
 		HistoryTurns       *int     `toml:"history_turns"`
+		MaxAnswer          *int     `toml:"max_answer"`
 		PollTimeout        *string  `toml:"poll_timeout"`
 		EditEvery          *string  `toml:"edit_every"`
 		RequestTimeout     *string  `toml:"request_timeout"`
@@ -567,7 +569,7 @@ var knownKeys = []string{
 	"crash_loop.starts", "crash_loop.window", "crash_loop.base_delay", "crash_loop.max_delay",
 	"journal.max_bytes", "journal.exit_flush",
 	"telegram.token_env", "telegram.token_file", "telegram.api_base", "telegram.allowed_users", "telegram.model",
-	"telegram.system_prompt", "telegram.history_turns", "telegram.poll_timeout", "telegram.edit_every",
+	"telegram.system_prompt", "telegram.history_turns", "telegram.max_answer", "telegram.poll_timeout", "telegram.edit_every",
 	"telegram.request_timeout", "telegram.backoff_max", "telegram.delete_webhook", "telegram.stranger_reply_every",
 	"alerts.webhook_url", "alerts.webhook_url_env", "alerts.telegram_chat", "alerts.timeout", "alerts.retries",
 	"alerts.telegram_conflict_for", "alerts.upstream_down_for",
@@ -855,6 +857,9 @@ func (v *validator) apply(p *Policy, f *filePolicy) {
 	if t.HistoryTurns != nil {
 		p.Telegram.HistoryTurns = *t.HistoryTurns
 	}
+	if t.MaxAnswer != nil {
+		p.Telegram.MaxAnswer = *t.MaxAnswer
+	}
 	v.dur(&p.Telegram.PollTimeout, t.PollTimeout, "telegram.poll_timeout")
 	v.dur(&p.Telegram.EditEvery, t.EditEvery, "telegram.edit_every")
 	v.dur(&p.Telegram.RequestTimeout, t.RequestTimeout, "telegram.request_timeout")
@@ -1107,6 +1112,9 @@ func (v *validator) checkTelegram(p *Policy) {
 	if t.HistoryTurns < 0 || t.HistoryTurns > 100 {
 		v.fail("telegram.history_turns", "%d is out of range: use 0 to 100", t.HistoryTurns)
 	}
+	if t.MaxAnswer < 100 || t.MaxAnswer > 1000000 {
+		v.fail("telegram.max_answer", "%d is out of range: use 100 to 1000000 characters (Telegram shows 4096 in one message)", t.MaxAnswer)
+	}
 	if t.PollTimeout < time.Second || t.PollTimeout > 50*time.Second {
 		v.fail("telegram.poll_timeout", "%s is out of range: use 1s to 50s (Telegram holds a long poll at most 50s)", t.PollTimeout)
 	}
@@ -1238,8 +1246,8 @@ func (p *Policy) render() string {
 		for i, id := range t.AllowedUsers {
 			ids[i] = strconv.FormatInt(id, 10)
 		}
-		fmt.Fprintf(&b, "\n[telegram]  # %s\ntoken_env = %s\ntoken_file = %s\napi_base = %s\nallowed_users = [%s]\nmodel = %s\nsystem_prompt = %s\nhistory_turns = %d\n",
-			map[bool]string{true: "on", false: "off: no token_env or token_file"}[t.Enabled()], q(t.TokenEnv), q(t.TokenFile), q(t.APIBase), strings.Join(ids, ", "), q(t.Model), q(t.SystemPrompt), t.HistoryTurns)
+		fmt.Fprintf(&b, "\n[telegram]  # %s\ntoken_env = %s\ntoken_file = %s\napi_base = %s\nallowed_users = [%s]\nmodel = %s\nsystem_prompt = %s\nhistory_turns = %d\nmax_answer = %d\n",
+			map[bool]string{true: "on", false: "off: no token_env or token_file"}[t.Enabled()], q(t.TokenEnv), q(t.TokenFile), q(t.APIBase), strings.Join(ids, ", "), q(t.Model), q(t.SystemPrompt), t.HistoryTurns, t.MaxAnswer)
 		fmt.Fprintf(&b, "poll_timeout = %s\nedit_every = %s\nrequest_timeout = %s\nbackoff_max = %s\ndelete_webhook = %t\nstranger_reply_every = %s\n",
 			d(t.PollTimeout), d(t.EditEvery), d(t.RequestTimeout), d(t.BackoffMax), t.DeleteWebhook, d(t.StrangerReplyEvery))
 	}

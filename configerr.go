@@ -44,7 +44,7 @@ var keyKinds = map[string]keyKind{
 	"crash_loop.max_delay": kindDuration, "journal.max_bytes": kindInt, "journal.exit_flush": kindDuration,
 	"telegram.token_env": kindString, "telegram.token_file": kindString, "telegram.api_base": kindString,
 	"telegram.allowed_users": kindIntList, "telegram.model": kindString, "telegram.system_prompt": kindString,
-	"telegram.history_turns": kindInt, "telegram.poll_timeout": kindDuration, "telegram.edit_every": kindDuration,
+	"telegram.history_turns": kindInt, "telegram.max_answer": kindInt, "telegram.poll_timeout": kindDuration, "telegram.edit_every": kindDuration,
 	"telegram.request_timeout": kindDuration, "telegram.backoff_max": kindDuration, "telegram.delete_webhook": kindBool,
 	"telegram.stranger_reply_every": kindDuration,
 	"alerts.webhook_url":            kindString, "alerts.webhook_url_env": kindString, "alerts.telegram_chat": kindInt,
@@ -66,7 +66,7 @@ var keyExamples = map[string]string{
 	"lock.scope": `"gateway"`, "lock.lock_dir": `"/run/lock/hermes"`,
 	"service.start_limit_burst": "10", "crash_loop.starts": "5", "journal.max_bytes": "1048576",
 	"telegram.token_env": `"TELEGRAM_BOT_TOKEN"`, "telegram.token_file": `"/etc/hermes/bot.token"`,
-	"telegram.api_base": `"https://api.telegram.org"`, "telegram.model": `"gpt-4o-mini"`, "telegram.history_turns": "10",
+	"telegram.api_base": `"https://api.telegram.org"`, "telegram.model": `"gpt-4o-mini"`, "telegram.history_turns": "10", "telegram.max_answer": "16000",
 	"alerts.webhook_url": `"https://hooks.example.org/hermes"`, "alerts.telegram_chat": "123456789", "alerts.retries": "2",
 	"limits.max_rss": `"512MiB"`,
 

@@ -4,7 +4,12 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -143,4 +148,96 @@ func keysOf[V any](m map[int64]V) []int64 {
 		out = append(out, k)
 	}
 	return out
+}
+
+// TestTelegramAnswerIsCapped: an upstream that answers 10 MB is cut at
+// telegram.max_answer: a few messages, not thousands, ending with a notice
+// that says so; hermes stops reading the upstream; the chat's history on
+// disk stays small.
+func TestTelegramAnswerIsCapped(t *testing.T) {
+	bot := newFakeBotAPI(t)
+	stopped := make(chan error, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		chunk := `data: {"choices":[{"delta":{"content":"` + strings.Repeat("y", 1000) + `"}}]}` + "\n\n"
+		for i := 0; i < 10000; i++ { // 10 MB
+			if _, err := io.WriteString(w, chunk); err != nil {
+				stopped <- err
+				return
+			}
+			w.(http.Flusher).Flush()
+		}
+		io.WriteString(w, "data: [DONE]\n\n")
+		stopped <- nil
+	}))
+	t.Cleanup(up.Close)
+	e := telegramEnv(t, bot, fmt.Sprintf("upstream = %q\n", up.URL), "max_answer = 5000\n")
+	g := e.startGateway()
+	g.waitLog("telegram polling", 10*time.Second)
+	_, m := bot.userMessage(tgAllowed, tgAllowed, "tell me everything")
+	g.waitLog("telegram answered", 30*time.Second)
+	replies := bot.repliesTo(tgAllowed, m)
+	all := bot.sent(tgAllowed)
+	if len(all) > 3 || len(replies) == 0 {
+		t.Fatalf("%d messages sent to the chat (%d replying), want 2 (5000 characters and the notice)", len(all), len(replies))
+	}
+	last := all[len(all)-1].Text
+	t.Logf("%d messages to the chat, the last %d bytes", len(all), len(last))
+	if !strings.HasSuffix(last, "[answer cut at 5000 characters]") {
+		t.Errorf("the last message ends %q, want the cut notice", last[max(len(last)-80, 0):])
+	}
+	select {
+	case err := <-stopped:
+		if err == nil {
+			t.Error("hermes read the whole 10 MB answer")
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("the upstream was still being read 30s after the answer was cut")
+	}
+	if fi, err := os.Stat(tgStorePath(e.stateDir)); err != nil || fi.Size() > 64<<10 {
+		t.Errorf("the chat's history on disk: %v, %v (want under 64 KiB)", fi.Size(), err)
+	}
+}
+
+// TestTelegramHungUpstreamTimesOut: an upstream that accepts and never
+// answers ends a Telegram turn after gateway.upstream_header_timeout with
+// an error notice in the chat, counts as a timeout, fires the
+// upstream-unreachable alert, and the chat's next message is answered.
+func TestTelegramHungUpstreamTimesOut(t *testing.T) {
+	bot := newFakeBotAPI(t)
+	hook := newFakeWebhook(t)
+	release := make(chan struct{})
+	var hung atomic.Bool
+	hung.Store(true)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hung.Load() {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, `data: {"choices":[{"delta":{"content":"back"}}]}`+"\n\ndata: [DONE]\n\n")
+	}))
+	t.Cleanup(func() { close(release); up.Close() })
+	e := telegramEnv(t, bot, fmt.Sprintf("upstream = %q\nupstream_header_timeout = \"1s\"\n", up.URL),
+		fmt.Sprintf("[alerts]\nwebhook_url = %q\nupstream_down_for = \"1s\"\n", hook.srv.URL))
+	g := e.startGateway()
+	g.waitLog("telegram polling", 10*time.Second)
+	_, m1 := bot.userMessage(tgAllowed, tgAllowed, "are you there")
+	if !bot.waitFor(30*time.Second, func() bool {
+		r := bot.repliesTo(tgAllowed, m1)
+		return len(r) > 0 && strings.Contains(r[len(r)-1].Text, "upstream timeout")
+	}) {
+		t.Fatalf("no timeout notice in the chat: %+v", bot.repliesTo(tgAllowed, m1))
+	}
+	hook.waitAlert(t, "upstream_unreachable", "firing", 20*time.Second)
+	_, metrics := httpGet(t, g.url+"/metrics")
+	if metricValue(metrics, `hermes_upstream_errors_total{kind="timeout"}`) < 1 {
+		t.Errorf("the timeout was not counted:\n%s", grepLines(metrics, "hermes_upstream_errors_total"))
+	}
+	hung.Store(false)
+	_, m2 := bot.userMessage(tgAllowed, tgAllowed, "and now")
+	answered(t, bot, tgAllowed, m2, "back", 30*time.Second)
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // A Telegram turn's answer: a streaming chat completion from the same
@@ -21,8 +22,10 @@ import (
 // complete returns the answer's full text; partial is called with the
 // text so far as it grows.
 func (b *telegramBot) complete(ctx context.Context, p *Policy, msgs []map[string]string, partial func(string)) (string, error) {
+	ans := newCappedAnswer(p.Telegram.MaxAnswer, partial)
 	if p.Gateway.Upstream == "" {
-		return echoComplete(ctx, msgs[len(msgs)-1]["content"], p.Echo.WordDelay, partial)
+		err := echoComplete(ctx, msgs[len(msgs)-1]["content"], p.Echo.WordDelay, ans)
+		return ans.String(), err
 	}
 	body, _ := json.Marshal(map[string]any{"model": p.Telegram.Model, "stream": true, "messages": msgs})
 	base := strings.TrimSuffix(p.Gateway.Upstream, "/")
@@ -30,7 +33,24 @@ func (b *telegramBot) complete(ctx context.Context, p *Policy, msgs []map[string
 	if strings.HasSuffix(base, "/v1") {
 		target = base + "/chat/completions"
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
+	// The policy's upstream deadlines, as on the HTTP path: the answer's
+	// head within upstream_header_timeout, no silence inside it longer
+	// than upstream_idle_timeout.
+	cctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	started := time.Now()
+	headTimeout := fmt.Errorf("upstream timeout: no answer within gateway.upstream_header_timeout (%s)", p.Gateway.UpstreamHeaderTimeout)
+	idleTimeout := fmt.Errorf("upstream timeout: the answer stopped for gateway.upstream_idle_timeout (%s)", p.Gateway.UpstreamIdleTimeout)
+	head := time.AfterFunc(p.Gateway.UpstreamHeaderTimeout, func() { cancel(headTimeout) })
+	timedOut := func(err error) error {
+		if c := context.Cause(cctx); ctx.Err() == nil && (c == headTimeout || c == idleTimeout) {
+			b.g.mx.upstream[upTimeout].Add(1)
+			b.g.upstreamFailedSince(c, started)
+			return c
+		}
+		return err
+	}
+	req, err := http.NewRequestWithContext(cctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
 		return "", errors.New("upstream: bad gateway.upstream")
 	}
@@ -42,15 +62,23 @@ func (b *telegramBot) complete(ctx context.Context, p *Policy, msgs []map[string
 		}
 	}
 	resp, err := b.g.client.Do(req)
+	head.Stop()
 	if err != nil {
+		if terr := timedOut(nil); terr != nil {
+			return "", terr
+		}
+		kind := upstreamErrKind(err)
 		err = fmt.Errorf("upstream unreachable: %v", withoutURL(err))
 		if ctx.Err() == nil {
+			b.g.mx.upstream[kind].Add(1)
 			b.g.upstreamFailed(err)
 		}
 		return "", err
 	}
 	defer resp.Body.Close()
 	b.g.upstreamAnswered()
+	timer := time.AfterFunc(p.Gateway.UpstreamIdleTimeout, func() { cancel(idleTimeout) })
+	defer timer.Stop()
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
 		return "", fmt.Errorf("upstream answered HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(msg)))
@@ -65,14 +93,18 @@ func (b *telegramBot) complete(ctx context.Context, p *Policy, msgs []map[string
 			} `json:"choices"`
 		}
 		if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&r); err != nil || len(r.Choices) == 0 {
+			if terr := timedOut(nil); terr != nil {
+				return "", terr
+			}
 			return "", errors.New("upstream answered something that is not a chat completion")
 		}
-		return r.Choices[0].Message.Content, nil
+		ans.add(r.Choices[0].Message.Content)
+		return ans.String(), nil
 	}
-	var text strings.Builder
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	for sc.Scan() {
+		timer.Reset(p.Gateway.UpstreamIdleTimeout)
 		line := sc.Bytes()
 		data, ok := bytes.CutPrefix(line, []byte("data:"))
 		if !ok {
@@ -80,7 +112,7 @@ func (b *telegramBot) complete(ctx context.Context, p *Policy, msgs []map[string
 		}
 		data = bytes.TrimSpace(data)
 		if string(data) == "[DONE]" {
-			return text.String(), nil
+			return ans.String(), nil
 		}
 		var chunk struct {
 			Choices []struct {
@@ -96,35 +128,77 @@ func (b *telegramBot) complete(ctx context.Context, p *Policy, msgs []map[string
 			continue
 		}
 		if chunk.Error != nil {
-			return text.String(), fmt.Errorf("upstream: %s", chunk.Error.Message)
+			return ans.String(), fmt.Errorf("upstream: %s", chunk.Error.Message)
 		}
 		if len(chunk.Choices) > 0 && chunk.Choices[0].Delta.Content != "" {
-			text.WriteString(chunk.Choices[0].Delta.Content)
-			partial(text.String())
+			if !ans.add(chunk.Choices[0].Delta.Content) {
+				return ans.String(), nil // cut at telegram.max_answer: the rest is not read
+			}
 		}
 	}
 	if err := sc.Err(); err != nil && ctx.Err() == nil {
-		return text.String(), fmt.Errorf("upstream stream broken: %v", err)
+		if terr := timedOut(nil); terr != nil {
+			return ans.String(), terr
+		}
+		return ans.String(), fmt.Errorf("upstream stream broken: %v", err)
 	}
 	if ctx.Err() != nil {
-		return text.String(), ctx.Err()
+		return ans.String(), ctx.Err()
 	}
-	return text.String(), nil // ended without [DONE]: what came is the answer
+	return ans.String(), nil // ended without [DONE]: what came is the answer
 }
+
+// cappedAnswer is an answer as it streams, cut at telegram.max_answer
+// characters with a notice saying so.
+type cappedAnswer struct {
+	b       strings.Builder
+	max, n  int // the cap, and the characters so far
+	cut     bool
+	partial func(string)
+}
+
+func newCappedAnswer(max int, partial func(string)) *cappedAnswer {
+	return &cappedAnswer{max: max, partial: partial}
+}
+
+// add appends s and shows the answer so far; false once the answer is cut.
+func (a *cappedAnswer) add(s string) bool {
+	if a.cut {
+		return false
+	}
+	if n := utf8.RuneCountInString(s); a.n+n <= a.max {
+		a.b.WriteString(s)
+		a.n += n
+	} else {
+		for _, r := range s {
+			if a.n == a.max {
+				break
+			}
+			a.b.WriteRune(r)
+			a.n++
+		}
+		fmt.Fprintf(&a.b, "\n\n[answer cut at %d characters]", a.max)
+		a.cut = true
+	}
+	a.partial(a.b.String())
+	return !a.cut
+}
+
+func (a *cappedAnswer) String() string { return a.b.String() }
 
 // echoComplete is the echo upstream's answer, word by word: the message
 // itself.
-func echoComplete(ctx context.Context, msg string, delay time.Duration, partial func(string)) (string, error) {
-	var text strings.Builder
+func echoComplete(ctx context.Context, msg string, delay time.Duration, ans *cappedAnswer) error {
 	for i, w := range strings.Fields(msg) {
 		if !sleepCtx(ctx, delay) {
-			return text.String(), ctx.Err()
+			return ctx.Err()
 		}
 		if i > 0 {
-			text.WriteByte(' ')
+			w = " " + w
 		}
-		text.WriteString(w)
-		partial(text.String())
+		if !ans.add(w) {
+			return nil
+		}
 	}
-	return text.String(), nil
+	return nil
 }
