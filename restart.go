@@ -643,7 +643,15 @@ func (r *ladderRun) bringBack(mgr managerInfo, finishCmd string) error {
 func (r *ladderRun) startFailed(mgr managerInfo, err error, finishCmd string) error {
 	r.record(r.doneEvent(), "ok", false, "error", err.Error())
 	tail := mgr.logTail(r.p, 20)
-	if tail != "" {
+	if strings.TrimSpace(tail) == "" {
+		// Nothing in its log: a gateway that could not write it (a full
+		// or failing state dir) cannot say why itself.
+		if why := stateDirWritable(r.p.Gateway.StateDir); why != nil {
+			err = fmt.Errorf("%w\nits log is empty, and the state dir %s cannot be written: %v", err, r.p.Gateway.StateDir, why)
+			return withHint(err, "free space in %s (df -h %s shows it), or fix what the error says; then run: %s",
+				r.p.Gateway.StateDir, shellQuote(r.p.Gateway.StateDir), finishCmd)
+		}
+	} else {
 		err = fmt.Errorf("%w\nlast lines of its log:\n%s", err, strings.TrimRight(tail, "\n"))
 	}
 	if strings.Contains(tail, "code=78") {
@@ -652,6 +660,25 @@ func (r *ladderRun) startFailed(mgr managerInfo, err error, finishCmd string) er
 		return withHint(err, "fix what the log says (check the policy with: hermes check-config%s)\nthen run: %s", configFlag(r.p), finishCmd)
 	}
 	return withHint(err, "see more of the log with: %s\nthen run: %s", logCommand(mgr, r.p, 50), finishCmd)
+}
+
+// stateDirWritable writes, syncs and removes a page-sized probe file in the
+// state dir: the error says why the gateway cannot write there (no space
+// left, a read-only or failing disk), nil when it can.
+func stateDirWritable(dir string) error {
+	f, err := os.CreateTemp(dir, ".hermes-probe-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	_, err = f.Write(make([]byte, 4096))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // logCommand is the command that shows the last n lines of the

@@ -132,3 +132,15 @@ func TestGatewayFoundWithoutItsPidFile(t *testing.T) {
 		t.Errorf("the gateway exited %d after hermes stop, want 0", c)
 	}
 }
+
+// TestStartWithTheStateDirFull: a gateway that cannot write its log cannot
+// say why it failed; hermes start says it for it.
+func TestStartWithTheStateDirFull(t *testing.T) {
+	e := newTestEnv(t, "")
+	fill, _ := smallStateDir(t, e)
+	fill()
+	out, errOut, code := e.hermes(30*time.Second, "start")
+	if code == 0 || !strings.Contains(errOut, "no space left on device") || !strings.Contains(errOut, "free space in") {
+		t.Errorf("hermes start with the state dir full: rc %d\n%s%s", code, out, errOut)
+	}
+}

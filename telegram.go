@@ -399,10 +399,18 @@ func (b *telegramBot) storeFailed(p *Policy, err error, storing *episode, wait t
 }
 
 func (b *telegramBot) stopWhy() string {
-	if b.g.snap.Load().State == stateDraining {
+	s := b.g.snap.Load()
+	switch {
+	case s.HandedOff && s.Successor != 0:
+		return fmt.Sprintf("handed over to the successor (pid %d)", s.Successor)
+	case s.HandedOff:
+		return "handed over to the successor"
+	case s.State == stateDraining && s.Reason != "":
+		return "the gateway drains (" + s.Reason + ")"
+	case s.State == stateDraining:
 		return "the gateway drains"
 	}
-	return "handed over to the successor"
+	return "the gateway stops"
 }
 
 func tokenRefused(p *Policy) error {

@@ -241,3 +241,20 @@ func TestTelegramHungUpstreamTimesOut(t *testing.T) {
 	_, m2 := bot.userMessage(tgAllowed, tgAllowed, "and now")
 	answered(t, bot, tgAllowed, m2, "back", 30*time.Second)
 }
+
+// TestTelegramStopIsNotAHandover: a plain stop is journaled as what it is.
+func TestTelegramStopIsNotAHandover(t *testing.T) {
+	bot := newFakeBotAPI(t)
+	e := telegramEnv(t, bot, "", "")
+	g := e.startGateway()
+	g.waitLog("telegram polling", 10*time.Second)
+	if out, errOut, code := e.hermes(30*time.Second, "stop"); code != 0 {
+		t.Fatalf("hermes stop: rc %d %s%s", code, out, errOut)
+	}
+	g.wait(20 * time.Second)
+	evs, _, _ := e.hermes(20*time.Second, "events", "--json")
+	line := grepLines(evs, `"event":"telegram polling stopped"`)
+	if line == "" || strings.Contains(line, "handed over") {
+		t.Errorf("the stop journaled as %q", line)
+	}
+}
