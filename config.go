@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -1141,11 +1142,14 @@ func expandHome(p string) string {
 }
 
 func splitHostPort(addr string) (string, string, error) {
-	i := strings.LastIndex(addr, ":")
-	if i < 0 {
-		return "", "", errors.New("missing port")
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			return "", "", errors.New(ae.Err)
+		}
+		return "", "", err
 	}
-	host, port := addr[:i], addr[i+1:]
 	if port == "" {
 		return "", "", errors.New("missing port")
 	}
@@ -1154,7 +1158,36 @@ func splitHostPort(addr string) (string, string, error) {
 			return "", "", fmt.Errorf("port %q is not a number", port)
 		}
 	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return "", "", fmt.Errorf("port %s is out of range: use 1 to 65535", port)
+	}
+	if host != "" && !validListenHost(host) {
+		return "", "", fmt.Errorf("host %q is neither an IP address nor a host name", host)
+	}
 	return host, port, nil
+}
+
+// validListenHost reports whether host is an IP address (an IPv6 one may
+// carry a %zone) or a host name of letters, digits, hyphens and dots.
+func validListenHost(host string) bool {
+	ip, _, _ := strings.Cut(host, "%")
+	if net.ParseIP(ip) != nil {
+		return true
+	}
+	if strings.Contains(host, "%") || len(host) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(host, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // drains reports whether a signal asks a healthy gateway to drain (and so
