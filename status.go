@@ -381,6 +381,10 @@ func runStatus(args []string) error {
 		}
 	}
 	t, err := tf.resolve("status", false)
+	if errors.Is(err, errNoSuchName) {
+		// As for any gateway that is not running: 3, with why.
+		return &exitError{code: exitNotRunning, err: err}
+	}
 	if err != nil {
 		return err
 	}

@@ -104,6 +104,10 @@ func (f targetFlags) resolve(cmd string, needGood bool) (*target, error) {
 	return t, nil
 }
 
+// errNoSuchName: --name names no gateway the registry knows, running or
+// not (a stopped gateway leaves the registry).
+var errNoSuchName = errors.New("not running, or not registered")
+
 // resolveName finds the instance called name in the registry.
 func resolveName(cmd, name string, needGood bool) (*target, error) {
 	var found []instance
@@ -136,7 +140,7 @@ func resolveName(cmd, name string, needGood bool) (*target, error) {
 	}
 	switch len(found) {
 	case 0:
-		return nil, withHint(fmt.Errorf("no gateway named %q on this host", name), "%s", instancesHint(cmd))
+		return nil, withHint(fmt.Errorf("no gateway named %q on this host: %w", name, errNoSuchName), "%s", instancesHint(cmd))
 	case 1:
 	default:
 		var lines []string
