@@ -5,7 +5,7 @@
 //
 //	hermes serve          [--config FILE]          run the gateway
 //	hermes start          [--config FILE]          start it unless it runs
-//	hermes restart        [--force] [--config FILE] drain, escalate, bring it back
+//	hermes restart        [--force] [--config FILE] hand off to a successor (or drain), escalate, bring it back
 //	hermes stop           [--force] [--config FILE] drain and stop, for good
 //	hermes reload         [--config FILE]          check the policy, then HUP
 //	hermes status         [--json] [--config FILE]  what the gateway is doing
@@ -76,7 +76,7 @@ Usage:
 Commands:
     serve           run the gateway (in the foreground)
     start           start the gateway if it is not running (under its manager if it has one)
-    restart         drain the gateway, escalate if it will not go, bring a fresh one up
+    restart         hand the gateway over to a fresh one (or drain it), escalate if it will not go
     stop            drain the gateway and stop it for good
     reload          check the policy file, then have the running gateway load it
     status          show what the gateway is doing (with no policy: every gateway on the host)
