@@ -434,6 +434,12 @@ func TestInstallUnitChecks(t *testing.T) {
 		os.Remove(unit)
 		t.Errorf("a refused install-unit wrote %s", unit)
 	}
+	// --print touches nothing, but says on stderr that the unit as printed
+	// would not work (the README's promise).
+	out, errOut, code := e.hermes(10*time.Second, "install-unit", "--systemd", "--system", "--run-as", "root", "--systemd-version", "252", "--print")
+	if code != exitOK || !strings.Contains(out, "ExecStart=") || !strings.Contains(errOut, "warning: a system unit cannot use files under /tmp") {
+		t.Errorf("install-unit --system --print from /tmp: exit %d\nstderr:\n%s", code, errOut)
+	}
 	_, errOut, code = e.hermes(10*time.Second, "install-unit", "--systemd", "--system", "--run-as", "nosuchuser-hermes",
 		"--unit-dir", t.TempDir(), "--systemd-version", "252")
 	if code != exitUsage || !strings.Contains(errOut, `no user "nosuchuser-hermes"`) || !strings.Contains(errOut, "useradd") {

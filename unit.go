@@ -564,13 +564,14 @@ func runInstallUnit(args []string) error {
 	if err := checkRunAs(o.RunAs); err != nil {
 		return err
 	}
-	if system && manager == managerSystemd && !*printOnly {
+	if system && manager == managerSystemd {
 		if err := checkSystemUnitPaths(bin, p); err != nil {
-			if *f.unitDir == "" {
+			if *f.unitDir == "" && !*printOnly {
 				return err
 			}
-			// Written elsewhere (a package being built, a test): the files
-			// may well be moved before the unit is used.
+			// Printed, or written elsewhere (a package being built, a
+			// test): the files may well be moved before the unit is used,
+			// but the unit as it stands would not work, and that is said.
 			fmt.Fprintf(os.Stderr, "hermes: warning: %s\n", indent(err.Error()))
 		}
 	}
