@@ -219,11 +219,34 @@ func (g *gateway) controlHandoff(c *net.UnixConn, uid int, by string) {
 	} // else silence: the loop does not take its inputs
 }
 
+// successorBinaryGone says why a successor cannot start from exe, the
+// binary this gateway was started from, or "" when it can: `go run`
+// deletes its build when it exits, and a package upgrade may remove the
+// path. A restart then drains instead (a refused handoff), and says why.
+func successorBinaryGone(exe string) string {
+	if exe == "" {
+		return ""
+	}
+	st, err := os.Stat(exe)
+	if err == nil && st.Mode().IsRegular() {
+		return ""
+	}
+	why := fmt.Sprintf("the binary this gateway was started from (%s) is gone, so no successor can start from it", exe)
+	if strings.Contains(exe, "go-build") {
+		why += "; it was `go run`'s temporary build: run a built binary instead (go build -o hermes . && ./hermes serve)"
+	}
+	return why
+}
+
 // askHandoff hands a handoff request to the loop and waits, until wait,
 // for its outcome: "ok <successor pid>", or "error refused: ..." /
 // "error failed: ...". taken is false when the loop did not take the
 // request at all (frozen).
 func (g *gateway) askHandoff(by string, wait time.Duration) (ans string, taken bool) {
+	if why := successorBinaryGone(g.exe); why != "" {
+		// Checked here, off the loop: a stat is I/O.
+		return "error refused: " + why, true
+	}
 	req := handoffReq{by: by, reply: make(chan string, 1)}
 	t := time.NewTimer(wait)
 	defer t.Stop()

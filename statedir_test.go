@@ -144,3 +144,34 @@ func TestStartWithTheStateDirFull(t *testing.T) {
 		t.Errorf("hermes start with the state dir full: rc %d\n%s%s", code, out, errOut)
 	}
 }
+
+// TestRestartWhenTheBinaryIsGone: a gateway whose binary was removed (as
+// `go run` removes its build) cannot start a successor from it. The
+// handoff is refused saying why, and hermes restart drains instead: the
+// stream in flight finishes and a new gateway serves.
+func TestRestartWhenTheBinaryIsGone(t *testing.T) {
+	e := newTestEnv(t, "[echo]\nword_delay = \"20ms\"\n")
+	bin := filepath.Join(t.TempDir(), "go-build123", "exe", "hermes")
+	copyFile(t, hermesBin, bin, 0o755)
+	g := e.spawnGatewayBin(bin)
+	g.waitReady(20 * time.Second)
+	if err := os.Remove(bin); err != nil {
+		t.Fatal(err)
+	}
+	s := startStream(t, g.url, 50)
+	s.waitLines(t, 1, 10*time.Second)
+	out, errOut, code := e.hermes(60*time.Second, "restart")
+	all := out + errOut
+	if code != 0 || !strings.Contains(all, "is gone") || !strings.Contains(all, "go build") {
+		t.Errorf("hermes restart with the binary gone: rc %d\n%s", code, all)
+	}
+	if text := s.waitDone(t, 30*time.Second); !strings.Contains(text, "[DONE]") {
+		t.Errorf("the stream in flight did not finish:\n%s", text)
+	}
+	if c := g.wait(20 * time.Second); c != exitRestart {
+		t.Errorf("the old gateway exited %d, want %d (a drain restart)", c, exitRestart)
+	}
+	if c, _ := httpGet(t, g.url+"/readyz"); c != 200 {
+		t.Errorf("no gateway serves after the restart: /readyz %d", c)
+	}
+}
