@@ -182,10 +182,23 @@ func TestStatusListsEveryInstance(t *testing.T) {
 		t.Fatalf("gateway as nobody not ready:\n%s", log.String())
 	}
 
+	// A dead gateway's entry, named to sort first: it is listed last.
+	dead := exec.Command("true")
+	dead.Run()
+	t.Setenv("HERMES_REGISTRY_DIR", registry)
+	os.Mkdir(filepath.Join(dir, "dead-state"), 0o755) // kept: a dead entry with no state dir is dropped
+	if err := register(pidRecord{PID: dead.Process.Pid, StartTime: 1, Name: "aaa-dead", StateDir: filepath.Join(dir, "dead-state"), Listen: "127.0.0.1:1", UID: 0}); err != nil {
+		t.Fatal(err)
+	}
+
 	out, code := runIn(t, elsewhere, env, "status")
 	if code != exitOK || !strings.Contains(out, "NAME") {
 		t.Fatalf("status with no policy: exit %d\n%s", code, out)
 	}
+	if d, s := strings.Index(out, "aaa-dead"), strings.Index(out, "serving"); d < 0 || s < 0 || d < s {
+		t.Errorf("status lists the dead gateway before the ones that run:\n%s", out)
+	}
+	os.RemoveAll(filepath.Join(dir, "dead-state")) // and the next listing drops the entry
 	for _, want := range [][]string{
 		{"test", strconv.Itoa(g.pid()), "root", e.addr, "serving", "0", e.policy},
 		{"other", strconv.Itoa(gw.Process.Pid), "nobody", addr, "serving", "0", policy},

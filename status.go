@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"sort"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -523,6 +524,19 @@ func currentUser() string {
 // statusOfHost lists every gateway in the instance registry.
 func statusOfHost(asJSON bool) error {
 	rows := instanceRows(listInstances())
+	// The instance of the policy in hand (the built-in defaults: no file
+	// was found) first, then the gateways that run, then those gone.
+	mine := defaultPolicy().Gateway.StateDir
+	rank := func(r instanceRow) int {
+		switch {
+		case r.StateDir == mine:
+			return 0
+		case !strings.HasPrefix(r.State, "gone"):
+			return 1
+		}
+		return 2
+	}
+	sort.SliceStable(rows, func(i, j int) bool { return rank(rows[i]) < rank(rows[j]) })
 	running := 0
 	for _, r := range rows {
 		if !strings.HasPrefix(r.State, "gone") {
