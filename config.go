@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -415,9 +416,21 @@ type configError struct {
 	Line int
 	Key  string
 	Msg  string
+	// also are the file's other errors, after this one in line order: a
+	// policy's errors are reported all at once, as compilers and nginx -t
+	// do. This one, the first, is the one callers read the key of.
+	also []error
 }
 
 func (e *configError) Error() string {
+	s := e.errorLine()
+	for _, o := range e.also {
+		s += "\n" + o.Error()
+	}
+	return s
+}
+
+func (e *configError) errorLine() string {
 	var b strings.Builder
 	b.WriteString(e.File)
 	if e.Line > 0 {
@@ -494,28 +507,35 @@ func loadPolicyFile(path string) (*Policy, error) {
 	if _, err := toml.NewDecoder(bytes.NewReader(src)).Decode(&raw); err != nil {
 		return nil, tomlError(path, src, err)
 	}
-	if err := checkTypes(path, src, raw); err != nil {
-		return nil, err
+	if errs := checkTypes(path, src, raw); len(errs) > 0 {
+		// Values of the wrong kind stop the decoding: these are all the
+		// file's errors that can be told.
+		return nil, joinConfigErrors(errs)
 	}
 	var f filePolicy
 	md, err := toml.NewDecoder(bytes.NewReader(src)).Decode(&f)
 	if err != nil {
 		return nil, tomlError(path, src, err)
 	}
+	v := &validator{file: path, src: src}
 	if und := md.Undecoded(); len(und) > 0 {
-		return nil, unknownKeys(path, src, md, und)
+		for _, err := range unknownKeysAll(path, src, md, und) {
+			var ce *configError
+			errors.As(err, &ce)
+			v.add(ce.Key, err) // one error a key: a rung's unknown key is the ladder's
+		}
 	}
 	p := defaultPolicy()
 	p.Path = path
-	v := &validator{file: path, src: src}
 	v.apply(p, &f)
-	if v.err != nil {
-		return nil, v.err
+	if len(v.errs) == 0 {
+		// The checks of values together: only once each is good, or they
+		// would judge defaults in place of the values that failed.
+		p.resolve()
+		v.check(p)
 	}
-	p.resolve()
-	v.check(p)
-	if v.err != nil {
-		return nil, v.err
+	if err := joinConfigErrors(v.errs); err != nil {
+		return nil, err
 	}
 	return p, nil
 }
@@ -671,31 +691,63 @@ func keyLine(src []byte, key string) int {
 	return 0
 }
 
-// validator applies a decoded file over the defaults, keeping the first error.
+// validator applies a decoded file over the defaults, keeping every error.
 type validator struct {
 	file string
 	src  []byte
-	err  error
+	errs []error         // every error found, each a *configError (maybe with a hint)
+	keys map[string]bool // the keys failed: one error per key
 }
 
 // failErr fails key with err's message, and its hint when it has one.
 func (v *validator) failErr(key string, err error) {
-	if v.err != nil {
+	if v.keys[key] {
 		return
 	}
 	ce := &configError{File: v.file, Line: keyLine(v.src, key), Key: key, Msg: err.Error()}
 	var he *hintError
 	if errors.As(err, &he) {
-		v.err = withHint(ce, "%s", he.hint)
+		v.add(key, withHint(ce, "%s", he.hint))
 		return
 	}
-	v.err = ce
+	v.add(key, ce)
 }
 
 func (v *validator) fail(key, format string, args ...any) {
-	if v.err == nil {
-		v.err = &configError{File: v.file, Line: keyLine(v.src, key), Key: key, Msg: fmt.Sprintf(format, args...)}
+	if !v.keys[key] {
+		v.add(key, &configError{File: v.file, Line: keyLine(v.src, key), Key: key, Msg: fmt.Sprintf(format, args...)})
 	}
+}
+
+func (v *validator) add(key string, err error) {
+	if v.keys == nil {
+		v.keys = map[string]bool{}
+	}
+	v.keys[key] = true
+	v.errs = append(v.errs, err)
+}
+
+// joinConfigErrors is errs as one error: the first in line order, which
+// carries the rest (and whose hint, if any, is the one printed). nil when
+// errs is empty.
+func joinConfigErrors(errs []error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	line := func(err error) int {
+		var ce *configError
+		if errors.As(err, &ce) {
+			return ce.Line
+		}
+		return 0
+	}
+	sort.SliceStable(errs, func(i, j int) bool { return line(errs[i]) < line(errs[j]) })
+	var first *configError
+	if !errors.As(errs[0], &first) || len(errs) == 1 {
+		return errs[0]
+	}
+	first.also = append(first.also, errs[1:]...)
+	return errs[0]
 }
 
 func (v *validator) str(dst *string, src *string, key string, nonEmpty bool) {
@@ -772,6 +824,9 @@ func (v *validator) apply(p *Policy, f *filePolicy) {
 		v.fail("name", "%q is not a valid instance name: use 1 to 32 letters, digits, '-' or '_', starting with a letter or digit (it names files, units and a launchd label)", *f.Name)
 	}
 	v.str(&p.Gateway.Listen, f.Gateway.Listen, "gateway.listen", true)
+	if _, _, err := splitHostPort(p.Gateway.Listen); err != nil {
+		v.fail("gateway.listen", "%q: %v (write it like \"127.0.0.1:8642\")", p.Gateway.Listen, err)
+	}
 	v.dur(&p.Gateway.ListenTimeout, f.Gateway.ListenTimeout, "gateway.listen_timeout")
 	v.dur(&p.Gateway.HeaderTimeout, f.Gateway.HeaderTimeout, "gateway.header_timeout")
 	v.dur(&p.Gateway.IdleTimeout, f.Gateway.IdleTimeout, "gateway.idle_timeout")
@@ -943,9 +998,6 @@ var nameRe = lazyRegexp(`^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$`)
 // but together would break a promise (a ladder that kills a drain, a unit
 // that kills a drain).
 func (v *validator) check(p *Policy) {
-	if _, _, err := splitHostPort(p.Gateway.Listen); err != nil {
-		v.fail("gateway.listen", "%q: %v (write it like \"127.0.0.1:8642\")", p.Gateway.Listen, err)
-	}
 	// Waiting for gateway.listen is part of a start: it must fit in what
 	// the unit gives the start itself (startSlack, beside the crash-loop
 	// delay). listenWait keeps it inside restart.ready_timeout too.
@@ -1028,7 +1080,7 @@ func (v *validator) check(p *Policy) {
 	if p.Service.StartLimitInterval <= 0 {
 		v.fail("service.start_limit_interval", "must be positive")
 	}
-	if v.err == nil && time.Duration(p.Service.StartLimitBurst-1)*p.Service.RestartSec <= p.Service.StartLimitInterval {
+	if !v.keys["service.restart_sec"] && !v.keys["service.start_limit_burst"] && time.Duration(p.Service.StartLimitBurst-1)*p.Service.RestartSec <= p.Service.StartLimitInterval {
 		p.Warnings = append(p.Warnings, fmt.Sprintf(
 			"service: %d starts %s apart fit in start_limit_interval %s: systemd may give up on a crash loop for good (start-limit-hit) instead of letting the crash-loop guard slow it down",
 			p.Service.StartLimitBurst, p.Service.RestartSec, p.Service.StartLimitInterval))
@@ -1036,7 +1088,7 @@ func (v *validator) check(p *Policy) {
 	if p.Watchdog.Heartbeat < 100*time.Millisecond || p.Watchdog.Heartbeat > 10*time.Second {
 		v.fail("watchdog.heartbeat", "%s is out of range: use 100ms to 10s (the loop ticks this often; 3 missed ticks is a frozen loop)", p.Watchdog.Heartbeat)
 	}
-	if minWD := max(2*time.Second, 2*p.Watchdog.Heartbeat); p.Watchdog.Timeout > 0 && p.Watchdog.Timeout < minWD {
+	if minWD := max(2*time.Second, 2*p.Watchdog.Heartbeat); p.Watchdog.Timeout > 0 && p.Watchdog.Timeout < minWD && !v.keys["watchdog.heartbeat"] {
 		v.fail("watchdog.timeout", "%s is too short: use 0 to disable, or at least %s (2s, and 2 heartbeats of %s)", p.Watchdog.Timeout, minWD, p.Watchdog.Heartbeat)
 	}
 	if p.Watchdog.SignalTimeout > 0 && p.Watchdog.SignalTimeout < 100*time.Millisecond {

@@ -205,8 +205,9 @@ func TestPolicyErrorsForPeople(t *testing.T) {
 		{"[restart]\n\n[[restart.ladder]]\nsignal = \"TERM\"\nwait = 10\n", `hermes.toml:3: restart.ladder: rung 1: wait 10 is a number; write a duration in quotes, like "10s", or "auto"`},
 		{"[restart]\nladder = [{ sig = \"TERM\", wait = \"1s\" }]\n", `hermes.toml:2: restart.ladder: a rung has an unknown key "sig" (did you mean signal?): a rung is { signal = "TERM", wait = "10s" }`},
 		{"drain = 5\n", `hermes.toml:1: drain: 5 is a number; drain is a section: write [drain] on a line of its own, with its keys on the lines below`},
-		// The first by line, whatever the order of the checks.
-		{"[watchdog]\ntimeout = 1\n[drain]\ntimeout = 2\n", `hermes.toml:2: watchdog.timeout: 1 is a number; write a duration in quotes, like "1s"`},
+		// Every error at once, in line order, whatever the order of the checks.
+		{"[watchdog]\ntimeout = 1\n[drain]\ntimeout = 2\n", "hermes.toml:2: watchdog.timeout: 1 is a number; write a duration in quotes, like \"1s\"\nhermes.toml:4: drain.timeout: 2 is a number; write a duration in quotes, like \"2s\""},
+		{"name = \"a\"\n[drain]\ngrace = \"-1s\"\ntimeuot = \"1s\"\n[gateway]\nlisten = \"127.0.0.1:99999\"\n", "hermes.toml:3: drain.grace: \"-1s\" is negative\nhermes.toml:4: drain.timeuot: unknown key (did you mean drain.timeout?)\nhermes.toml:6: gateway.listen: \"127.0.0.1:99999\": port 99999 is out of range: use 1 to 65535 (write it like \"127.0.0.1:8642\")"},
 		// Set twice.
 		{"[drain]\ntimeout = \"1s\"\ngrace = \"1s\"\ntimeout = \"2s\"\n", `hermes.toml:4: drain.timeout: set twice (first on line 2): keep one`},
 		{"[drain]\ntimeout = \"1s\"\n[echo]\n[drain]\ngrace = \"1s\"\n", `hermes.toml:4: drain: the section appears twice (first on line 1): put all its keys under one [drain]`},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -89,13 +90,10 @@ func sections() []string {
 
 // checkTypes finds, in the decoded file, the first value (by line) of a
 // kind its key does not take, and says how to write it.
-func checkTypes(path string, src []byte, raw map[string]any) error {
-	var first *configError
+func checkTypes(path string, src []byte, raw map[string]any) []error {
+	var errs []error
 	note := func(key, msg string) {
-		ce := &configError{File: path, Line: keyLine(src, key), Key: key, Msg: msg}
-		if first == nil || ce.Line < first.Line {
-			first = ce
-		}
+		errs = append(errs, &configError{File: path, Line: keyLine(src, key), Key: key, Msg: msg})
 	}
 	for _, s := range sections() {
 		v, ok := raw[s]
@@ -115,10 +113,7 @@ func checkTypes(path string, src []byte, raw map[string]any) error {
 			note(key, msg)
 		}
 	}
-	if first == nil {
-		return nil
-	}
-	return first
+	return errs
 }
 
 // lookupKey finds a dotted key's value in the decoded file.
@@ -292,6 +287,25 @@ func duplicateKey(ce *configError, src []byte, msg string) bool {
 // unknownKeys reports the first key (or section) the file sets that hermes
 // does not know, with the one it was probably meant to be. A misspelled
 // section is named with its keys as they would be in the section meant.
+// unknownKeysAll is an error for each unknown key or section; the keys of an
+// unknown section are told with it.
+func unknownKeysAll(path string, src []byte, md toml.MetaData, und []toml.Key) []error {
+	var errs []error
+	told := map[string]bool{}
+	for i, k := range und {
+		if told[k[0]] || (len(k) == 3 && told[k[0]+"."+k[1]]) {
+			continue
+		}
+		err := unknownKeys(path, src, md, und[i:])
+		errs = append(errs, err)
+		var ce *configError
+		if errors.As(err, &ce) {
+			told[ce.Key] = true
+		}
+	}
+	return errs
+}
+
 func unknownKeys(path string, src []byte, md toml.MetaData, und []toml.Key) error {
 	k := und[0]
 	key := k.String()
