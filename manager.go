@@ -252,7 +252,12 @@ func (m *managerInfo) stop(ctx context.Context) error {
 }
 
 // logTail returns the last lines of the gateway's log, wherever it goes.
-func (m *managerInfo) logTail(p *Policy, n int) string {
+func (m *managerInfo) logTail(p *Policy, n int) string { return m.logTailSince(p, n, 0) }
+
+// logTailSince is logTail of what the log file got after its first from
+// bytes: what a command's own start or handoff wrote, never the lines of an
+// older, unrelated gateway. (The journal of a unit is the unit's already.)
+func (m *managerInfo) logTailSince(p *Policy, n int, from int64) string {
 	if m.Kind == managerSystemd {
 		args := []string{"-u", m.Unit, "-n", strconv.Itoa(n), "--no-pager", "-o", "short-precise"}
 		if m.Scope == "user" {
@@ -263,14 +268,32 @@ func (m *managerInfo) logTail(p *Policy, n int) string {
 			return string(out)
 		}
 	}
-	return tailFile(gatewayLogPath(p.Gateway.StateDir), n)
+	return tailFileFrom(gatewayLogPath(p.Gateway.StateDir), n, from)
+}
+
+// fileSize is the size of path, 0 when it cannot be read.
+func fileSize(path string) int64 {
+	if st, err := os.Stat(path); err == nil {
+		return st.Size()
+	}
+	return 0
 }
 
 func gatewayLogPath(stateDir string) string { return filepath.Join(stateDir, "gateway.log") }
 
-func tailFile(path string, n int) string {
+func tailFile(path string, n int) string { return tailFileFrom(path, n, 0) }
+
+// tailFileFrom is the last n lines of path after its first from bytes (all
+// of it, if the file is now shorter: it was rotated or replaced).
+func tailFileFrom(path string, n int, from int64) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
+		return ""
+	}
+	if from > 0 && from <= int64(len(b)) {
+		b = b[from:]
+	}
+	if len(strings.TrimSpace(string(b))) == 0 {
 		return ""
 	}
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")

@@ -52,6 +52,7 @@ type ladderRun struct {
 	start   bool    // hermes start: nothing to stop, only to bring up
 	force   bool    // --force: no long drain
 	journal *logger // records the run's events (through a queue)
+	logFrom int64   // the gateway log's size when this command began: its tails show only what came after
 	// progress, for the summary and for an interrupted run
 	rung     int
 	rungs    int
@@ -394,7 +395,8 @@ func restartOrStop(t *target, force, wait, stop bool) error {
 	// on the journal's lock or the disk. They get exit_flush at the end.
 	rec, jq := newRecorder(openJournal(p))
 	defer func() { jq.flush(time.Now().Add(p.Journal.ExitFlush)) }()
-	r := &ladderRun{p: p, out: os.Stdout, t0: time.Now(), intr: intr, force: force, stop: stop, journal: rec}
+	r := &ladderRun{p: p, out: os.Stdout, t0: time.Now(), intr: intr, force: force, stop: stop, journal: rec,
+		logFrom: fileSize(gatewayLogPath(p.Gateway.StateDir))}
 	if stop {
 		r.record(evStopRequested, "by_pid", os.Getpid(), "user", currentUser(), "force", force)
 	} else {
@@ -517,7 +519,7 @@ func (r *ladderRun) handoff() error {
 			return noHandoffError{why}
 		}
 		r.record(evRestartDone, "ok", false, "error", a.err.Error())
-		tail := r.in.Manager.logTail(p, 20)
+		tail := r.in.Manager.logTailSince(p, 20, r.logFrom)
 		err := fmt.Errorf("the handoff failed: %s", strings.TrimPrefix(a.err.Error(), "failed: "))
 		if tail != "" {
 			err = fmt.Errorf("%w\nlast lines of the log:\n%s", err, strings.TrimRight(tail, "\n"))
@@ -642,7 +644,7 @@ func (r *ladderRun) bringBack(mgr managerInfo, finishCmd string) error {
 
 func (r *ladderRun) startFailed(mgr managerInfo, err error, finishCmd string) error {
 	r.record(r.doneEvent(), "ok", false, "error", err.Error())
-	tail := mgr.logTail(r.p, 20)
+	tail := mgr.logTailSince(r.p, 20, r.logFrom)
 	if strings.TrimSpace(tail) == "" {
 		// Nothing in its log: a gateway that could not write it (a full
 		// or failing state dir) cannot say why itself.

@@ -80,7 +80,8 @@ func runStart(args []string) error {
 	defer lock.Close()
 	rec, jq := newRecorder(openJournal(p))
 	defer func() { jq.flush(time.Now().Add(p.Journal.ExitFlush)) }()
-	r := &ladderRun{p: p, out: os.Stdout, t0: time.Now(), intr: intr, journal: rec, in: in, start: true}
+	r := &ladderRun{p: p, out: os.Stdout, t0: time.Now(), intr: intr, journal: rec, in: in, start: true,
+		logFrom: fileSize(gatewayLogPath(p.Gateway.StateDir))}
 	r.record(evStartRequested, "by_pid", os.Getpid(), "user", currentUser())
 	r.say("start of instance %q (policy %s, manager %s)", p.Name, policyOrigin(p), mgr.Kind)
 	if note := t.notRunningNote("status"); note != "" && in.Verdict == verdictNotRunning {

@@ -4,6 +4,7 @@ package main
 
 import (
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -173,5 +174,30 @@ func TestRestartWhenTheBinaryIsGone(t *testing.T) {
 	}
 	if c, _ := httpGet(t, g.url+"/readyz"); c != 200 {
 		t.Errorf("no gateway serves after the restart: /readyz %d", c)
+	}
+}
+
+// TestStartFailureShowsOnlyItsOwnLog: the log tail a failed start prints
+// is what that start wrote, not an older gateway's lines before it.
+func TestStartFailureShowsOnlyItsOwnLog(t *testing.T) {
+	e := newTestEnv(t, "listen_timeout = \"0s\"\n")
+	if err := os.MkdirAll(e.stateDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	old := "2026-01-01T00:00:00.000Z hermes[1] an older gateway's line, unrelated\n"
+	if err := os.WriteFile(gatewayLogPath(e.stateDir), []byte(strings.Repeat(old, 30)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	held, err := net.Listen("tcp", e.addr) // the port is taken: the start fails
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	_, errOut, code := e.hermes(30*time.Second, "start")
+	if code == 0 || !strings.Contains(errOut, "last lines of its log") || !strings.Contains(errOut, e.addr) {
+		t.Fatalf("hermes start on a held port: rc %d\n%s", code, errOut)
+	}
+	if strings.Contains(errOut, "an older gateway's line") {
+		t.Errorf("the failed start shows an older gateway's log:\n%s", errOut)
 	}
 }
