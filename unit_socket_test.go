@@ -24,8 +24,8 @@ func TestListenStream(t *testing.T) {
 		{"localhost:8642", "", "", `names a host`},
 		{"gateway.internal:8642", "", "", `"127.0.0.1:8642"`},
 		{"[fe80::1%eth0]:8642", "", "", "names a host"},
-		{"127.0.0.1:0", "", "", "a port from 1 to 65535"},
-		{"127.0.0.1:70000", "", "", "a port from 1 to 65535"},
+		{"127.0.0.1:0", "", "", "out of range: use 1 to 65535"},
+		{"127.0.0.1:70000", "", "", "out of range: use 1 to 65535"},
 		{"127.0.0.1", "", "", "missing port"},
 	} {
 		stream, v6only, err := listenStream(c.listen)
