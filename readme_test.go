@@ -34,6 +34,13 @@ import (
 // edits a block knows a test runs it.
 func readmeBlock(t *testing.T, marker string) []string {
 	t.Helper()
+	return readmeFenced(t, marker, "```sh")
+}
+
+// readmeFenced is readmeBlock for a block opened by fence (```sh, or ```
+// for output).
+func readmeFenced(t *testing.T, marker, fence string) []string {
+	t.Helper()
 	b, err := os.ReadFile("README.md")
 	if err != nil {
 		t.Fatal(err)
@@ -43,15 +50,15 @@ func readmeBlock(t *testing.T, marker string) []string {
 		if !strings.HasPrefix(l, "<!-- "+marker) {
 			continue
 		}
-		if i+1 >= len(lines) || lines[i+1] != "```sh" {
-			t.Fatalf("README.md:%d: the line after %q must open a ```sh block", i+2, l)
+		if i+1 >= len(lines) || lines[i+1] != fence {
+			t.Fatalf("README.md:%d: the line after %q must open a %s block", i+2, l, fence)
 		}
 		for j := i + 2; j < len(lines); j++ {
 			if lines[j] == "```" {
 				return lines[i+2 : j]
 			}
 		}
-		t.Fatalf("README.md:%d: the ```sh block after %q is never closed", i+2, l)
+		t.Fatalf("README.md:%d: the %s block after %q is never closed", i+2, fence, l)
 	}
 	t.Fatalf("README.md has no line starting with %q (the marker of a block this test runs)", "<!-- "+marker)
 	return nil
@@ -439,4 +446,32 @@ func TestReadmeReleaseBuild(t *testing.T) {
 		t.Errorf("%s version: %v %q", bin, err, out)
 	}
 	t.Logf("%s: %d bytes", line, len(data))
+}
+
+// TestReadmePolicyError runs check-config on the README's example of a bad
+// policy and compares what it prints with what the README shows, so the
+// example cannot drift from the real message.
+func TestReadmePolicyError(t *testing.T) {
+	want := strings.Join(readmeFenced(t, "policy error:", "```"), "\n")
+	src, err := os.ReadFile(filepath.Join("testdata", "readme", "bad-policy.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "hermes.toml")
+	if err := os.WriteFile(path, src, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(hermesBin, "check-config", "--config", path)
+	cmd.Env = filteredEnv()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitConfig {
+		t.Fatalf("check-config of the README's bad policy: %v, want exit %d", err, exitConfig)
+	}
+	got := strings.TrimRight(strings.ReplaceAll(stderr.String(), path, "/etc/hermes/hermes.toml"), "\n")
+	if got != want {
+		t.Errorf("the README shows:\n%s\ncheck-config prints:\n%s", want, got)
+	}
 }
