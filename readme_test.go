@@ -475,3 +475,21 @@ func TestReadmePolicyError(t *testing.T) {
 		t.Errorf("the README shows:\n%s\ncheck-config prints:\n%s", want, got)
 	}
 }
+
+// TestReadmeCommandError: the README's example of a bad flag is what
+// hermes prints, and exits 2.
+func TestReadmeCommandError(t *testing.T) {
+	want := strings.Join(readmeFenced(t, "command error:", "```"), "\n")
+	cmd := exec.Command(hermesBin, "restart", "--bogus")
+	cmd.Env = filteredEnv()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitUsage {
+		t.Fatalf("hermes restart --bogus: %v, want exit %d", err, exitUsage)
+	}
+	if got := strings.TrimRight(stderr.String(), "\n"); got != want {
+		t.Errorf("the README shows:\n%s\nhermes prints:\n%s", want, got)
+	}
+}
