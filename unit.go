@@ -441,7 +441,7 @@ crash), connections wait for the next one instead of being refused.
 --kubernetes writes a ConfigMap (the policy), a Service and a Deployment
 (a StatefulSet when kubernetes.state_volume_size is set); --compose a
 compose file. They need a policy made for a container (listen on 0.0.0.0,
-an explicit state_dir): see deploy/container.toml and the README.
+an explicit state_dir): see deploy/container.toml and docs/services.md.
 `
 
 // unitFlags are the flags install-unit and uninstall-unit share.

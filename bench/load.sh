@@ -60,7 +60,7 @@
 # chunks 0..N-1 in order, then [DONE]) and sorts what was not ok: refused
 # (503), no connection (refused, reset, closed), failed, broken stream.
 #
-# Output in OUT: results.md (tables ready for the README, with the command
+# Output in OUT: results.md (tables ready for docs/benchmarks.md, with the command
 # line), latency.svg (latency over time per mode, restarts shaded),
 # restart-MODE.json (loadgen summary), samples-MODE.tsv (every request),
 # marks-MODE.txt, restart-MODE.log (the restart commands' output),
