@@ -63,7 +63,7 @@ func (a *acceptor) loop(accept func() (net.Conn, error), done func() bool, serve
 				a.end(episode, since)
 				episode, backoff = 0, 0
 			}
-			a.reserve.fill()
+			a.reserve.refill() // one atomic load while it is held
 			serve(nc)
 			continue
 		}
@@ -87,14 +87,14 @@ func (a *acceptor) loop(accept func() (net.Conn, error), done func() bool, serve
 				a.shed.Add(1)
 				exhausted(nc)
 			}
-			a.reserve.fill() // fails while still out: tried again at the next accept
+			a.reserve.refill() // fails while still out: tried again at the next accept
 			if err == nil {
 				continue
 			}
 		}
 		backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 		time.Sleep(backoff)
-		a.reserve.fill()
+		a.reserve.refill()
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net"
 	"net/http"
@@ -155,8 +154,7 @@ func viaReadyz(p *Policy, deadline time.Time, why string, silent bool) health {
 	if left <= 0 {
 		return unhealthy("unreachable", "%s, and no time was left to ask http://%s/readyz", why, addr)
 	}
-	cl := http.Client{Timeout: left, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
-	resp, err := cl.Get("http://" + addr + "/readyz")
+	code, body, err := getReadyz(addr, left)
 	if err != nil {
 		var ne net.Error
 		switch {
@@ -172,10 +170,7 @@ func viaReadyz(p *Policy, deadline time.Time, why string, silent bool) health {
 		}
 		return unhealthy("unreachable", "%s, and http://%s/readyz: %v", why, addr, err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	body := strings.TrimSpace(string(b))
-	if resp.StatusCode == http.StatusOK && body == string(stateServing) {
+	if code == http.StatusOK && body == string(stateServing) {
 		return healthy("serving (http://%s/readyz; %s)", addr, why)
 	}
 	switch {
@@ -186,9 +181,9 @@ func viaReadyz(p *Policy, deadline time.Time, why string, silent bool) health {
 		if v == string(stateStopping) {
 			v = verdictDraining
 		}
-		return unhealthy(v, "http://%s/readyz answered %d %s", addr, resp.StatusCode, body)
+		return unhealthy(v, "http://%s/readyz answered %d %s", addr, code, body)
 	}
-	return unhealthy("unreachable", "http://%s/readyz answered %d %.60q: not a hermes gateway?", addr, resp.StatusCode, body)
+	return unhealthy("unreachable", "http://%s/readyz answered %d %.60q: not a hermes gateway?", addr, code, body)
 }
 
 // dialable turns a listen address into one to connect to: a wildcard

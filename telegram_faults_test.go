@@ -38,12 +38,7 @@ func TestTelegramStoreFailureIsReported(t *testing.T) {
 	if !bot.waitFor(30*time.Second, func() bool { return bot.calls("getUpdates") >= start+3 }) {
 		t.Fatal("the poller stopped while the store failed")
 	}
-	times := bot.callArrivals("getUpdates")
-	gaps := []time.Duration{}
-	for i := len(times) - 3; i < len(times); i++ {
-		gaps = append(gaps, times[i].Sub(times[i-1]))
-	}
-	if !(gaps[2] > gaps[0]) {
+	if gaps := lastGaps(bot.callArrivals("getUpdates"), 3); !(gaps[2] > gaps[0]) {
 		t.Errorf("no backoff while the store fails: gaps between polls %v", gaps)
 	}
 	out, _, _ := e.hermes(20*time.Second, "status")

@@ -453,12 +453,7 @@ func TestTelegramConflictBacksOff(t *testing.T) {
 	if !bot.waitFor(30*time.Second, func() bool { return bot.calls("getUpdates") >= start+4 }) {
 		t.Fatalf("the gateway stopped polling during the conflict")
 	}
-	times := bot.callArrivals("getUpdates")
-	gaps := []time.Duration{}
-	for i := len(times) - 3; i < len(times); i++ {
-		gaps = append(gaps, times[i].Sub(times[i-1]))
-	}
-	if !(gaps[2] > gaps[0]) {
+	if gaps := lastGaps(bot.callArrivals("getUpdates"), 3); !(gaps[2] > gaps[0]) {
 		t.Errorf("no backoff: gaps between polls %v", gaps)
 	}
 	out, _, _ := e.hermes(20*time.Second, "status")
@@ -633,4 +628,13 @@ func TestTelegramTokenLock(t *testing.T) {
 	if log := g2.stderr.String(); !strings.Contains(log, "lock conflict") || !strings.Contains(log, strconv.Itoa(g1.pid())) {
 		t.Errorf("the second gateway does not name the holder:\n%s", log)
 	}
+}
+
+// lastGaps is the n intervals between the last n+1 of times.
+func lastGaps(times []time.Time, n int) []time.Duration {
+	var gaps []time.Duration
+	for i := len(times) - n; i < len(times); i++ {
+		gaps = append(gaps, times[i].Sub(times[i-1]))
+	}
+	return gaps
 }
