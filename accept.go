@@ -129,9 +129,10 @@ func outOfFDs(err error) bool {
 // fdReserve is one open descriptor kept to be given up when there are no
 // others.
 type fdReserve struct {
-	mu    sync.Mutex
-	f     *os.File
-	empty atomic.Bool // f is nil: refill has work to do
+	mu       sync.Mutex
+	f        *os.File
+	empty    atomic.Bool // f is nil: refill has work to do
+	retrying atomic.Bool // a retryFill goroutine is running
 }
 
 // fill opens the reserve if it is not open; it fails quietly while the
@@ -151,10 +152,35 @@ func (r *fdReserve) fill() {
 }
 
 // refill is fill for the moment a descriptor was just closed: one atomic
-// load when the reserve is open, as it nearly always is.
+// load when the reserve is open, as it nearly always is. When it cannot
+// fill yet, a goroutine tries again with a backoff until it can: the
+// descriptors come back when connections close, not at the next accept,
+// and a listener nobody connects to again (the control socket after one
+// status in a burst) must have its reserve back for the next burst.
 func (r *fdReserve) refill() {
-	if r.empty.Load() {
-		r.fill()
+	if !r.empty.Load() {
+		return
+	}
+	r.fill()
+	if r.empty.Load() && r.retrying.CompareAndSwap(false, true) {
+		go r.retryFill()
+	}
+}
+
+// retryFill fills the reserve as soon as a descriptor is free: every 5 ms at
+// first, then at most every second.
+func (r *fdReserve) retryFill() {
+	for {
+		for wait := 5 * time.Millisecond; r.empty.Load(); wait = min(2*wait, time.Second) {
+			time.Sleep(wait)
+			r.fill()
+		}
+		r.retrying.Store(false)
+		// A spend between the loop's last look and the Store found a
+		// retry still running and left the work to it: take it up.
+		if !r.empty.Load() || !r.retrying.CompareAndSwap(false, true) {
+			return
+		}
 	}
 }
 

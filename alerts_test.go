@@ -260,6 +260,7 @@ func processRSS(t *testing.T, pid int) int64 {
 // processes alerts once when it begins and once when it ends (a gateway
 // that stayed up for crash_loop.window), not once per start.
 func TestCrashLoopAlertOncePerEpisode(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	hook := newFakeWebhook(t)
 	e := newTestEnv(t, fmt.Sprintf("[crash_loop]\nstarts = 1\nwindow = \"4s\"\nbase_delay = \"1s\"\nmax_delay = \"1s\"\n[alerts]\nwebhook_url = %q\n", hook.srv.URL))
 	plain := e.env

@@ -12,6 +12,7 @@ import (
 // TestHelpForEachCommand: 'hermes help X' prints what 'hermes X -h' prints,
 // on stdout, exit 0, for every command the general help lists.
 func TestHelpForEachCommand(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	e := newTestEnv(t, "")
 	names := commandNames()
 	if len(names) < 10 {

@@ -104,6 +104,7 @@ func TestHeadLimits(t *testing.T) {
 // gets a 408 after gateway.body_timeout, and the upstream sees nothing of
 // the request, whether the body is small (read whole first) or streams.
 func TestBodyTimeout(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	up := okUpstream(t)
 	e, g := rawGateway(t, up, "body_timeout = \"1s\"\n")
 	for _, length := range []int{100, 1 << 20} {
@@ -133,6 +134,7 @@ func TestBodyTimeout(t *testing.T) {
 // after gateway.write_timeout, and its upstream request ends with it: it
 // no longer holds the session and the upstream connection for good.
 func TestWriteTimeout(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	upstreamDone := make(chan error, 1)
 	up := newFakeRawUpstream(t, func(c net.Conn, req *http.Request) {
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")

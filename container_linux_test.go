@@ -109,6 +109,7 @@ func imageLayout(t *testing.T) string {
 // healthcheck inside says healthy, and a TERM to PID 1 drains a stream
 // to [DONE] and exits 0.
 func TestContainerImageLayout(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	if os.Geteuid() != 0 {
 		skipUnlessCI(t, "needs root to unshare namespaces and chroot: run the tests as root")
 	}
@@ -194,6 +195,7 @@ func TestContainerImageLayout(t *testing.T) {
 // `docker exec` that left a child behind) is adopted by PID 1, hermes's
 // keeper, which reaps it when it exits: no zombie is left.
 func TestPID1ReapsAdoptedOrphans(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	if _, err := exec.LookPath("nsenter"); err != nil {
 		skipUnlessCI(t, "nsenter is missing (util-linux)")
 	}

@@ -15,6 +15,7 @@ const crashing = "HERMES_TEST_FAULT=exit-after-ready"
 // four times: more than 2 starts in 1m is a crash loop, so the 3rd start
 // waits 1s and the 4th 2s, and the ledger shows every exit and why.
 func TestCrashLoopBacksOff(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	e := newTestEnv(t, "[crash_loop]\nstarts = 2\nwindow = \"1m\"\nbase_delay = \"1s\"\nmax_delay = \"10s\"\n")
 	e.env = append(e.env, crashing)
 	wantDelay := []time.Duration{0, 0, time.Second, 2 * time.Second}

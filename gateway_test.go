@@ -134,6 +134,7 @@ func TestIdleGatewayStopsAtOnce(t *testing.T) {
 }
 
 func TestReloadKeepsOldPolicyOnError(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	e := newTestEnv(t, "[echo]\nword_delay = \"1ms\"\n")
 	g := e.startGateway()
 
@@ -704,6 +705,7 @@ func TestSessionCutBeforeFirstByteGets503(t *testing.T) {
 // carries the same error object type and code as the final event of a
 // stream the drain cut, for a stop and for a restart.
 func TestRefusalMatchesFinalEvent(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	type apiError struct {
 		Error struct{ Type, Code string }
 	}

@@ -189,6 +189,7 @@ func TestServerExpectContinue(t *testing.T) {
 // sends half a head and one left idle after an answer are all closed;
 // one whose answer streams for longer is not.
 func TestServerCutsOffSlowClients(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	e := newTestEnv(t, "header_timeout = \"1s\"\nidle_timeout = \"1s\"\n[echo]\nword_delay = \"300ms\"\n")
 	g := e.startGateway()
 	silent, silentR := rawConn(t, e.addr)
@@ -244,6 +245,7 @@ func TestClientGoneBeforeUpstreamAnswers(t *testing.T) {
 // TestIdleTimeoutAppliesOnReload: gateway.idle_timeout lowered by a reload
 // closes a connection left idle, with no restart.
 func TestIdleTimeoutAppliesOnReload(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	e := newTestEnv(t, "")
 	g := e.startGateway()
 	c, br := rawConn(t, e.addr)

@@ -167,6 +167,7 @@ func TestHandoffUnderLoad(t *testing.T) {
 // signal; the successor then shows the predecessor draining, until it is
 // gone.
 func TestHandoffByUSR2(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	e := newTestEnv(t, strings.Replace(handoffPolicy, `word_delay = "5ms"`, `word_delay = "30ms"`, 1))
 	g := e.startGateway()
 	s := startStream(t, g.url, 60) // 1.8 s
@@ -204,6 +205,7 @@ func TestHandoffByUSR2(t *testing.T) {
 // first, is killed and the old gateway serves on; hermes restart says so,
 // exits 1 and prints the log's tail; a handoff_failed alert says why.
 func TestHandoffSuccessorFails(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	for _, tc := range []struct{ fault, want string }{
 		{"never-ready", "was not ready within restart.ready_timeout (1s)"},
 		{"exit-after-ready", "exited with code 1 before it took over"},
@@ -270,6 +272,7 @@ func waitGone(t *testing.T, pid int) {
 // TestHandoffRefusedWhileOneRuns: a handoff asked for while one runs is
 // refused and the refusal says so, on the control socket and for USR2.
 func TestHandoffRefusedWhileOneRuns(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	e := newTestEnv(t, strings.Replace(handoffPolicy, `ready_timeout = "10s"`, `ready_timeout = "3s"`, 1))
 	g := e.startGateway("HERMES_TEST_SUCCESSOR_FAULT=never-ready")
 	first := make(chan error, 1)
@@ -294,6 +297,7 @@ func TestHandoffRefusedWhileOneRuns(t *testing.T) {
 // restart` upgrades with no refused request, and /status shows the new
 // version.
 func TestHandoffBinaryUpgrade(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	if testing.Short() {
 		t.Skip("builds a second binary")
 	}
@@ -343,6 +347,7 @@ var handoffSuccessorRe = regexp.MustCompile(`handoff successor started successor
 // socket and the locks, serves again and takes back its pid file and
 // control socket.
 func TestHandoffFailback(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	e := newTestEnv(t, handoffPolicy)
 	g := e.startGateway("HERMES_TEST_SUCCESSOR_FAULT=crash-after-takeover")
 	e.hermes(60*time.Second, "restart") // the successor says it serves, then crashes

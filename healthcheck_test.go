@@ -30,6 +30,7 @@ func (e *testEnv) healthcheck(t *testing.T, args ...string) (string, int) {
 // frozen, a draining and an absent one, through the control socket and
 // through /readyz where there is no control socket to ask.
 func TestHealthcheck(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	// The watchdog is off: a frozen gateway stays up to be looked at.
 	const policy = "[watchdog]\nheartbeat = \"500ms\"\ntimeout = \"0s\"\nsignal_timeout = \"0s\"\n" +
 		"[echo]\nword_delay = \"50ms\"\n[drain]\ntimeout = \"20s\"\ngrace = \"1s\"\n"

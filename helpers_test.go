@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -36,6 +39,13 @@ func TestMain(m *testing.M) {
 			os.Exit(m.Run())
 		}
 	}
+	// A -race binary sleeps a second as it exits (the race runtime's
+	// atexit_sleep_ms, 1000 by default, time for other threads to finish a
+	// report). Every hermes command a test runs would pay it: a tenth of
+	// the suite's time. The hermes processes the tests start inherit this.
+	if raceEnabled {
+		os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=20"))
+	}
 	dir, err := os.MkdirTemp("", "hermes-test-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -54,9 +64,31 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "building hermes:", err)
 		os.Exit(1)
 	}
+	setParallelDefault()
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// testParallel is how many tests marked t.Parallel() run at once unless
+// -parallel says otherwise. They are the slow ones that spend their time
+// waiting on hermes processes (a drain, a backoff, a systemd booting), not
+// computing, so more of them than the machine has cores (go test's default)
+// overlap well: on the 2-core machine the suite takes about half the time.
+// Tests that time something against an upper bound (a watchdog, an exit
+// within exit_flush) stay serial: go test runs them first, alone, before
+// any parallel one.
+const testParallel = 4
+
+// setParallelDefault raises -test.parallel to testParallel when the command
+// line did not set it.
+func setParallelDefault() {
+	flag.Parse()
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if !set && runtime.GOMAXPROCS(0) < testParallel {
+		flag.Set("test.parallel", strconv.Itoa(testParallel))
+	}
 }
 
 // buildEnv is the environment hermes is built in: static (no cgo), as the

@@ -139,6 +139,7 @@ func TestJournalConcurrentAppenders(t *testing.T) {
 // exit) plus in-process appenders, with a journal rotated every 4 KiB:
 // every line of both files is whole.
 func TestJournalConcurrentProcessesWithRotation(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	e := newTestEnv(t, "[journal]\nmax_bytes = 4096\n")
 	e.startGateway()
 	p, err := loadPolicy(e.policy)

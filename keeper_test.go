@@ -45,6 +45,7 @@ func parentOf(pid int) int {
 // watches stays, and under load nothing is refused. The successors come
 // back to the keeper (a child subreaper) when their predecessors exit.
 func TestKeeperKeepsThePid(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	e := newTestEnv(t, handoffPolicy)
 	k, gw := startKeeper(t, e)
 	load := startLoad(t, k.url, 4)
@@ -149,6 +150,7 @@ func asPID1(t *testing.T, e *testEnv) (*gatewayProc, int) {
 // Signals from outside reach it (PID 1 gets only the signals it handles),
 // and TERM drains a stream to [DONE].
 func TestPID1(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	e := newTestEnv(t, strings.Replace(handoffPolicy, `word_delay = "5ms"`, `word_delay = "30ms"`, 1))
 	g, pid1 := asPID1(t, e)
 	if !strings.Contains(g.stderr.String(), "keeper start") || !strings.Contains(g.stderr.String(), `why="PID 1"`) {

@@ -138,6 +138,7 @@ func num(v any) int {
 // policy they were rendered from, so a golden file refreshed by mistake
 // cannot hide a wrong value.
 func TestKubernetesFields(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	for _, c := range manifestCases() {
 		t.Run(c.name, func(t *testing.T) {
 			p, src := loadCase(t, c.policy)
@@ -450,6 +451,7 @@ func TestContainerComposeFile(t *testing.T) {
 // TestKubernetesYAMLBlock: the policy goes into the ConfigMap exactly,
 // whatever its text.
 func TestKubernetesYAMLBlock(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	for _, s := range []string{
 		"a = 1\n", "a = 1", "  indented = true\n\tb = 2\n", "x\n\n\n", "", "\n", "# only\r\nwindows\r\n", "bell \a\n", "key: value # not yaml\n- dash\n",
 	} {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -188,6 +189,21 @@ func TestListenAddressHeldByAnotherProcess(t *testing.T) {
 	}
 	if strings.Contains(log, "listen tcp") || strings.Count(log, e.addr+": ") > 2 {
 		t.Errorf("the address is repeated in the message:\n%s", log)
+	}
+
+	// docs/gateway.md shows this message, for a python3 holding 8642 for
+	// the policy in /etc/hermes: the same lines, those details aside.
+	var msg []string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.HasPrefix(l, "hermes: ") || strings.HasPrefix(l, "    or ") {
+			msg = append(msg, l)
+		}
+	}
+	got := strings.Join(msg, "\n")
+	got = regexp.MustCompile(`pid \d+ \([^)]*\)`).ReplaceAllString(got, "pid 22833 (python3)")
+	got = strings.NewReplacer(e.addr, "127.0.0.1:8642", ":"+port, ":8642", "300ms", "5s", e.policy, "/etc/hermes/hermes.toml").Replace(got)
+	if want := strings.Join(docFenced(t, "docs/gateway.md", "port clash:", "```"), "\n"); got != want {
+		t.Errorf("docs/gateway.md shows:\n%s\nthe gateway says (details replaced):\n%s", want, got)
 	}
 }
 

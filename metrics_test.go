@@ -10,6 +10,8 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -652,3 +654,44 @@ type discardWriter struct{}
 func (discardWriter) Header() http.Header         { return http.Header{} }
 func (discardWriter) Write(b []byte) (int, error) { return len(b), nil }
 func (discardWriter) WriteHeader(int)             {}
+
+// TestDocsNameRealMetrics: every metric the README, the docs and the policy
+// example name (an alert rule, a dashboard hint) is one a gateway serves,
+// Telegram's included, so a renamed metric cannot leave a dead rule in the
+// docs. Build tags (hermes_testfault, hermes_pprof) look like metrics and
+// are not.
+func TestDocsNameRealMetrics(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
+	files := []string{"README.md", "hermes.toml.example"}
+	docs, err := filepath.Glob("docs/*.md")
+	if err != nil || len(docs) == 0 {
+		t.Fatalf("docs/*.md: %v (%d files)", err, len(docs))
+	}
+	files = append(files, docs...)
+	nameRe := regexp.MustCompile(`\bhermes_[a-z_]*[a-z]`)
+	named := map[string]string{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range nameRe.FindAllString(string(b), -1) {
+			if n != "hermes_testfault" && n != "hermes_pprof" {
+				named[n] = f
+			}
+		}
+	}
+	if len(named) < 10 {
+		t.Fatalf("the docs name %d metrics: %v", len(named), named)
+	}
+	bot := newFakeBotAPI(t)
+	e := telegramEnv(t, bot, "", "")
+	g := e.startGateway()
+	g.waitLog("telegram polling", 10*time.Second)
+	_, m := httpGet(t, g.url+"/metrics")
+	for n, f := range named {
+		if !strings.Contains(m, "\n# TYPE "+n+" ") {
+			t.Errorf("%s names the metric %s, which /metrics does not serve", f, n)
+		}
+	}
+}

@@ -199,6 +199,7 @@ func TestStatusListsEveryInstance(t *testing.T) {
 		t.Errorf("status lists the dead gateway before the ones that run:\n%s", out)
 	}
 	os.RemoveAll(filepath.Join(dir, "dead-state")) // and the next listing drops the entry
+	checkReadmeStatusTable(t, out)
 	for _, want := range [][]string{
 		{"test", strconv.Itoa(g.pid()), "root", e.addr, "serving", "0", e.policy},
 		{"other", strconv.Itoa(gw.Process.Pid), "nobody", addr, "serving", "0", policy},
@@ -503,4 +504,28 @@ func TestPolicyFromCurrentDirectoryIsNamed(t *testing.T) {
 		t.Errorf("stop in the policy's directory: exit %d\n%s", code, out)
 	}
 	g.wait(20 * time.Second)
+}
+
+// checkReadmeStatusTable: the README's example of the host-wide table has
+// the header and the last line of the real one, out, and rows of its shape.
+func checkReadmeStatusTable(t *testing.T, out string) {
+	t.Helper()
+	want := readmeFenced(t, "status table:", "```")
+	got := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	fields := func(l string) string { return strings.Join(strings.Fields(l), " ") }
+	if len(want) < 3 || fields(want[0]) != fields(got[0]) || want[len(want)-1] != got[len(got)-1] {
+		t.Errorf("the README's status table:\n%s\ndiffers in its header or last line from the real one:\n%s", strings.Join(want, "\n"), out)
+		return
+	}
+	cols := len(strings.Fields(want[0]))
+	for _, row := range want[1 : len(want)-1] {
+		f := strings.Fields(row)
+		if len(f) != cols {
+			t.Errorf("the README's status row %q has %d columns, the header %d", row, len(f), cols)
+			continue
+		}
+		if _, err := strconv.Atoi(f[1]); err != nil || f[4] != "serving" {
+			t.Errorf("the README's status row %q: want a pid and the state serving", row)
+		}
+	}
 }

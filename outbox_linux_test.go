@@ -16,6 +16,7 @@ import (
 // fills up after start. The gateway keeps serving (its journal writes fail
 // and are counted), and a TERM drains a stream in flight and exits 0.
 func TestFullDiskGatewayServesAndDrains(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	if os.Geteuid() != 0 {
 		skipUnlessCI(t, "needs root to mount a tmpfs for the state dir: run the tests as root")
 	}

@@ -83,6 +83,7 @@ func holdFlock(t *testing.T, path string) {
 // ticking: `hermes restart` sees a serving (or draining) gateway, never a
 // frozen one, walks the drain, and the streams in flight finish.
 func TestLockedJournalKeepsGatewayLive(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	e := newTestEnv(t, "[echo]\nword_delay = \"50ms\"\n[drain]\ntimeout = \"20s\"\ngrace = \"1s\"\n[restart]\nready_timeout = \"20s\"\n")
 	g := e.startGateway()
 	holdFlock(t, journalPath(e.stateDir)+".lock")

@@ -294,6 +294,7 @@ func TestRequestBodyLimit(t *testing.T) {
 // that goes silent inside a stream for gateway.upstream_idle_timeout ends
 // it visibly (an error event naming upstream_timeout, no clean end).
 func TestUpstreamTimeouts(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	hold := make(chan struct{})
 	up := newFakeRawUpstream(t, func(c net.Conn, req *http.Request) {
 		if req.URL.Path == "/v1/stream" {

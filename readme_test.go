@@ -29,41 +29,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// readmeBlock returns the lines of the ```sh block that follows the line
-// `<!-- marker...` in README.md. The markers name this file, so whoever
-// edits a block knows a test runs it.
-func readmeBlock(t *testing.T, marker string) []string {
-	t.Helper()
-	return readmeFenced(t, marker, "```sh")
-}
-
-// readmeFenced is readmeBlock for a block opened by fence (```sh, or ```
-// for output).
-func readmeFenced(t *testing.T, marker, fence string) []string {
-	t.Helper()
-	b, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(string(b), "\n")
-	for i, l := range lines {
-		if !strings.HasPrefix(l, "<!-- "+marker) {
-			continue
-		}
-		if i+1 >= len(lines) || lines[i+1] != fence {
-			t.Fatalf("README.md:%d: the line after %q must open a %s block", i+2, l, fence)
-		}
-		for j := i + 2; j < len(lines); j++ {
-			if lines[j] == "```" {
-				return lines[i+2 : j]
-			}
-		}
-		t.Fatalf("README.md:%d: the %s block after %q is never closed", i+2, fence, l)
-	}
-	t.Fatalf("README.md has no line starting with %q (the marker of a block this test runs)", "<!-- "+marker)
-	return nil
-}
-
 // TestReadmeDemo pastes the README's one-minute demo into bash and checks
 // what it promises: the stream survives `kill -TERM` to its last word and
 // [DONE], the log shows the drain, hermes exits 0 and bash says so.
@@ -492,4 +457,108 @@ func TestReadmeCommandError(t *testing.T) {
 	if got := strings.TrimRight(stderr.String(), "\n"); got != want {
 		t.Errorf("the README shows:\n%s\nhermes prints:\n%s", want, got)
 	}
+}
+
+// TestReadmeCommandTable: the README's table of commands names every
+// command hermes has and no other, and every flag a row shows is a flag
+// of that row's command, as its help lists it.
+func TestReadmeCommandTable(t *testing.T) {
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(b), "\n## Commands\n")
+	if !ok {
+		t.Fatal("README.md has no ## Commands section")
+	}
+	section, _, _ = strings.Cut(section, "\n\n|")
+	cmdRe, flagRe := regexp.MustCompile("hermes ([a-z][a-z-]*)"), regexp.MustCompile(`(?:^|[ \x60\[])--([a-z][a-z-]*)`)
+	seen := map[string]bool{}
+	rows := 0
+	for _, row := range strings.Split(section, "\n") {
+		cells := strings.Split(row, "|")
+		if len(cells) < 4 || !strings.HasPrefix(strings.TrimSpace(cells[1]), "`hermes ") {
+			continue
+		}
+		rows++
+		var cmds []string
+		for _, m := range cmdRe.FindAllStringSubmatch(cells[1], -1) {
+			cmds = append(cmds, m[1])
+			seen[m[1]] = true
+		}
+		helps := ""
+		for _, c := range cmds {
+			cmd := exec.Command(hermesBin, "help", c)
+			cmd.Env = filteredEnv()
+			out, err := cmd.Output()
+			if err != nil {
+				t.Errorf("the README's row %q: hermes help %s: %v", strings.TrimSpace(cells[1]), c, err)
+			}
+			helps += string(out)
+		}
+		for _, m := range flagRe.FindAllStringSubmatch(row, -1) {
+			if !regexp.MustCompile(`(?m)^  -` + m[1] + `\b`).MatchString(helps) {
+				t.Errorf("the README's row for %v shows --%s, which hermes help %v does not list", cmds, m[1], cmds)
+			}
+		}
+	}
+	names := commandNames()
+	for _, n := range names {
+		if !seen[n] {
+			t.Errorf("hermes has the command %s, which the README's table of commands lacks", n)
+		}
+		delete(seen, n)
+	}
+	for n := range seen {
+		t.Errorf("the README's table of commands shows hermes %s, which hermes does not have", n)
+	}
+	if rows < 10 {
+		t.Fatalf("found %d rows in the README's table of commands", rows)
+	}
+}
+
+// TestReadmeSinceForms: every form of --since the README lists is one
+// `hermes events --since` takes (and a form it does not take fails, so
+// the check can fail).
+func TestReadmeSinceForms(t *testing.T) {
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, para, ok := strings.Cut(string(b), "\n`hermes events --since` takes")
+	if !ok {
+		t.Fatal("README.md lacks the paragraph on `hermes events --since`")
+	}
+	para, _, _ = strings.Cut(para, "\n\n")
+	var forms []string
+	for _, m := range regexp.MustCompile("`([^`]+)`").FindAllStringSubmatch(para, -1) {
+		forms = append(forms, m[1])
+	}
+	if len(forms) < 6 {
+		t.Fatalf("found %d forms in the --since paragraph: %q", len(forms), forms)
+	}
+	e := newTestEnv(t, "")
+	for _, f := range append(forms, "last tuesday") {
+		_, errOut, code := e.hermes(20*time.Second, "events", "--since", f)
+		if wantOK := f != "last tuesday"; (code == exitOK) != wantOK {
+			t.Errorf("hermes events --since %q: exit %d %s", f, code, errOut)
+		}
+	}
+}
+
+// TestReadmeFinalEvent: a stream that cannot finish within drain.timeout
+// ends with the final event the README shows, byte for byte.
+func TestReadmeFinalEvent(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
+	want := strings.Join(readmeFenced(t, "final event:", "```"), "\n")
+	e := newTestEnv(t, "[echo]\nword_delay = \"50ms\"\n[drain]\ntimeout = \"500ms\"\ngrace = \"0s\"\n")
+	g := e.startGateway()
+	s := startStream(t, g.url, 400) // 20 s
+	s.waitLines(t, 2, 10*time.Second)
+	g.signal(syscall.SIGTERM)
+	body := strings.TrimRight(s.waitDone(t, 20*time.Second), "\n")
+	if !strings.HasSuffix(body, "\n"+want) {
+		t.Errorf("the README shows the final event:\n%s\nthe stream ends:\n%s", want, body[max(0, len(body)-400):])
+	}
+	g.wait(20 * time.Second)
 }

@@ -107,6 +107,7 @@ ready_timeout = "20s"
 `
 
 func TestRestartHealthyGatewayLetsStreamFinish(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	e := newTestEnv(t, restartPolicy)
 	g := e.startGateway()
 	s := startStream(t, g.url, 60) // ~1.5 s
@@ -189,6 +190,7 @@ func TestRestartStoppedGateway(t *testing.T) {
 }
 
 func TestRestartEscalatesToKill(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	e := newTestEnv(t, `
 [drain]
 timeout = "500ms"
@@ -323,6 +325,7 @@ func TestRestartFailsWhenNewGatewayCannotStart(t *testing.T) {
 }
 
 func TestTwoRestartsAtOnce(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	e := newTestEnv(t, restartPolicy)
 	g := e.startGateway()
 	s := startStream(t, g.url, 120) // ~3 s: the first restart waits on it
@@ -408,6 +411,7 @@ func TestStopIsPlannedAndFinal(t *testing.T) {
 }
 
 func TestStatusVerdicts(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	e := newTestEnv(t, restartPolicy)
 	g := e.startGateway("HERMES_TEST_FAULT=freeze-after-ready")
 	waitFrozen(t, g.url, 10*time.Second)
@@ -453,6 +457,7 @@ func TestRestartProgressLines(t *testing.T) {
 // which `hermes events` prints the causal chain, restarter and gateways
 // interleaved.
 func TestRestartJournalSequence(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	e := newTestEnv(t, restartPolicy)
 	seqOf := func(evs []journalEvent, from int) string {
 		var seq []string

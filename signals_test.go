@@ -104,6 +104,7 @@ func TestSelfPipeFullKeepsDistinctSignals(t *testing.T) {
 // restart`), both let a stream that fits in the drain finish with [DONE],
 // and both end in a stop.
 func TestBackToBackSignalsLetStreamFinish(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	for _, order := range [][2]syscall.Signal{{syscall.SIGTERM, syscall.SIGUSR1}, {syscall.SIGUSR1, syscall.SIGTERM}} {
 		t.Run(signalName(order[0])+"+"+signalName(order[1]), func(t *testing.T) {
 			e := newTestEnv(t, "[echo]\nword_delay = \"20ms\"\n[drain]\ntimeout = \"20s\"\ngrace = \"1s\"\n")

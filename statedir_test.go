@@ -151,6 +151,7 @@ func TestStartWithTheStateDirFull(t *testing.T) {
 // handoff is refused saying why, and hermes restart drains instead: the
 // stream in flight finishes and a new gateway serves.
 func TestRestartWhenTheBinaryIsGone(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	e := newTestEnv(t, "[echo]\nword_delay = \"20ms\"\n")
 	bin := filepath.Join(t.TempDir(), "go-build123", "exe", "hermes")
 	copyFile(t, hermesBin, bin, 0o755)

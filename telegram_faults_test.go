@@ -21,6 +21,7 @@ import (
 // them every second, and once the space is back the message is answered,
 // once, and every sign of trouble clears.
 func TestTelegramStoreFailureIsReported(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	bot := newFakeBotAPI(t)
 	hook := newFakeWebhook(t)
 	e := telegramEnv(t, bot, "", fmt.Sprintf("[alerts]\nwebhook_url = %q\n", hook.srv.URL))
@@ -71,6 +72,7 @@ func TestTelegramStoreFailureIsReported(t *testing.T) {
 // poll is a short one, so the first good poll clears DEGRADED at once
 // instead of a long poll (telegram.poll_timeout) later.
 func TestTelegramDegradedClearsOnFirstGoodPoll(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	bot := newFakeBotAPI(t)
 	e := telegramEnv(t, bot, "", "")
 	g := e.startGateway()
@@ -199,6 +201,7 @@ func TestTelegramAnswerIsCapped(t *testing.T) {
 // an error notice in the chat, counts as a timeout, fires the
 // upstream-unreachable alert, and the chat's next message is answered.
 func TestTelegramHungUpstreamTimesOut(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	bot := newFakeBotAPI(t)
 	hook := newFakeWebhook(t)
 	release := make(chan struct{})

@@ -217,6 +217,7 @@ func TestTelegramAnswersAllowedUser(t *testing.T) {
 // answer that takes seconds grows by edits, at most one a second, and ends
 // with the full text; a reply past 4096 characters is split.
 func TestTelegramStreamsByEdits(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	bot := newFakeBotAPI(t)
 	e := telegramEnv(t, bot, "", "")
 	g := e.startGateway()
@@ -370,6 +371,7 @@ func (tr *tgTraffic) finish(t *testing.T, timeout time.Duration) {
 // and started again; every message is answered exactly once, with its
 // full text. No poll ever meets a 409 from the gateway's own successor.
 func TestTelegramExactlyOnceAcrossRestarts(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	bot := newFakeBotAPI(t)
 	e := telegramEnv(t, bot, "", "")
 	e.startGateway().waitLog("telegram polling", 10*time.Second)
@@ -441,6 +443,7 @@ func waitTraffic(t *testing.T, tr *tgTraffic, n int) {
 // wait longer than the last), logs the episode once, shows it in status
 // as degraded, and resumes by itself when the conflict ends.
 func TestTelegramConflictBacksOff(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	bot := newFakeBotAPI(t)
 	hook := newFakeWebhook(t)
 	const operator = 555
@@ -534,6 +537,7 @@ func TestTelegramWebhook(t *testing.T) {
 // TestTelegramRetryAfter: a 429 on sendMessage is waited out for its
 // retry_after, and the reply still arrives once.
 func TestTelegramRetryAfter(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	bot := newFakeBotAPI(t)
 	e := telegramEnv(t, bot, "", "")
 	g := e.startGateway()
@@ -584,6 +588,7 @@ func TestTelegramTokenNeverShown(t *testing.T) {
 // the drain's timeout; the next gateway re-runs it into the same reply,
 // which ends with the full text: one reply, nothing lost.
 func TestTelegramCutTurnIsRerun(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	bot := newFakeBotAPI(t)
 	e := newTestEnv(t, strings.Replace(telegramPolicy(bot, "", ""), "timeout = \"20s\"", "timeout = \"1s\"", 1))
 	e.env = append(e.env, tgTokenEnv+"="+bot.Token())

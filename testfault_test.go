@@ -13,6 +13,7 @@ import (
 // hermes_testfault tag): the fault code is not in the binary at all, and a
 // gateway started with HERMES_TEST_FAULT set serves and ticks as usual.
 func TestReleaseBuildIgnoresTestFaults(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	if testing.Short() {
 		t.Skip("builds a second binary")
 	}

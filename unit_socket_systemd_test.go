@@ -21,6 +21,7 @@ import (
 // gateway, where without the socket unit it would be refused. hermes stop
 // stops the socket too, and uninstall-unit removes both units.
 func TestUnitSystemdSocketHarness(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	h := startHarness(t)
 	const name = "sdsocket"
 	svc, sock := unitName(name), socketUnitName(name)

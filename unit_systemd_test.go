@@ -36,6 +36,7 @@ restart_sec = "1s"
 // `hermes restart` run inside brings a new MainPID while a stream in flight
 // finishes, and recovers a frozen gateway through systemd.
 func TestUnitSystemdHarness(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	h := startHarness(t)
 	const name = "sdtest"
 	unit := unitName(name)

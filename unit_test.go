@@ -254,6 +254,7 @@ func TestUnitVerify(t *testing.T) {
 // (what launchd's format is checked with here) and compares it key by key
 // with what the policy asks for.
 func TestPlistRoundTrip(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
 	python, err := exec.LookPath("python3")
 	if err != nil {
 		skipUnlessCI(t, "python3 is not installed: apt-get install python3")

@@ -1,0 +1,60 @@
+// The README's examples, found by their markers, for the tests that run
+// them and compare (readme_test.go, and the tests of the commands they
+// show). No build tag: the status table's check lives with the status
+// tests, which macOS builds too.
+
+package main
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+// readmeBlock returns the lines of the ```sh block that follows the line
+// `<!-- marker...` in README.md. The markers name this file, so whoever
+// edits a block knows a test runs it.
+func readmeBlock(t *testing.T, marker string) []string {
+	t.Helper()
+	return readmeFenced(t, marker, "```sh")
+}
+
+// readmeFenced is readmeBlock for a block opened by fence (```sh, or ```
+// for output).
+func readmeFenced(t *testing.T, marker, fence string) []string {
+	t.Helper()
+	return docFenced(t, "README.md", marker, fence)
+}
+
+// docFenced is readmeFenced for any of the repository's markdown files.
+func docFenced(t *testing.T, file, marker, fence string) []string {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(b), "\n")
+	for i, l := range lines {
+		// A block in a list item is indented like its marker; the lines
+		// come back without that indent.
+		indent := l[:len(l)-len(strings.TrimLeft(l, " "))]
+		if !strings.HasPrefix(l, indent+"<!-- "+marker) {
+			continue
+		}
+		if i+1 >= len(lines) || lines[i+1] != indent+fence {
+			t.Fatalf("%s:%d: the line after %q must open a %s block", file, i+2, l, fence)
+		}
+		for j := i + 2; j < len(lines); j++ {
+			if lines[j] == indent+"```" {
+				out := make([]string, 0, j-i-2)
+				for _, x := range lines[i+2 : j] {
+					out = append(out, strings.TrimPrefix(x, indent))
+				}
+				return out
+			}
+		}
+		t.Fatalf("%s:%d: the %s block after %q is never closed", file, i+2, fence, l)
+	}
+	t.Fatalf("%s has no line starting with %q (the marker of a block a test runs)", file, "<!-- "+marker)
+	return nil
+}
