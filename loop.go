@@ -16,7 +16,7 @@ import (
 // That is what keeps the loop from ever waiting on a file, a lock, the disk
 // or the network, and what lets loop_test.go check every rule as a table.
 //
-// What a signal means depends on the state (the rules, docs/gateway.md "Signals"):
+// What a signal means depends on the state (the rules, docs/design.md "Signals"):
 //
 //	state                      TERM / INT                     USR1            HUP
 //	serving                    drain, exit 0                  drain, exit 75  reload

@@ -7,8 +7,11 @@ package main
 
 import (
 	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"unicode"
 )
 
 // readmeBlock returns the lines of the ```sh block that follows the line
@@ -57,4 +60,75 @@ func docFenced(t *testing.T, file, marker, fence string) []string {
 	}
 	t.Fatalf("%s has no line starting with %q (the marker of a block a test runs)", file, "<!-- "+marker)
 	return nil
+}
+
+// TestDocsLinks: every relative link in the README and docs/ names a file
+// of the repository, and every #anchor a heading of that file (GitHub's
+// slugs: lower case, spaces to dashes, punctuation but - and _ dropped), so
+// moving a section cannot leave a dead link.
+func TestDocsLinks(t *testing.T) {
+	files, err := filepath.Glob("docs/*.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files = append(files, "README.md")
+	linkRe := regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	slugs := map[string]map[string]bool{}
+	slugsOf := func(file string) map[string]bool {
+		if s, ok := slugs[file]; ok {
+			return s
+		}
+		s := map[string]bool{}
+		b, _ := os.ReadFile(file)
+		for _, l := range strings.Split(string(b), "\n") {
+			if h := strings.TrimLeft(l, "#"); h != l && strings.HasPrefix(h, " ") {
+				s[githubSlug(strings.TrimSpace(h))] = true
+			}
+		}
+		slugs[file] = s
+		return s
+	}
+	checked := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range linkRe.FindAllStringSubmatch(string(b), -1) {
+			link := m[1]
+			if strings.Contains(link, "://") || strings.HasPrefix(link, "mailto:") {
+				continue
+			}
+			path, anchor, _ := strings.Cut(link, "#")
+			target := f
+			if path != "" {
+				target = filepath.Join(filepath.Dir(f), path)
+				if _, err := os.Stat(target); err != nil {
+					t.Errorf("%s links to %s, which does not exist", f, link)
+					continue
+				}
+			}
+			if anchor != "" && !slugsOf(target)[anchor] {
+				t.Errorf("%s links to %s: %s has no heading #%s", f, link, target, anchor)
+			}
+			checked++
+		}
+	}
+	if checked < 10 {
+		t.Fatalf("checked %d links", checked)
+	}
+}
+
+// githubSlug is the anchor GitHub gives a heading.
+func githubSlug(h string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(h) {
+		switch {
+		case r == ' ':
+			b.WriteByte('-')
+		case r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r):
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
