@@ -16,7 +16,7 @@ func TestHelpForEachCommand(t *testing.T) {
 	e := newTestEnv(t, "")
 	names := commandNames()
 	if len(names) < 10 {
-		t.Fatalf("commandNames() = %q: the usage text's command list was not found", names)
+		t.Fatalf("commandNames() = %q: the command table is short", names)
 	}
 	for _, cmd := range names {
 		t.Run(cmd, func(t *testing.T) {
@@ -28,7 +28,7 @@ func TestHelpForEachCommand(t *testing.T) {
 			if helpOut != dashOut || helpOut == "" {
 				t.Errorf("help %s:\n%s\ndiffers from %s -h:\n%s", cmd, helpOut, cmd, dashOut)
 			}
-			if cmd != "help" && helpOut == usageText {
+			if cmd != "help" && helpOut == usage() {
 				t.Errorf("help %s prints the general help", cmd)
 			}
 		})

@@ -304,19 +304,22 @@ func defaultLockDir() string {
 	return "/tmp/hermes-locks"
 }
 
-// The file format. Pointers tell "absent" from "zero"; durations and signals
-// are strings so that a bad one is reported with its key and line.
+// The file format, the one declaration of the policy's keys: knownKeys
+// and keyKinds (policykeys.go) are read off these fields' tags. Pointers
+// tell "absent" from "zero"; durations and signals are strings so that a
+// bad one is reported with its key and line, and a duration says so with
+// kind:"duration".
 type fileGateway struct {
 	Listen         *string `toml:"listen"`
-	ListenTimeout  *string `toml:"listen_timeout"`
-	HeaderTimeout  *string `toml:"header_timeout"`
-	IdleTimeout    *string `toml:"idle_timeout"`
-	BodyTimeout    *string `toml:"body_timeout"`
-	WriteTimeout   *string `toml:"write_timeout"`
+	ListenTimeout  *string `toml:"listen_timeout" kind:"duration"`
+	HeaderTimeout  *string `toml:"header_timeout" kind:"duration"`
+	IdleTimeout    *string `toml:"idle_timeout" kind:"duration"`
+	BodyTimeout    *string `toml:"body_timeout" kind:"duration"`
+	WriteTimeout   *string `toml:"write_timeout" kind:"duration"`
 	MaxRequestBody *string `toml:"max_request_body"`
 	MaxConnections *int    `toml:"max_connections"`
-	UpHeaderTO     *string `toml:"upstream_header_timeout"`
-	UpIdleTO       *string `toml:"upstream_idle_timeout"`
+	UpHeaderTO     *string `toml:"upstream_header_timeout" kind:"duration"`
+	UpIdleTO       *string `toml:"upstream_idle_timeout" kind:"duration"`
 	Upstream       *string `toml:"upstream"`
 	UpstreamKeyEnv *string `toml:"upstream_key_env"`
 	StateDir       *string `toml:"state_dir"`
@@ -331,24 +334,24 @@ type filePolicy struct {
 	Name    *string     `toml:"name"`
 	Gateway fileGateway `toml:"gateway"`
 	Echo    struct {
-		WordDelay *string `toml:"word_delay"`
+		WordDelay *string `toml:"word_delay" kind:"duration"`
 	} `toml:"echo"`
 	Drain struct {
-		Timeout *string `toml:"timeout"`
-		Grace   *string `toml:"grace"`
+		Timeout *string `toml:"timeout" kind:"duration"`
+		Grace   *string `toml:"grace" kind:"duration"`
 	} `toml:"drain"`
 	Restart struct {
 		Mode         *string     `toml:"mode"`
-		Probation    *string     `toml:"probation"`
+		Probation    *string     `toml:"probation" kind:"duration"`
 		Ladder       *[]fileRung `toml:"ladder"`
 		Force        *[]fileRung `toml:"force"`
-		ReadyTimeout *string     `toml:"ready_timeout"`
+		ReadyTimeout *string     `toml:"ready_timeout" kind:"duration"`
 	} `toml:"restart"`
 	Service struct {
-		RestartSec         *string `toml:"restart_sec"`
-		RestartMaxDelay    *string `toml:"restart_max_delay"`
+		RestartSec         *string `toml:"restart_sec" kind:"duration"`
+		RestartMaxDelay    *string `toml:"restart_max_delay" kind:"duration"`
 		StartLimitBurst    *int    `toml:"start_limit_burst"`
-		StartLimitInterval *string `toml:"start_limit_interval"`
+		StartLimitInterval *string `toml:"start_limit_interval" kind:"duration"`
 	} `toml:"service"`
 	Lock struct {
 		TokenEnv  *string `toml:"token_env"`
@@ -357,19 +360,19 @@ type filePolicy struct {
 		Dir       *string `toml:"lock_dir"`
 	} `toml:"lock"`
 	Watchdog struct {
-		Heartbeat     *string `toml:"heartbeat"`
-		Timeout       *string `toml:"timeout"`
-		SignalTimeout *string `toml:"signal_timeout"`
+		Heartbeat     *string `toml:"heartbeat" kind:"duration"`
+		Timeout       *string `toml:"timeout" kind:"duration"`
+		SignalTimeout *string `toml:"signal_timeout" kind:"duration"`
 	} `toml:"watchdog"`
 	CrashLoop struct {
 		Starts    *int    `toml:"starts"`
-		Window    *string `toml:"window"`
-		BaseDelay *string `toml:"base_delay"`
-		MaxDelay  *string `toml:"max_delay"`
+		Window    *string `toml:"window" kind:"duration"`
+		BaseDelay *string `toml:"base_delay" kind:"duration"`
+		MaxDelay  *string `toml:"max_delay" kind:"duration"`
 	} `toml:"crash_loop"`
 	Journal struct {
 		MaxBytes  *int64  `toml:"max_bytes"`
-		ExitFlush *string `toml:"exit_flush"`
+		ExitFlush *string `toml:"exit_flush" kind:"duration"`
 	} `toml:"journal"`
 	Telegram struct {
 		TokenEnv           *string  `toml:"token_env"`
@@ -380,32 +383,32 @@ type filePolicy struct {
 		SystemPrompt       *string  `toml:"system_prompt"`
 		HistoryTurns       *int     `toml:"history_turns"`
 		MaxAnswer          *int     `toml:"max_answer"`
-		PollTimeout        *string  `toml:"poll_timeout"`
-		EditEvery          *string  `toml:"edit_every"`
-		RequestTimeout     *string  `toml:"request_timeout"`
-		BackoffMax         *string  `toml:"backoff_max"`
+		PollTimeout        *string  `toml:"poll_timeout" kind:"duration"`
+		EditEvery          *string  `toml:"edit_every" kind:"duration"`
+		RequestTimeout     *string  `toml:"request_timeout" kind:"duration"`
+		BackoffMax         *string  `toml:"backoff_max" kind:"duration"`
 		DeleteWebhook      *bool    `toml:"delete_webhook"`
-		StrangerReplyEvery *string  `toml:"stranger_reply_every"`
+		StrangerReplyEvery *string  `toml:"stranger_reply_every" kind:"duration"`
 	} `toml:"telegram"`
 	Alerts struct {
 		WebhookURL          *string `toml:"webhook_url"`
 		WebhookURLEnv       *string `toml:"webhook_url_env"`
 		TelegramChat        *int64  `toml:"telegram_chat"`
-		Timeout             *string `toml:"timeout"`
+		Timeout             *string `toml:"timeout" kind:"duration"`
 		Retries             *int    `toml:"retries"`
-		TelegramConflictFor *string `toml:"telegram_conflict_for"`
-		UpstreamDownFor     *string `toml:"upstream_down_for"`
+		TelegramConflictFor *string `toml:"telegram_conflict_for" kind:"duration"`
+		UpstreamDownFor     *string `toml:"upstream_down_for" kind:"duration"`
 	} `toml:"alerts"`
-	Limits struct {
-		MaxRSS       *string `toml:"max_rss"`
-		MaxRSSWindow *string `toml:"max_rss_window"`
-	} `toml:"limits"`
 	Auth struct {
 		KeysEnv       *string `toml:"keys_env"`
 		KeysFile      *string `toml:"keys_file"`
 		AllowOpen     *bool   `toml:"allow_open"`
 		ProtectStatus *bool   `toml:"protect_status"`
 	} `toml:"auth"`
+	Limits struct {
+		MaxRSS       *string `toml:"max_rss"`
+		MaxRSSWindow *string `toml:"max_rss_window" kind:"duration"`
+	} `toml:"limits"`
 	Kubernetes fileKubernetes `toml:"kubernetes"`
 }
 
@@ -576,28 +579,6 @@ func tomlError(path string, src []byte, err error) error {
 		ce.Line = keyLine(src, ce.Key)
 	}
 	return ce
-}
-
-var knownKeys = []string{
-	"name", "gateway.listen", "gateway.listen_timeout", "gateway.header_timeout", "gateway.idle_timeout",
-	"gateway.body_timeout", "gateway.write_timeout", "gateway.max_request_body", "gateway.max_connections",
-	"gateway.upstream_header_timeout", "gateway.upstream_idle_timeout", "gateway.upstream", "gateway.upstream_key_env", "gateway.state_dir",
-	"echo.word_delay", "drain.timeout", "drain.grace",
-	"restart.mode", "restart.probation", "restart.ladder", "restart.force", "restart.ready_timeout",
-	"service.restart_sec", "service.restart_max_delay", "service.start_limit_burst", "service.start_limit_interval",
-	"lock.token_env", "lock.token_file", "lock.scope", "lock.lock_dir",
-	"watchdog.heartbeat", "watchdog.timeout", "watchdog.signal_timeout",
-	"crash_loop.starts", "crash_loop.window", "crash_loop.base_delay", "crash_loop.max_delay",
-	"journal.max_bytes", "journal.exit_flush",
-	"telegram.token_env", "telegram.token_file", "telegram.api_base", "telegram.allowed_users", "telegram.model",
-	"telegram.system_prompt", "telegram.history_turns", "telegram.max_answer", "telegram.poll_timeout", "telegram.edit_every",
-	"telegram.request_timeout", "telegram.backoff_max", "telegram.delete_webhook", "telegram.stranger_reply_every",
-	"alerts.webhook_url", "alerts.webhook_url_env", "alerts.telegram_chat", "alerts.timeout", "alerts.retries",
-	"alerts.telegram_conflict_for", "alerts.upstream_down_for",
-	"auth.keys_env", "auth.keys_file", "auth.allow_open", "auth.protect_status",
-	"limits.max_rss", "limits.max_rss_window",
-	"kubernetes.image", "kubernetes.namespace", "kubernetes.replicas", "kubernetes.secret", "kubernetes.cpu_request", "kubernetes.cpu_limit",
-	"kubernetes.memory_request", "kubernetes.memory_limit", "kubernetes.state_volume_size", "kubernetes.storage_class",
 }
 
 // suggestKey names a known key the unknown one was probably meant to be:

@@ -3,11 +3,12 @@ package main
 import (
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/BurntSushi/toml"
 )
 
 func writeTemp(t *testing.T, name, content string) string {
@@ -234,31 +235,39 @@ func TestPolicyErrorsForPeople(t *testing.T) {
 	}
 }
 
-// TestKeyKindsMatchTheFileFormat: keyKinds (what each key takes, for the
-// errors) names every known key, with the kind the file format decodes.
-func TestKeyKindsMatchTheFileFormat(t *testing.T) {
-	goKinds := map[string]reflect.Type{}
-	var walk func(prefix string, st reflect.Type)
-	walk = func(prefix string, st reflect.Type) {
-		for i := 0; i < st.NumField(); i++ {
-			f := st.Field(i)
-			key := prefix + f.Tag.Get("toml")
-			if f.Type.Kind() == reflect.Struct {
-				walk(key+".", f.Type)
-				continue
-			}
-			goKinds[key] = f.Type
-		}
+// TestPolicyKeysAreDeclared: the keys read off filePolicy's tags
+// (policykeys.go) are each there once, every one has a kind, and the kind
+// agrees with the value hermes.toml.example gives it: a string key whose
+// example is a duration lacks its kind:"duration" tag, and the reverse.
+func TestPolicyKeysAreDeclared(t *testing.T) {
+	if len(knownKeys) < 70 || len(keyKinds) != len(knownKeys) {
+		t.Fatalf("%d keys, %d kinds", len(knownKeys), len(keyKinds))
 	}
-	walk("", reflect.TypeOf(filePolicy{}))
-	if len(goKinds) != len(knownKeys) || len(keyKinds) != len(knownKeys) {
-		t.Errorf("%d keys in the file format, %d in knownKeys, %d in keyKinds", len(goKinds), len(knownKeys), len(keyKinds))
+	var raw map[string]any
+	if _, err := toml.DecodeFile("hermes.toml.example", &raw); err != nil {
+		t.Fatal(err)
 	}
+	checked := 0
 	for _, k := range knownKeys {
-		want := map[keyKind]string{kindString: "*string", kindDuration: "*string", kindInt: "*int", kindLadder: "*[]main.fileRung", kindBool: "*bool", kindIntList: "*[]int"}[keyKinds[k]]
-		if got := goKinds[k]; got == nil || strings.TrimSuffix(got.String(), "64") != want {
-			t.Errorf("%s: keyKinds says %q, the file format decodes %v", k, want, got)
+		if keyKinds[k] == 0 {
+			t.Errorf("%s has no kind", k)
 		}
+		v, ok := lookupKey(raw, k)
+		s, isString := v.(string)
+		if !ok || !isString || s == "" {
+			continue
+		}
+		_, err := time.ParseDuration(s)
+		switch kind := keyKinds[k]; {
+		case kind == kindDuration && err != nil:
+			t.Errorf("%s is tagged a duration, but hermes.toml.example sets it to %q", k, s)
+		case kind == kindString && err == nil:
+			t.Errorf("%s = %q in hermes.toml.example is a duration: tag its field kind:\"duration\"", k, s)
+		}
+		checked++
+	}
+	if checked < 30 {
+		t.Errorf("checked the kinds of %d keys against the example", checked)
 	}
 }
 

@@ -27,36 +27,6 @@ const (
 	kindIntList
 )
 
-// keyKinds has every key of knownKeys (TestKeyKindsMatchTheFileFormat).
-var keyKinds = map[string]keyKind{
-	"name": kindString, "gateway.listen": kindString, "gateway.listen_timeout": kindDuration,
-	"gateway.header_timeout": kindDuration, "gateway.idle_timeout": kindDuration, "gateway.upstream": kindString,
-	"gateway.upstream_key_env": kindString, "gateway.state_dir": kindString,
-	"gateway.body_timeout": kindDuration, "gateway.write_timeout": kindDuration, "gateway.max_request_body": kindString,
-	"gateway.max_connections": kindInt, "gateway.upstream_header_timeout": kindDuration, "gateway.upstream_idle_timeout": kindDuration,
-	"echo.word_delay": kindDuration, "drain.timeout": kindDuration, "drain.grace": kindDuration,
-	"restart.mode": kindString, "restart.probation": kindDuration, "restart.ladder": kindLadder,
-	"restart.force": kindLadder, "restart.ready_timeout": kindDuration,
-	"service.restart_sec": kindDuration, "service.restart_max_delay": kindDuration,
-	"service.start_limit_burst": kindInt, "service.start_limit_interval": kindDuration,
-	"lock.token_env": kindString, "lock.token_file": kindString, "lock.scope": kindString, "lock.lock_dir": kindString,
-	"watchdog.heartbeat": kindDuration, "watchdog.timeout": kindDuration, "watchdog.signal_timeout": kindDuration,
-	"crash_loop.starts": kindInt, "crash_loop.window": kindDuration, "crash_loop.base_delay": kindDuration,
-	"crash_loop.max_delay": kindDuration, "journal.max_bytes": kindInt, "journal.exit_flush": kindDuration,
-	"telegram.token_env": kindString, "telegram.token_file": kindString, "telegram.api_base": kindString,
-	"telegram.allowed_users": kindIntList, "telegram.model": kindString, "telegram.system_prompt": kindString,
-	"telegram.history_turns": kindInt, "telegram.max_answer": kindInt, "telegram.poll_timeout": kindDuration, "telegram.edit_every": kindDuration,
-	"telegram.request_timeout": kindDuration, "telegram.backoff_max": kindDuration, "telegram.delete_webhook": kindBool,
-	"telegram.stranger_reply_every": kindDuration,
-	"alerts.webhook_url":            kindString, "alerts.webhook_url_env": kindString, "alerts.telegram_chat": kindInt,
-	"alerts.timeout": kindDuration, "alerts.retries": kindInt, "alerts.telegram_conflict_for": kindDuration,
-	"alerts.upstream_down_for": kindDuration, "limits.max_rss": kindString, "limits.max_rss_window": kindDuration,
-	"auth.keys_env": kindString, "auth.keys_file": kindString, "auth.allow_open": kindBool, "auth.protect_status": kindBool,
-	"kubernetes.image": kindString, "kubernetes.namespace": kindString, "kubernetes.replicas": kindInt, "kubernetes.secret": kindString,
-	"kubernetes.cpu_request": kindString, "kubernetes.cpu_limit": kindString, "kubernetes.memory_request": kindString,
-	"kubernetes.memory_limit": kindString, "kubernetes.state_volume_size": kindString, "kubernetes.storage_class": kindString,
-}
-
 // keyExamples is a value of the right kind for keys whose kind alone
 // makes a poor example.
 var keyExamples = map[string]string{

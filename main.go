@@ -1,23 +1,8 @@
 // Command hermes keeps an LLM-agent gateway alive on a small host without ever
 // getting stuck.
 //
-// Usage:
-//
-//	hermes serve          [--config FILE]          run the gateway
-//	hermes start          [--config FILE]          start it unless it runs
-//	hermes restart        [--force] [--config FILE] hand off to a successor (or drain), escalate, bring it back
-//	hermes stop           [--force] [--config FILE] drain and stop, for good
-//	hermes reload         [--config FILE]          check the policy, then HUP
-//	hermes status         [--json] [--config FILE]  what the gateway is doing
-//	hermes healthcheck    [--config FILE]          exit 0 if it serves and ticks (a container's HEALTHCHECK)
-//	hermes logs           [-f] [-n N]              the gateway's log
-//	hermes check-config   [--config FILE]          print the effective policy
-//	hermes install-unit   [...]                    write the systemd unit or launchd plist
-//	hermes uninstall-unit [...]                    remove it again
-//	hermes events         [--since D] [--json]     the lifecycle timeline
-//	hermes auth add NAME  [--config FILE]          make a client key ([auth])
-//	hermes version
-//	hermes help           [COMMAND]                this help, or a command's
+// The commands are one table, commands() below: the help's list and the
+// dispatch both come from it ('hermes help' prints it).
 //
 // One TOML policy file (hermes.toml) drives every command; built-in defaults
 // make every command work without one. The file is looked up in this order:
@@ -40,6 +25,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -68,28 +54,57 @@ const (
 // two, and hermes restart says so at once. launchd cannot single 78 out: its
 // ThrottleInterval and the crash-loop guard slow such a loop down instead.
 
-const usageText = `hermes keeps an LLM-agent gateway alive without ever getting stuck.
+// command is one row of the command table, from which both the help's list
+// and run's dispatch come: a command is added here and nowhere else.
+type command struct {
+	name    string
+	aliases []string // other spellings run accepts (--version, -h), not listed
+	summary string   // the help's one line
+	run     func(args []string) error
+}
+
+// commands is the command table, in the help's order.
+func commands() []command {
+	return []command{
+		{"serve", nil, "run the gateway (in the foreground)", runServe},
+		{"start", nil, "start the gateway if it is not running (under its manager if it has one)", runStart},
+		{"restart", nil, "hand the gateway over to a fresh one (or drain it), escalate if it will not go", runRestart},
+		{"stop", nil, "drain the gateway and stop it for good", runStop},
+		{"reload", nil, "check the policy file, then have the running gateway load it", runReload},
+		{"status", nil, "show what the gateway is doing (with no policy: every gateway on the host)", runStatus},
+		{"healthcheck", nil, "exit 0 when the gateway serves and its loop ticks, else 1 (for containers)", runHealthcheck},
+		{"logs", nil, "print the gateway's log (-f to follow)", runLogs},
+		{"check-config", nil, "print the effective policy with defaults filled in", runCheckConfig},
+		{"install-unit", nil, "write the systemd unit, launchd plist or Kubernetes manifests for this policy", runInstallUnit},
+		{"uninstall-unit", nil, "remove the unit or plist written by install-unit", runUninstallUnit},
+		{"events", nil, "print the lifecycle timeline", runEvents},
+		{"auth", nil, "make a client key: hermes auth add NAME ([auth] keys)", runAuth},
+		{"version", []string{"--version", "-version"}, "print the version", runVersion},
+		{"help", []string{"-h", "-help", "--help"}, "print this help, or a command's: hermes help restart", runHelp},
+	}
+}
+
+// usage is the general help: the command table's list between a fixed
+// head and tail.
+func usage() string {
+	var b strings.Builder
+	b.WriteString(usageHead)
+	for _, c := range commands() {
+		fmt.Fprintf(&b, "    %-16s%s\n", c.name, c.summary)
+	}
+	b.WriteString(usageTail)
+	return b.String()
+}
+
+const usageHead = `hermes keeps an LLM-agent gateway alive without ever getting stuck.
 
 Usage:
     hermes <command> [flags]
 
 Commands:
-    serve           run the gateway (in the foreground)
-    start           start the gateway if it is not running (under its manager if it has one)
-    restart         hand the gateway over to a fresh one (or drain it), escalate if it will not go
-    stop            drain the gateway and stop it for good
-    reload          check the policy file, then have the running gateway load it
-    status          show what the gateway is doing (with no policy: every gateway on the host)
-    healthcheck     exit 0 when the gateway serves and its loop ticks, else 1 (for containers)
-    logs            print the gateway's log (-f to follow)
-    check-config    print the effective policy with defaults filled in
-    install-unit    write the systemd unit, launchd plist or Kubernetes manifests for this policy
-    uninstall-unit  remove the unit or plist written by install-unit
-    events          print the lifecycle timeline
-    auth            make a client key: hermes auth add NAME ([auth] keys)
-    version         print the version
-    help            print this help, or a command's: hermes help restart
+`
 
+const usageTail = `
 Policy:
     Every command reads one policy file (TOML), the first of:
         --config FILE
@@ -144,45 +159,16 @@ var errUsage = errors.New("usage")
 
 func run(args []string) int {
 	if len(args) == 0 {
-		fmt.Fprint(os.Stderr, usageText)
+		fmt.Fprint(os.Stderr, usage())
 		return exitUsage
 	}
-	var err error
-	switch cmd, rest := args[0], args[1:]; cmd {
-	case "serve":
-		err = runServe(rest)
-	case "restart":
-		err = runRestart(rest)
-	case "stop":
-		err = runStop(rest)
-	case "status":
-		err = runStatus(rest)
-	case "healthcheck":
-		err = runHealthcheck(rest)
-	case "check-config":
-		err = runCheckConfig(rest)
-	case "install-unit":
-		err = runInstallUnit(rest)
-	case "uninstall-unit":
-		err = runUninstallUnit(rest)
-	case "events":
-		err = runEvents(rest)
-	case "start":
-		err = runStart(rest)
-	case "reload":
-		err = runReload(rest)
-	case "logs":
-		err = runLogs(rest)
-	case "auth":
-		err = runAuth(rest)
-	case "version", "--version", "-version":
-		err = runVersion(rest)
-	case "help", "-h", "-help", "--help":
-		err = runHelp(rest)
-	default:
-		err = unknownCommand(cmd)
+	name, rest := args[0], args[1:]
+	for _, c := range commands() {
+		if c.name == name || slices.Contains(c.aliases, name) {
+			return exitCode(c.run(rest))
+		}
 	}
-	return exitCode(err)
+	return exitCode(unknownCommand(name))
 }
 
 const versionUsage = `Print the version.
@@ -205,7 +191,7 @@ func runHelp(args []string) error {
 		return usageError("help", "help: one command at a time, got %q", strings.Join(args, " "))
 	}
 	if len(args) == 0 || args[0] == "help" || strings.HasPrefix(args[0], "-") {
-		fmt.Print(usageText)
+		fmt.Print(usage())
 		return nil
 	}
 	if code := run([]string{args[0], "-h"}); code != exitOK {
@@ -214,16 +200,11 @@ func runHelp(args []string) error {
 	return nil
 }
 
-// commandNames lists the commands in usageText, the one list of them.
+// commandNames lists the commands of the table, in its order.
 func commandNames() []string {
-	_, rest, _ := strings.Cut(usageText, "\nCommands:\n")
 	var names []string
-	for _, line := range strings.Split(rest, "\n") {
-		f := strings.Fields(line)
-		if len(f) == 0 {
-			break
-		}
-		names = append(names, f[0])
+	for _, c := range commands() {
+		names = append(names, c.name)
 	}
 	return names
 }
