@@ -9,7 +9,6 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -126,11 +125,7 @@ func (req *upstreamReq) free() {
 //
 //go:noinline
 func (g *gateway) upstreamRequest(w *responseRecorder, r *http.Request, p *Policy, req *upstreamReq) bool {
-	base := strings.TrimSuffix(p.Gateway.Upstream, "/")
-	path := r.URL.EscapedPath()
-	if strings.HasSuffix(base, "/v1") {
-		path = strings.TrimPrefix(path, "/v1")
-	}
+	base, path := upstreamTarget(p, r.URL.EscapedPath())
 	if limit := p.Gateway.MaxRequestBody; limit > 0 && r.ContentLength > limit {
 		tooLarge(w, limit)
 		return false
@@ -167,11 +162,7 @@ func (g *gateway) upstreamRequest(w *responseRecorder, r *http.Request, p *Polic
 		// the transport then drops the upstream connection mid-stream.
 		http.NewResponseController(w).EnableFullDuplex()
 	}
-	if p.Gateway.UpstreamKeyEnv != "" {
-		if key := os.Getenv(p.Gateway.UpstreamKeyEnv); key != "" {
-			req.auth = "Bearer " + key
-		}
-	}
+	req.auth = upstreamAuth(p)
 	return true
 }
 

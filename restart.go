@@ -239,22 +239,6 @@ func (r *ladderRun) awaitDraining(h *procHandle, until time.Time) (exited, drain
 	return false, false, false
 }
 
-func configFlag(p *Policy) string {
-	if p.Path == "" {
-		return ""
-	}
-	return " --config " + shellQuote(p.Path)
-}
-
-func shellQuote(s string) string {
-	if s != "" && strings.IndexFunc(s, func(c rune) bool {
-		return !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("/._-+=:,@", c))
-	}) < 0 {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
 func (r *ladderRun) what() string {
 	if r.stop {
 		return "stop"

@@ -421,10 +421,3 @@ func lockInstance(stateDir string) (*os.File, error) {
 	}
 	return f, nil
 }
-
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
-}

@@ -500,27 +500,6 @@ func runStatus(args []string) error {
 	return &exitError{code: exitFailure}
 }
 
-func fmtDur(d time.Duration) string {
-	switch {
-	case d < time.Millisecond:
-		return d.Round(time.Microsecond).String()
-	case d < time.Second:
-		return d.Round(time.Millisecond).String()
-	}
-	return d.Round(10 * time.Millisecond).String()
-}
-
-// currentUser names who asked, for the journal.
-func currentUser() string {
-	if u := os.Getenv("SUDO_USER"); u != "" {
-		return u + " (via sudo)"
-	}
-	if u := os.Getenv("USER"); u != "" {
-		return u
-	}
-	return fmt.Sprintf("uid %d", os.Getuid())
-}
-
 // statusOfHost lists every gateway in the instance registry.
 func statusOfHost(asJSON bool) error {
 	rows := instanceRows(listInstances())

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -28,11 +27,8 @@ func (b *telegramBot) complete(ctx context.Context, p *Policy, msgs []map[string
 		return ans.String(), err
 	}
 	body, _ := json.Marshal(map[string]any{"model": p.Telegram.Model, "stream": true, "messages": msgs})
-	base := strings.TrimSuffix(p.Gateway.Upstream, "/")
-	target := base + "/v1/chat/completions"
-	if strings.HasSuffix(base, "/v1") {
-		target = base + "/chat/completions"
-	}
+	base, path := upstreamTarget(p, "/v1/chat/completions")
+	target := base + path
 	// The policy's upstream deadlines, as on the HTTP path: the answer's
 	// head within upstream_header_timeout, no silence inside it longer
 	// than upstream_idle_timeout.
@@ -56,10 +52,8 @@ func (b *telegramBot) complete(ctx context.Context, p *Policy, msgs []map[string
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "text/event-stream")
-	if k := p.Gateway.UpstreamKeyEnv; k != "" {
-		if key := os.Getenv(k); key != "" {
-			req.Header.Set("Authorization", "Bearer "+key)
-		}
+	if auth := upstreamAuth(p); auth != "" {
+		req.Header.Set("Authorization", auth)
 	}
 	resp, err := b.g.client.Do(req)
 	head.Stop()
