@@ -6,7 +6,7 @@ import (
 )
 
 // onCancel runs f once ctx ends, like context.AfterFunc, and returns what
-// undoes it. A request served by hermes's own server (h1server.go) has its
+// undoes it. A request served by hermes's own server (h1_server.go) has its
 // connection's context, which carries a cancelSlot: arming the slot costs
 // nothing, where AfterFunc allocates three objects on every request. A
 // context of any other kind (a request's own child context, the Telegram

@@ -1,5 +1,5 @@
-// Command hermes keeps an LLM-agent gateway alive on a small host without ever
-// getting stuck.
+// The command line: the command table, exit codes, and errors that carry
+// a hint (the map of the whole package is doc.go).
 //
 // The commands are one table, commands() below: the help's list and the
 // dispatch both come from it ('hermes help' prints it).
@@ -17,6 +17,7 @@
 // socket and `hermes restart` can prove it and escalate.
 //
 // Exit codes are a contract with systemd and launchd; see the exit* constants.
+
 package main
 
 import (

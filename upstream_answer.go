@@ -10,7 +10,7 @@ import (
 
 // Reading the upstream's answer head, for upstreamClient.
 //
-// The same one-pass, strict reading as a client's request head (h1parse.go),
+// The same one-pass, strict reading as a client's request head (h1_parse.go),
 // in place of net/http's ReadResponse: one string for the head, its values
 // pieces of it. An answer whose framing could be read two ways
 // (Transfer-Encoding with Content-Length, two lengths, a transfer coding

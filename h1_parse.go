@@ -25,7 +25,7 @@ import (
 //   - Content-Length that is not all digits, or given twice with two values;
 //   - two Host headers, or a Host with bytes no host has;
 //   - control characters anywhere but a tab in a value.
-// h1parse_test.go checks it against net/http's ReadRequest on the same
+// h1_parse_test.go checks it against net/http's ReadRequest on the same
 // inputs: whatever this accepts, ReadRequest reads the same way.
 
 // chunkedOnly is the TransferEncoding of every chunked message read: one
