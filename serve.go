@@ -31,6 +31,10 @@ nothing); HUP reloads the policy; a second TERM or INT during a stop's drain
 stops now; a TERM during a restart's drain turns it into a stop.
 `
 
+// runServe walks a gateway's life in its phases, each a method of
+// serveProc below: the policy and the process's plumbing here, then
+// takeLocks, publishStart, listen, build and serve. The exit is one deferred
+// finish, whichever phase fails.
 func runServe(args []string) (err error) {
 	// First thing: until Notify runs, TERM/INT/HUP kill us and USR1/USR2
 	// are lost.
@@ -61,98 +65,146 @@ func runServe(args []string) (err error) {
 		logq.flush(time.Now().Add(p.Journal.ExitFlush))
 		return err
 	}
-	// Incidents from here on are alerts too (alerts.go): the logger hands
-	// every event to the alerter, which only queues.
-	alerts := newAlerter(p, log)
-	if alerts != nil {
-		tap := alerts.fromEvent
-		log.tap.Store(&tap)
-		alerts.sendPending(p.Gateway.StateDir)
-	}
-	for _, w := range p.Warnings {
-		log.warn(evPolicyWarning, "warning", w)
-	}
-
-	// The exit is logged (and so journaled) and recorded in the start
-	// ledger once, by the defer below or by the watchdog, and all of it,
-	// queued lines included, gets journal.exit_flush and no more: a process
-	// that is exiting on a stalled disk still exits.
-	pid := os.Getpid()
-	exitReason := ""
-	var pidSelf atomic.Pointer[pidRecord]
-	var exited atomic.Bool
-	finish := func(code int, reason string, err error) {
-		if !exited.CompareAndSwap(false, true) {
-			return
-		}
-		kv := []any{"code", code, "reason", reason}
-		var ee *exitError
-		if err != nil && !(errors.As(err, &ee) && ee.err == nil) {
-			kv = append(kv, "error", err)
-		}
-		if code == exitOK || code == exitRestart {
-			log.info(evExit, kv...)
-		} else {
-			log.errorf(evExit, kv...)
-		}
-		deadline := time.Now().Add(p.Journal.ExitFlush)
-		// The alerts of an exiting gateway share its exit_flush: what is
-		// not out by its first three quarters waits in alerts-pending.jsonl
-		// for the next gateway. The last quarter is for the log lines that
-		// say how the alerts went, written after them.
-		alertsDone := make(chan struct{})
-		go func() {
-			alerts.flush(deadline.Add(-p.Journal.ExitFlush/4), p.Gateway.StateDir)
-			close(alertsDone)
-		}()
-		runWithin(deadline, func() {
-			if self := pidSelf.Load(); self != nil {
-				removeOwnPidFile(pidFilePath(p.Gateway.StateDir), *self)
-			}
-			recordExit(p.Gateway.StateDir, pid, code, reason, time.Until(deadline))
-		})
-		t := time.NewTimer(time.Until(deadline))
-		select {
-		case <-alertsDone:
-		case <-t.C:
-		}
-		t.Stop()
-		flushAll(deadline, logq.stderr, logq.journal, sd)
-	}
+	s := &serveProc{pipe: pipe, exe: exe, configPath: *configPath, p: p, log: log, logq: logq, sd: sd, pid: os.Getpid()}
+	s.startAlerts()
 	// The locks are let go last, after the exit is on record: a successor
 	// that takes them finds its predecessor's exit in the ledger.
-	var inst, tokLock *os.File
 	defer func() {
-		if exitReason == "" {
-			exitReason = "failure"
+		if s.exitReason == "" {
+			s.exitReason = "failure"
 		}
-		finish(codeOf(err), exitReason, err)
-		if tokLock != nil {
-			tokLock.Close()
-		}
-		if inst != nil {
-			inst.Close()
-		}
+		s.finish(codeOf(err), s.exitReason, err)
+		s.releaseLocks()
 	}()
-
-	inh, err := inheritedFromPredecessor()
-	if err != nil {
-		exitReason = "bad handoff"
+	if err := s.takeLocks(); err != nil {
 		return err
 	}
-	keeper, err := keeperFromEnv()
-	if err != nil {
-		exitReason = "bad keeper"
+	if done, err := s.publishStart(); done || err != nil {
 		return err
+	}
+	writeRunningPolicy(s.p) // what status and stop use if the file breaks later
+	g := s.build()
+	if err := s.listen(g); err != nil {
+		return err
+	}
+	return s.serve(g)
+}
+
+// serveProc is one hermes serve process on its way through runServe's
+// phases: what each phase hands the next.
+type serveProc struct {
+	pipe       *selfPipe
+	exe        string // the binary's path at start, for a successor
+	configPath string // --config, for reloads
+	p          *Policy
+	log        *logger
+	logq       *logQueues
+	sd         *sink
+	alerts     *alerter
+	pid        int
+
+	exitReason string // the exit's reason, for the log and the ledger
+	exited     atomic.Bool
+	pidSelf    atomic.Pointer[pidRecord] // the pid file this process wrote, removed at exit
+
+	inh           *inheritance // set: a successor in a handoff
+	keeper        *keeperLink
+	inst, tokLock *os.File // the instance lock and the token lock
+	ledger        startLedger
+	self          pidRecord
+}
+
+// startAlerts makes incidents from here on alerts too (alerts.go): the
+// logger hands every event to the alerter, which only queues. And it logs
+// the policy's warnings.
+func (s *serveProc) startAlerts() {
+	s.alerts = newAlerter(s.p, s.log)
+	if s.alerts != nil {
+		tap := s.alerts.fromEvent
+		s.log.tap.Store(&tap)
+		s.alerts.sendPending(s.p.Gateway.StateDir)
+	}
+	for _, w := range s.p.Warnings {
+		s.log.warn(evPolicyWarning, "warning", w)
+	}
+}
+
+// finish logs (and so journals) the exit and records it in the start
+// ledger, once, whether runServe's defer or the watchdog calls it; all of
+// it, queued lines included, gets journal.exit_flush and no more: a process
+// that is exiting on a stalled disk still exits.
+func (s *serveProc) finish(code int, reason string, err error) {
+	if !s.exited.CompareAndSwap(false, true) {
+		return
+	}
+	p, log := s.p, s.log
+	kv := []any{"code", code, "reason", reason}
+	var ee *exitError
+	if err != nil && !(errors.As(err, &ee) && ee.err == nil) {
+		kv = append(kv, "error", err)
+	}
+	if code == exitOK || code == exitRestart {
+		log.info(evExit, kv...)
+	} else {
+		log.errorf(evExit, kv...)
+	}
+	deadline := time.Now().Add(p.Journal.ExitFlush)
+	// The alerts of an exiting gateway share its exit_flush: what is not
+	// out by its first three quarters waits in alerts-pending.jsonl for the
+	// next gateway. The last quarter is for the log lines that say how the
+	// alerts went, written after them.
+	alertsDone := make(chan struct{})
+	go func() {
+		s.alerts.flush(deadline.Add(-p.Journal.ExitFlush/4), p.Gateway.StateDir)
+		close(alertsDone)
+	}()
+	runWithin(deadline, func() {
+		if self := s.pidSelf.Load(); self != nil {
+			removeOwnPidFile(pidFilePath(p.Gateway.StateDir), *self)
+		}
+		recordExit(p.Gateway.StateDir, s.pid, code, reason, time.Until(deadline))
+	})
+	t := time.NewTimer(time.Until(deadline))
+	select {
+	case <-alertsDone:
+	case <-t.C:
+	}
+	t.Stop()
+	flushAll(deadline, s.logq.stderr, s.logq.journal, s.sd)
+}
+
+func (s *serveProc) releaseLocks() {
+	if s.tokLock != nil {
+		s.tokLock.Close()
+	}
+	if s.inst != nil {
+		s.inst.Close()
+	}
+}
+
+// fail sets the exit's reason and returns err.
+func (s *serveProc) fail(reason string, err error) error {
+	s.exitReason = reason
+	return err
+}
+
+// takeLocks takes the instance lock and the token lock (a successor is
+// handed both), and records the start in the ledger.
+func (s *serveProc) takeLocks() error {
+	p, log := s.p, s.log
+	var err error
+	if s.inh, err = inheritedFromPredecessor(); err != nil {
+		return s.fail("bad handoff", err)
+	}
+	if s.keeper, err = keeperFromEnv(); err != nil {
+		return s.fail("bad keeper", err)
 	}
 	if err := os.MkdirAll(p.Gateway.StateDir, 0o700); err != nil {
-		exitReason = "cannot create the state dir"
-		return fmt.Errorf("creating state dir: %w", err)
+		return s.fail("cannot create the state dir", fmt.Errorf("creating state dir: %w", err))
 	}
 	token, err := readLockToken(p)
 	if err != nil {
-		exitReason = "policy error"
-		return &exitError{code: exitConfig, err: err}
+		return s.fail("policy error", &exitError{code: exitConfig, err: err})
 	}
 	if token != "" {
 		warnReadable(log, p)
@@ -161,85 +213,94 @@ func runServe(args []string) (err error) {
 			"token_env", p.Lock.TokenEnv, "token_file", p.Lock.TokenFile)
 	}
 
-	var ledger startLedger
-	if inh != nil {
+	if inh := s.inh; inh != nil {
 		// A successor: the locks are already its own.
-		inst = inh.instance
-		if err := sameFile(inst, filepath.Join(p.Gateway.StateDir, "gateway.lock")); err != nil {
-			exitReason = "bad handoff"
-			return withHint(fmt.Errorf("the handed-over instance is not this policy's (gateway.state_dir changed?): %w", err),
-				"a change of gateway.state_dir needs a drain restart: hermes restart --mode drain")
+		s.inst = inh.instance
+		if err := sameFile(s.inst, filepath.Join(p.Gateway.StateDir, "gateway.lock")); err != nil {
+			return s.fail("bad handoff", withHint(fmt.Errorf("the handed-over instance is not this policy's (gateway.state_dir changed?): %w", err),
+				"a change of gateway.state_dir needs a drain restart: hermes restart --mode drain"))
 		}
 		if inh.token != nil && token != "" && sameFile(inh.token, tokenLockPath(p, token)) == nil {
-			tokLock = inh.token
+			s.tokLock = inh.token
 		} else {
 			if inh.token != nil {
 				inh.token.Close() // the policy names another token now, or none
 			}
-			if tokLock, err = acquireTokenLock(p, token, log); err != nil {
-				exitReason = "lock conflict"
-				return err
+			if s.tokLock, err = acquireTokenLock(p, token, log); err != nil {
+				return s.fail("lock conflict", err)
 			}
 		}
-		ledger, err = recordStart(p.Gateway.StateDir, pid, time.Now(), true, p.Journal.ExitFlush)
+		s.ledger, err = recordStart(p.Gateway.StateDir, s.pid, time.Now(), true, p.Journal.ExitFlush)
 	} else {
-		if inst, err = lockInstance(p.Gateway.StateDir); err != nil {
-			exitReason = "instance already running"
-			return &exitError{code: exitConfig, err: err}
+		if s.inst, err = lockInstance(p.Gateway.StateDir); err != nil {
+			return s.fail("instance already running", &exitError{code: exitConfig, err: err})
 		}
 		// One token, one gateway: a conflict exits 78 before this gateway
 		// counts as a start, and nothing (systemd, launchd, hermes restart)
 		// loops on 78.
-		if tokLock, err = acquireTokenLock(p, token, log); err != nil {
-			exitReason = "lock conflict"
-			return err
+		if s.tokLock, err = acquireTokenLock(p, token, log); err != nil {
+			return s.fail("lock conflict", err)
 		}
-		ledger, err = recordStart(p.Gateway.StateDir, pid, time.Now(), false, p.Journal.ExitFlush)
+		s.ledger, err = recordStart(p.Gateway.StateDir, s.pid, time.Now(), false, p.Journal.ExitFlush)
 	}
 	if err != nil {
 		log.warn(evStartLedger, "error", err)
 	}
-	if x, ok := ledger.uncleanFound(pid); ok {
+	if x, ok := s.ledger.uncleanFound(s.pid); ok {
 		log.errorf(evUncleanExit, "dead_pid", x.PID, "last_seen", x.Time.Local().Format(time.RFC3339), "note", x.Reason)
 	}
+	return nil
+}
 
+// publishStart makes this process's pid record; a fresh gateway writes its
+// pid file and waits out any crash-loop delay (done: a signal ended the
+// wait, and the process exits with err).
+func (s *serveProc) publishStart() (done bool, err error) {
 	self, err := selfRecord()
 	if err != nil {
-		return err
+		return true, err
 	}
-	self.Name, self.Policy, self.StateDir = p.Name, p.Path, p.Gateway.StateDir
-	pidPath := pidFilePath(p.Gateway.StateDir)
-	ctlPath := controlPath(p.Gateway.StateDir)
-	if inh == nil {
-		// The pid file goes up before any crash-loop delay, so `hermes
-		// status` and `hermes restart` see a live gateway waiting out its
-		// backoff (and can end the wait with a signal) rather than "not
-		// running". It is written again with the listen address once the
-		// gateway listens.
-		if err := publishPid(pidPath, self); err != nil {
-			exitReason = "cannot write the pid file"
-			return err
-		}
-		pidSelf.Store(&self)
-		np, code, stop := crashLoopDelay(ledger, p, *configPath, pipe, sd, log)
-		if stop {
-			exitReason = "stopped during crash-loop delay"
-			if code == exitOK {
-				return nil
-			}
-			exitReason = "restart requested during crash-loop delay"
-			return &exitError{code: code}
-		}
-		p = np
+	self.Name, self.Policy, self.StateDir = s.p.Name, s.p.Path, s.p.Gateway.StateDir
+	s.self = self
+	if s.inh != nil {
+		return false, nil
 	}
+	// The pid file goes up before any crash-loop delay, so `hermes status`
+	// and `hermes restart` see a live gateway waiting out its backoff (and
+	// can end the wait with a signal) rather than "not running". It is
+	// written again with the listen address once the gateway listens.
+	if err := publishPid(pidFilePath(s.p.Gateway.StateDir), self); err != nil {
+		return true, s.fail("cannot write the pid file", err)
+	}
+	s.pidSelf.Store(&self)
+	np, code, stop := crashLoopDelay(s.ledger, s.p, s.configPath, s.pipe, s.sd, s.log)
+	if stop {
+		s.exitReason = "stopped during crash-loop delay"
+		if code == exitOK {
+			return true, nil
+		}
+		return true, s.fail("restart requested during crash-loop delay", &exitError{code: code})
+	}
+	s.p = np
+	return false, nil
+}
 
-	writeRunningPolicy(p) // what status and stop use if the file breaks later
-	g := newGateway(p, *configPath, pipe, log, logq, sd)
-	g.mx.noteStart(ledger, p, pid)
-	g.exe, g.args, g.inst, g.tokLock, g.inh, g.keeper = exe, os.Args[1:], inst, tokLock, inh, keeper
-	g.self, g.pidSelf, g.ctlPath, g.pidPath = self, &pidSelf, ctlPath, pidPath
+// build makes the gateway of this process from what the phases before
+// took.
+func (s *serveProc) build() *gateway {
+	g := newGateway(s.p, s.configPath, s.pipe, s.log, s.logq, s.sd)
+	g.mx.noteStart(s.ledger, s.p, s.pid)
+	g.exe, g.args, g.inst, g.tokLock, g.inh, g.keeper = s.exe, os.Args[1:], s.inst, s.tokLock, s.inh, s.keeper
+	g.self, g.pidSelf, g.ctlPath, g.pidPath = s.self, &s.pidSelf, controlPath(s.p.Gateway.StateDir), pidFilePath(s.p.Gateway.StateDir)
 	g.noHandoff = handoffPossible()
+	g.alerts = s.alerts
+	return g
+}
 
+// listen gives g its listening socket: the predecessor's, systemd's, or
+// one of its own on gateway.listen; and its HTTP server.
+func (s *serveProc) listen(g *gateway) error {
+	p, log, inh := s.p, s.log, s.inh
 	switch {
 	case inh != nil:
 		g.ln, g.lnKind = inh.listener, listenerInherited
@@ -249,14 +310,12 @@ func runServe(args []string) (err error) {
 	default:
 		ln, err := systemdListener()
 		if err != nil {
-			exitReason = "cannot listen"
-			return err
+			return s.fail("cannot listen", err)
 		}
 		if ln != nil {
 			g.ln, g.lnKind = ln, listenerSystemd
-		} else if ln, why, err := listenOn(p, pipe, sd, log); ln == nil {
-			exitReason = why
-			return err
+		} else if ln, why, err := listenOn(p, s.pipe, s.sd, log); ln == nil {
+			return s.fail(why, err)
 		} else {
 			g.ln, g.lnKind = ln, listenerBound
 		}
@@ -280,25 +339,31 @@ func runServe(args []string) (err error) {
 		}
 		return l
 	}, g.httpAcc)
+	return nil
+}
 
+// serve runs g: a fresh gateway takes the control socket and the pid file
+// and accepts once its loop serves; a successor stands by for its
+// predecessor's go. It returns when the loop ends, with the exit.
+func (s *serveProc) serve(g *gateway) error {
+	p, log := s.p, s.log
 	var ready func()
-	if inh == nil {
-		ctl, err := listenControl(ctlPath)
+	if s.inh == nil {
+		ctl, err := listenControl(g.ctlPath)
 		if err != nil {
 			g.ln.Close()
-			exitReason = "cannot listen on the control socket"
-			return err
+			return s.fail("cannot listen on the control socket", err)
 		}
 		g.ctl.Store(ctl)
-		self.Listen, self.Control = g.ln.Addr().String(), ctlPath
+		self := s.self
+		self.Listen, self.Control = g.ln.Addr().String(), g.ctlPath
 		g.self = self
-		if err := publishPid(pidPath, self); err != nil {
+		if err := publishPid(g.pidPath, self); err != nil {
 			g.ln.Close()
 			ctl.Close()
-			exitReason = "cannot write the pid file"
-			return err
+			return s.fail("cannot write the pid file", err)
 		}
-		pidSelf.Store(&self)
+		s.pidSelf.Store(&self)
 		go g.serveControl(ctl)
 		ready = func() {
 			// Accept only once the loop has published "serving": a
@@ -308,7 +373,7 @@ func runServe(args []string) (err error) {
 			g.serveHTTP()
 			g.keeper.current()
 			g.sd.put([]byte("READY=1\nSTATUS=serving" + g.mainPID()))
-			log.info(evReady, "listen", g.ln.Addr().String(), "pid_file", pidPath, "control", ctlPath)
+			log.info(evReady, "listen", g.ln.Addr().String(), "pid_file", g.pidPath, "control", g.ctlPath)
 		}
 	} else {
 		// Standing by: the loop runs and would answer /readyz 200, but
@@ -319,19 +384,17 @@ func runServe(args []string) (err error) {
 		if ctl := g.control(); ctl != nil {
 			ctl.Close() // status must not find a dead socket
 		}
-		finish(code, reason, nil)
+		s.finish(code, reason, nil)
 	})
 
-	g.alerts = alerts
-	alerts.watchCrashLoopEnd(g.done)
+	s.alerts.watchCrashLoopEnd(g.done)
 	testFaultBallast()
 	g.memoryGuard(g.done)
 	if err := g.startTelegram(); err != nil {
-		exitReason = "telegram"
 		g.ln.Close()
-		return err
+		return s.fail("telegram", err)
 	}
-	go stampAlive(p.Gateway.StateDir, pid, g.done)
+	go stampAlive(p.Gateway.StateDir, s.pid, g.done)
 	testFaultPause("slow-start")
 	code, reason := g.loop(ready)
 	if !g.ending.CompareAndSwap(0, endLoop) {
@@ -350,7 +413,7 @@ func runServe(args []string) (err error) {
 		g.srv.Close()
 	}
 	cancel()
-	exitReason = reason
+	s.exitReason = reason
 	if code == exitOK {
 		return nil
 	}
