@@ -62,6 +62,8 @@
 //   - telegram.go: polling and answering; telegram_api.go: the Bot API
 //     client; telegram_store.go: the store that makes "answered exactly
 //     once" survive a crash; telegram_upstream.go: a turn's answer.
+//   - telegram_host.go: the seam, telegramHost, the one way the bot reaches
+//     its gateway (policy, log, alerts, sessions, the upstream path).
 //   - tokenlock.go, lock.go: one token, one gateway (flock).
 //
 // Acting on a gateway from outside:

@@ -40,7 +40,7 @@ import (
 // backoff, journaled as an episode and shown in status until it ends.
 
 type telegramBot struct {
-	g     *gateway
+	h     telegramHost // all the bot may touch of its gateway (telegram_host.go)
 	api   *botClient
 	store *tgStore
 	lock  string // poll.lock
@@ -93,16 +93,10 @@ func (g *gateway) startTelegram() error {
 		return err
 	}
 	g.log.secrets.add(token)
-	store, err := openTgStore(p.Gateway.StateDir)
+	b, err := newTelegramBot(gatewayTelegramHost{g}, p, token, g.inh == nil)
 	if err != nil {
-		return fmt.Errorf("opening the telegram store: %w", err)
+		return err
 	}
-	b := &telegramBot{
-		g: g, api: newBotClient(p.Telegram.APIBase, token), store: store, lock: pollLockPath(p.Gateway.StateDir),
-		running: map[int64]bool{}, wake: make(chan struct{}, 1), stranger: map[int64]time.Time{},
-		sole: g.inh == nil, st: &tgState{ups: map[int64]*tgUpdateState{}},
-	}
-	b.status.Store(&tgStatus{State: "starting"})
 	g.tg = b
 	if g.alerts != nil {
 		send := func(ctx context.Context, chat int64, text string) error {
@@ -110,9 +104,31 @@ func (g *gateway) startTelegram() error {
 		}
 		g.alerts.tg.Store(&send)
 	}
+	b.start()
+	return nil
+}
+
+// newTelegramBot makes the bot of the policy p, on host h, with its store
+// in p's state dir; sole says no predecessor is alive to share the store
+// with. It does nothing before start.
+func newTelegramBot(h telegramHost, p *Policy, token string, sole bool) (*telegramBot, error) {
+	store, err := openTgStore(p.Gateway.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("opening the telegram store: %w", err)
+	}
+	b := &telegramBot{
+		h: h, api: newBotClient(p.Telegram.APIBase, token), store: store, lock: pollLockPath(p.Gateway.StateDir),
+		running: map[int64]bool{}, wake: make(chan struct{}, 1), stranger: map[int64]time.Time{},
+		sole: sole, st: &tgState{ups: map[int64]*tgUpdateState{}},
+	}
+	b.status.Store(&tgStatus{State: "starting"})
+	return b, nil
+}
+
+// start polls and answers until the host is done.
+func (b *telegramBot) start() {
 	b.startPoller()
 	go b.dispatcher()
-	return nil
 }
 
 // telegramToken reads the bot token. A token that is named but missing is
@@ -245,7 +261,7 @@ func (b *telegramBot) startPoller() {
 
 // poll checks the token, takes poll.lock, and long-polls until ctx ends.
 func (b *telegramBot) poll(ctx context.Context) {
-	p := b.g.policy.Load()
+	p := b.h.policy()
 	bo := pollBackoff{max: p.Telegram.BackoffMax}
 	conflict, failing, storing := episode{}, episode{}, episode{}
 	conflictAlerted := false
@@ -260,10 +276,7 @@ func (b *telegramBot) poll(ctx context.Context) {
 		var ce *configError
 		if errors.As(err, &ce) {
 			b.setStatus(func(s *tgStatus) { s.State, s.LastError = "stopped", ce.Msg })
-			select {
-			case b.g.fatal <- err:
-			default:
-			}
+			b.h.fatal(err)
 			return
 		}
 		if ctx.Err() != nil {
@@ -277,7 +290,7 @@ func (b *telegramBot) poll(ctx context.Context) {
 	}
 	bo.reset()
 	if n, lasted, ok := failing.end(time.Now()); ok {
-		b.g.log.info(evTelegramRecovered, "failures", n, "lasted", lasted.Round(time.Millisecond))
+		b.h.log().info(evTelegramRecovered, "failures", n, "lasted", lasted.Round(time.Millisecond))
 	}
 	lock, ok := b.takePollLock(ctx)
 	if !ok {
@@ -291,7 +304,7 @@ func (b *telegramBot) poll(ctx context.Context) {
 		b.mu.Unlock()
 		lock.Close()
 		b.setStatus(func(s *tgStatus) { s.State, s.Degraded = "stopped", "" })
-		b.g.log.info(evTelegramStopped, "why", b.stopWhy())
+		b.h.log().info(evTelegramStopped, "why", b.stopWhy())
 	}()
 	b.mu.Lock()
 	st, err := b.store.load()
@@ -300,41 +313,38 @@ func (b *telegramBot) poll(ctx context.Context) {
 	}
 	if err != nil {
 		b.mu.Unlock()
-		b.g.log.errorf(evTelegramError, "error", err)
+		b.h.log().errorf(evTelegramError, "error", err)
 		return
 	}
 	b.st, b.active = st, true
 	pending := len(st.pending())
 	b.mu.Unlock()
 	b.setStatus(func(s *tgStatus) { s.State, s.Bot, s.Offset, s.Pending = "polling", b.bot, st.offset, pending })
-	b.g.log.info(evTelegramPolling, "bot", b.bot, "offset", st.offset, "pending", pending)
+	b.h.log().info(evTelegramPolling, "bot", b.bot, "offset", st.offset, "pending", pending)
 	b.kick()
 
 	for ctx.Err() == nil {
-		p = b.g.policy.Load()
+		p = b.h.policy()
 		bo.max = p.Telegram.BackoffMax
 		ups, err := b.getUpdates(ctx, p, st.offset, short)
 		short = err != nil
 		if ctx.Err() != nil {
 			return // stopped: a 409 now is the successor's poll, not a conflict
 		}
-		b.g.mx.telegramPoll(err)
+		b.h.polled(err)
 		if err != nil {
 			if isBotCode(err, 401) {
-				select {
-				case b.g.fatal <- tokenRefused(p):
-				default:
-				}
+				b.h.fatal(tokenRefused(p))
 				return
 			}
 			wait := bo.next()
 			if isBotCode(err, 409) {
 				if conflict.begin(time.Now()) {
-					b.g.log.warn(evTelegramConflict, "conflicts", 1, "backoff", wait, "note", "another bot instance polls this token (maybe on another host); backing off")
+					b.h.log().warn(evTelegramConflict, "conflicts", 1, "backoff", wait, "note", "another bot instance polls this token (maybe on another host); backing off")
 				}
 				if d := time.Since(conflict.since); d >= p.Alerts.TelegramConflictFor && !conflictAlerted {
 					conflictAlerted = true
-					b.g.alerts.fire("telegram_conflict", "firing", fmt.Sprintf("hermes %q: the bot %s has met polling conflicts for %s (%d so far): another bot instance polls its token and the bot is deaf to it", p.Name, b.bot, d.Round(time.Second), conflict.n), "conflicts", conflict.n)
+					b.h.alert("telegram_conflict", "firing", fmt.Sprintf("hermes %q: the bot %s has met polling conflicts for %s (%d so far): another bot instance polls its token and the bot is deaf to it", p.Name, b.bot, d.Round(time.Second), conflict.n), "conflicts", conflict.n)
 				}
 				b.setStatus(func(s *tgStatus) {
 					s.State, s.Since, s.Conflicts, s.NextTry, s.LastError = "conflict", conflict.since, conflict.n, time.Now().Add(wait), b.scrub(err.Error())
@@ -349,14 +359,14 @@ func (b *telegramBot) poll(ctx context.Context) {
 		}
 		now := time.Now()
 		if n, lasted, ok := conflict.end(now); ok {
-			b.g.log.info(evTelegramConflictEnd, "conflicts", n, "lasted", lasted.Round(time.Millisecond))
+			b.h.log().info(evTelegramConflictEnd, "conflicts", n, "lasted", lasted.Round(time.Millisecond))
 			if conflictAlerted {
 				conflictAlerted = false
-				b.g.alerts.fire("telegram_conflict", "resolved", fmt.Sprintf("hermes %q: the bot %s polls again, after %s of conflicts (%d)", p.Name, b.bot, lasted.Round(time.Second), n))
+				b.h.alert("telegram_conflict", "resolved", fmt.Sprintf("hermes %q: the bot %s polls again, after %s of conflicts (%d)", p.Name, b.bot, lasted.Round(time.Second), n))
 			}
 		}
 		if n, lasted, ok := failing.end(now); ok {
-			b.g.log.info(evTelegramRecovered, "failures", n, "lasted", lasted.Round(time.Millisecond))
+			b.h.log().info(evTelegramRecovered, "failures", n, "lasted", lasted.Round(time.Millisecond))
 		}
 		if len(ups) > 0 {
 			if err := b.accept(p, st, ups); err != nil {
@@ -373,8 +383,8 @@ func (b *telegramBot) poll(ctx context.Context) {
 		}
 		bo.reset()
 		if n, lasted, ok := storing.end(now); ok {
-			b.g.log.info(evTelegramStoreRecovered, "failures", n, "lasted", lasted.Round(time.Millisecond))
-			b.g.alerts.fire("telegram_store", "resolved", fmt.Sprintf("hermes %q: the bot %s stores its messages again, after %s (%d failed writes)", p.Name, b.bot, lasted.Round(time.Second), n))
+			b.h.log().info(evTelegramStoreRecovered, "failures", n, "lasted", lasted.Round(time.Millisecond))
+			b.h.alert("telegram_store", "resolved", fmt.Sprintf("hermes %q: the bot %s stores its messages again, after %s (%d failed writes)", p.Name, b.bot, lasted.Round(time.Second), n))
 		}
 		b.setStatus(func(s *tgStatus) {
 			s.State, s.LastPoll, s.Since, s.Conflicts, s.Failures, s.NextTry, s.LastError = "polling", now, time.Time{}, 0, 0, time.Time{}, ""
@@ -388,18 +398,18 @@ func (b *telegramBot) poll(ctx context.Context) {
 func (b *telegramBot) storeFailed(p *Policy, err error, storing *episode, wait time.Duration) {
 	msg := b.scrub(err.Error())
 	first := storing.begin(time.Now())
-	b.g.mx.tgStoreErrors.Add(1)
+	b.h.storeFailed()
 	b.setStatus(func(s *tgStatus) {
 		s.State, s.Since, s.Failures, s.NextTry, s.LastError = "store_failing", storing.since, storing.n, time.Now().Add(wait), msg
 	})
 	if first {
-		b.g.log.errorf(evTelegramStoreFailing, "error", msg, "backoff", wait, "note", "messages are fetched but cannot be stored, so none is accepted: they come again once the state dir can be written")
-		b.g.alerts.fire("telegram_store", "firing", fmt.Sprintf("hermes %q: the bot %s cannot store the messages it receives (%s): it answers none until the state dir can be written", p.Name, b.bot, msg), "error", msg)
+		b.h.log().errorf(evTelegramStoreFailing, "error", msg, "backoff", wait, "note", "messages are fetched but cannot be stored, so none is accepted: they come again once the state dir can be written")
+		b.h.alert("telegram_store", "firing", fmt.Sprintf("hermes %q: the bot %s cannot store the messages it receives (%s): it answers none until the state dir can be written", p.Name, b.bot, msg), "error", msg)
 	}
 }
 
 func (b *telegramBot) stopWhy() string {
-	s := b.g.snap.Load()
+	s := b.h.snapshot()
 	switch {
 	case s.HandedOff && s.Successor != 0:
 		return fmt.Sprintf("handed over to the successor (pid %d)", s.Successor)
@@ -424,7 +434,7 @@ func tokenRefused(p *Policy) error {
 // checkBot calls getMe (the token) and getWebhookInfo (polling cannot work
 // while a webhook is set).
 func (b *telegramBot) checkBot(ctx context.Context) error {
-	p := b.g.policy.Load()
+	p := b.h.policy()
 	t := p.Telegram.RequestTimeout
 	var me tgUser
 	cctx, cancel := context.WithTimeout(ctx, t)
@@ -463,7 +473,7 @@ func (b *telegramBot) checkBot(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.g.log.warn(evTelegramWebhookDeleted, "bot", b.bot, "webhook_host", host, "note", "as telegram.delete_webhook asks")
+	b.h.log().warn(evTelegramWebhookDeleted, "bot", b.bot, "webhook_host", host, "note", "as telegram.delete_webhook asks")
 	return nil
 }
 
@@ -471,12 +481,12 @@ func (b *telegramBot) checkBot(ctx context.Context) error {
 // a handoff) until ctx ends.
 func (b *telegramBot) takePollLock(ctx context.Context) (*os.File, bool) {
 	if err := os.MkdirAll(filepath.Dir(b.lock), 0o700); err != nil {
-		b.g.log.errorf(evTelegramError, "error", err)
+		b.h.log().errorf(evTelegramError, "error", err)
 		return nil, false
 	}
 	f, err := os.OpenFile(b.lock, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		b.g.log.errorf(evTelegramError, "error", err)
+		b.h.log().errorf(evTelegramError, "error", err)
 		return nil, false
 	}
 	t := time.NewTicker(20 * time.Millisecond)
@@ -575,9 +585,9 @@ func (b *telegramBot) tellStranger(p *Policy, m *tgMessage) {
 	}
 	b.stranger[m.From.ID] = now
 	b.mu.Unlock()
-	b.g.log.info(evTelegramStranger, "user", m.From.ID)
+	b.h.log().info(evTelegramStranger, "user", m.From.ID)
 	go func() {
-		ctx, cancel := context.WithTimeout(b.g.cutCtx, p.Telegram.RequestTimeout*3)
+		ctx, cancel := context.WithTimeout(b.h.cutCtx(), p.Telegram.RequestTimeout*3)
 		defer cancel()
 		text := fmt.Sprintf("This bot answers only the users its operator allowed. Your Telegram user id is %d: send it to the operator, who can add it to telegram.allowed_users.", m.From.ID)
 		b.api.callRetry(ctx, p.Telegram.RequestTimeout, "sendMessage", map[string]any{"chat_id": m.Chat.ID, "text": text}, nil)
@@ -594,7 +604,7 @@ func (b *telegramBot) dispatcher() {
 		select {
 		case <-b.wake:
 		case <-t.C:
-		case <-b.g.done:
+		case <-b.h.done():
 			return
 		}
 		b.dispatch()
@@ -607,7 +617,7 @@ func (b *telegramBot) dispatch() {
 	if !b.active || b.stopped.Load() {
 		return
 	}
-	p := b.g.policy.Load()
+	p := b.h.policy()
 	if b.sole && b.store.written() > compactAbove {
 		b.compactLocked()
 	}
@@ -630,17 +640,17 @@ func (b *telegramBot) dispatch() {
 		if b.running[chat] {
 			continue
 		}
-		if c := u.claim; c != nil && c.PID != b.g.pid && claimAlive(c) {
+		if c := u.claim; c != nil && c.PID != b.h.self().PID && claimAlive(c) {
 			continue // another gateway's turn, still running
 		}
-		if !b.g.gate.enter() {
+		if !b.h.enterSession() {
 			return // draining: the next gateway answers it
 		}
 		rerun := u.claim != nil || len(u.sent) > 0
-		claim := tgRecord{T: "claim", U: u.acc.U, PID: b.g.pid, Start: b.g.self.StartTime, Boot: b.g.self.BootID}
+		claim := tgRecord{T: "claim", U: u.acc.U, PID: b.h.self().PID, Start: b.h.self().StartTime, Boot: b.h.self().BootID}
 		if err := b.store.append(claim); err != nil {
-			b.g.gate.leave()
-			b.g.log.errorf(evTelegramError, "error", err)
+			b.h.leaveSession()
+			b.h.log().errorf(evTelegramError, "error", err)
 			return
 		}
 		u.claim = &claim
@@ -651,7 +661,7 @@ func (b *telegramBot) dispatch() {
 			sent[k] = v
 		}
 		if rerun {
-			b.g.log.info(evTelegramRerun, "update", u.acc.U, "chat", chat)
+			b.h.log().info(evTelegramRerun, "update", u.acc.U, "chat", chat)
 		}
 		b.setStatus(func(s *tgStatus) { s.Answering++ })
 		go b.turn(p, u.acc, msgs, sent, rerun)
@@ -661,9 +671,9 @@ func (b *telegramBot) dispatch() {
 // compactLocked compacts the store (b.mu held; this gateway its only
 // writer) and takes the state it holds.
 func (b *telegramBot) compactLocked() {
-	st, err := b.store.compact(b.g.policy.Load().Telegram.HistoryTurns)
+	st, err := b.store.compact(b.h.policy().Telegram.HistoryTurns)
 	if err != nil {
-		b.g.log.warn(evTelegramError, "error", "compacting the telegram store: "+err.Error())
+		b.h.log().warn(evTelegramError, "error", "compacting the telegram store: "+err.Error())
 		return
 	}
 	st.offset = max(st.offset, b.st.offset)
@@ -696,13 +706,13 @@ func (b *telegramBot) messages(p *Policy, u *tgUpdateState) []map[string]string 
 
 func (b *telegramBot) turn(p *Policy, acc tgRecord, msgs []map[string]string, sent map[int]int64, rerun bool) {
 	id, started := newID(), time.Now()
-	ctx := b.g.cutCtx // the drain's cut ends the turn; the next gateway re-runs it
+	ctx := b.h.cutCtx() // the drain's cut ends the turn; the next gateway re-runs it
 	defer func() {
 		b.mu.Lock()
 		delete(b.running, acc.Chat)
 		b.mu.Unlock()
 		b.setStatus(func(s *tgStatus) { s.Answering-- })
-		b.g.gate.leave()
+		b.h.leaveSession()
 		b.kick()
 	}()
 	cctx, cancel := context.WithTimeout(ctx, p.Telegram.RequestTimeout)
@@ -719,11 +729,11 @@ func (b *telegramBot) turn(p *Policy, acc tgRecord, msgs []map[string]string, se
 		text, err = b.complete(ctx, p, msgs, func(partial string) { r.update(ctx, partial, false) })
 	}
 	if ctx.Err() != nil {
-		b.g.log.info(evTelegramTurnCut, "session", id, "update", acc.U, "note", "left for the next gateway")
+		b.h.log().info(evTelegramTurnCut, "session", id, "update", acc.U, "note", "left for the next gateway")
 		return
 	}
 	if err != nil {
-		b.g.log.warn(evUpstreamError, "session", id, "error", b.scrub(err.Error()))
+		b.h.log().warn(evUpstreamError, "session", id, "error", b.scrub(err.Error()))
 		text, isErr = "hermes could not get an answer from the model ("+b.scrub(err.Error())+"). Send your message again.", true
 	} else if strings.TrimSpace(text) == "" {
 		text, isErr = "(the model sent an empty answer)", true
@@ -734,17 +744,17 @@ func (b *telegramBot) turn(p *Policy, acc tgRecord, msgs []map[string]string, se
 			break
 		}
 		if ctx.Err() != nil {
-			b.g.log.info(evTelegramTurnCut, "session", id, "update", acc.U, "note", "left for the next gateway")
+			b.h.log().info(evTelegramTurnCut, "session", id, "update", acc.U, "note", "left for the next gateway")
 			return
 		}
-		b.g.log.warn(evTelegramError, "session", id, "error", b.scrub(err.Error()))
+		b.h.log().warn(evTelegramError, "session", id, "error", b.scrub(err.Error()))
 		if !sleepCtx(ctx, 5*time.Second) {
 			return
 		}
 	}
 	done := tgRecord{T: "done", U: acc.U, Text: text, Err: isErr}
 	if err := b.store.append(done); err != nil {
-		b.g.log.errorf(evTelegramError, "error", err)
+		b.h.log().errorf(evTelegramError, "error", err)
 		return
 	}
 	b.mu.Lock()
@@ -754,10 +764,10 @@ func (b *telegramBot) turn(p *Policy, acc tgRecord, msgs []map[string]string, se
 	pending := len(b.st.pending())
 	b.mu.Unlock()
 	b.setStatus(func(s *tgStatus) { s.Pending = pending })
-	b.g.log.info(evTelegramAnswered, "session", id, "update", acc.U, "chat", acc.Chat, "duration", time.Since(started).Round(time.Millisecond), "parts", len(r.sent), "rerun", rerun)
+	b.h.log().info(evTelegramAnswered, "session", id, "update", acc.U, "chat", acc.Chat, "duration", time.Since(started).Round(time.Millisecond), "parts", len(r.sent), "rerun", rerun)
 }
 
-func (b *telegramBot) scrub(s string) string { return b.g.log.secrets.scrub(s) }
+func (b *telegramBot) scrub(s string) string { return b.h.log().secrets.scrub(s) }
 
 // tgReply is a reply in the chat: one message per maxMessage, grown by
 // edits as the answer streams.
@@ -923,6 +933,6 @@ func (b *telegramBot) pollFailed(err error, failing *episode, wait time.Duration
 		s.State, s.Since, s.Failures, s.NextTry, s.LastError = "failing", failing.since, failing.n, time.Now().Add(wait), msg
 	})
 	if first {
-		b.g.log.warn(evTelegramFailing, "error", msg, "backoff", wait)
+		b.h.log().warn(evTelegramFailing, "error", msg, "backoff", wait)
 	}
 }

@@ -40,8 +40,7 @@ func (b *telegramBot) complete(ctx context.Context, p *Policy, msgs []map[string
 	head := time.AfterFunc(p.Gateway.UpstreamHeaderTimeout, func() { cancel(headTimeout) })
 	timedOut := func(err error) error {
 		if c := context.Cause(cctx); ctx.Err() == nil && (c == headTimeout || c == idleTimeout) {
-			b.g.mx.upstream[upTimeout].Add(1)
-			b.g.upstreamFailedSince(c, started)
+			b.h.upstreamFailed(upTimeout, c, started)
 			return c
 		}
 		return err
@@ -55,7 +54,7 @@ func (b *telegramBot) complete(ctx context.Context, p *Policy, msgs []map[string
 	if auth := upstreamAuth(p); auth != "" {
 		req.Header.Set("Authorization", auth)
 	}
-	resp, err := b.g.client.Do(req)
+	resp, err := b.h.upstreamDo(req)
 	head.Stop()
 	if err != nil {
 		if terr := timedOut(nil); terr != nil {
@@ -64,13 +63,12 @@ func (b *telegramBot) complete(ctx context.Context, p *Policy, msgs []map[string
 		kind := upstreamErrKind(err)
 		err = fmt.Errorf("upstream unreachable: %v", withoutURL(err))
 		if ctx.Err() == nil {
-			b.g.mx.upstream[kind].Add(1)
-			b.g.upstreamFailed(err)
+			b.h.upstreamFailed(kind, err, time.Now())
 		}
 		return "", err
 	}
 	defer resp.Body.Close()
-	b.g.upstreamAnswered()
+	b.h.upstreamAnswered()
 	timer := time.AfterFunc(p.Gateway.UpstreamIdleTimeout, func() { cancel(idleTimeout) })
 	defer timer.Stop()
 	if resp.StatusCode != http.StatusOK {
