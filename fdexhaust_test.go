@@ -182,15 +182,3 @@ func metricValue(text, sample string) float64 {
 	}
 	return v
 }
-
-// waitUntil polls cond until it holds, or fails the test after timeout.
-func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
