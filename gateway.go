@@ -145,15 +145,42 @@ func (g *gateway) upstreamFor(base string) *upstreamClient {
 	return r.client
 }
 
-func newGateway(p *Policy, flagPath string, pipe *selfPipe, log *logger, logq *logQueues, sd *sink) *gateway {
+// gatewayParts is everything a gateway needs to exist, as runServe's
+// phases (serve.go) gather it: the policy, the process's plumbing, the
+// locks, the listening socket and who this process is. newGateway makes a
+// whole gateway of it; nothing is filled in afterwards.
+type gatewayParts struct {
+	policy   *Policy
+	flagPath string // --config as given, for reloads
+	pipe     *selfPipe
+	log      *logger
+	logq     *logQueues
+	sd       *sink
+	alerts   *alerter // nil without [alerts]
+
+	exe           string   // the binary's path at start, for a successor
+	args          []string // the arguments a successor gets
+	inst, tokLock *os.File // the instance lock and the token lock
+	inh           *inheritance
+	keeper        *keeperLink
+	self          pidRecord
+	pidSelf       *atomic.Pointer[pidRecord] // the pid file this process wrote
+	ledger        startLedger                // for the crash-loop metrics
+
+	ln     net.Listener // nil only in tests that serve no socket
+	lnKind string
+}
+
+func newGateway(c gatewayParts) *gateway {
+	p := c.policy
 	g := &gateway{
 		pid:       os.Getpid(),
 		started:   time.Now(),
-		flagPath:  flagPath,
-		log:       log,
-		logq:      logq,
-		sd:        sd,
-		pipe:      pipe,
+		flagPath:  c.flagPath,
+		log:       c.log,
+		logq:      c.logq,
+		sd:        c.sd,
+		pipe:      c.pipe,
 		stateDir:  p.Gateway.StateDir,
 		listen:    p.Gateway.Listen,
 		sdWD:      watchdogPeriod(),
@@ -165,15 +192,34 @@ func newGateway(p *Policy, flagPath string, pipe *selfPipe, log *logger, logq *l
 		handoffIn: make(chan loopInput, 16),
 		done:      make(chan struct{}),
 		replies:   map[int]chan string{},
+
+		exe: c.exe, args: c.args, inst: c.inst, tokLock: c.tokLock, inh: c.inh, keeper: c.keeper,
+		self: c.self, pidSelf: c.pidSelf, alerts: c.alerts, ln: c.ln, lnKind: c.lnKind,
+		ctlPath: controlPath(p.Gateway.StateDir), pidPath: pidFilePath(p.Gateway.StateDir),
+		noHandoff: handoffPossible(),
+	}
+	if g.pidSelf == nil {
+		g.pidSelf = new(atomic.Pointer[pidRecord])
 	}
 	g.gate.init()
 	g.httpAcc = newAcceptor("http", g.logAcceptErrors("http"))
 	g.ctlAcc = newAcceptor("control", g.logAcceptErrors("control"))
-	g.mx.hook(log)
+	g.mx.hook(c.log)
+	g.mx.noteStart(c.ledger, p, g.pid)
 	g.conns.changed = g.gate.wake
 	g.cutCtx, g.cut = context.WithCancelCause(context.Background())
 	g.policy.Store(p)
 	g.client = &http.Client{Transport: newUpstreamTransport(), CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	autoConns := maxConnsFor(0) // the file limit's, read once
+	g.srv = newH1Server(g, g.cutCtx, &g.conns, func() h1Limits {
+		p := g.policy.Load()
+		l := h1Limits{head: p.Gateway.HeaderTimeout, idle: p.Gateway.IdleTimeout,
+			body: p.Gateway.BodyTimeout, write: p.Gateway.WriteTimeout, conns: p.Gateway.MaxConnections}
+		if l.conns == 0 {
+			l.conns = autoConns
+		}
+		return l
+	}, g.httpAcc)
 	g.snap.Store(&snapshot{State: stateStarting, Policy: p})
 	g.beat(time.Now())
 	return g

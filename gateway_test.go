@@ -862,7 +862,7 @@ func TestAfterTheLoopReturned(t *testing.T) {
 	}
 	defer pipe.close()
 	log, q := newAsyncLogger(io.Discard, nil)
-	g := newGateway(p, "", pipe, log, q, nil)
+	g := newGateway(gatewayParts{policy: p, pipe: pipe, log: log, logq: q})
 	g.gate.close()
 	close(g.done)
 

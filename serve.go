@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -83,11 +84,10 @@ func runServe(args []string) (err error) {
 		return err
 	}
 	writeRunningPolicy(s.p) // what status and stop use if the file breaks later
-	g := s.build()
-	if err := s.listen(g); err != nil {
+	if err := s.listen(); err != nil {
 		return err
 	}
-	return s.serve(g)
+	return s.serve(s.build())
 }
 
 // serveProc is one hermes serve process on its way through runServe's
@@ -112,6 +112,8 @@ type serveProc struct {
 	inst, tokLock *os.File // the instance lock and the token lock
 	ledger        startLedger
 	self          pidRecord
+	ln            net.Listener
+	lnKind        string
 }
 
 // startAlerts makes incidents from here on alerts too (alerts.go): the
@@ -285,27 +287,23 @@ func (s *serveProc) publishStart() (done bool, err error) {
 	return false, nil
 }
 
-// build makes the gateway of this process from what the phases before
-// took.
+// build makes the gateway of this process, whole, from what the phases
+// before gathered.
 func (s *serveProc) build() *gateway {
-	g := newGateway(s.p, s.configPath, s.pipe, s.log, s.logq, s.sd)
-	g.mx.noteStart(s.ledger, s.p, s.pid)
-	g.exe, g.args, g.inst, g.tokLock, g.inh, g.keeper = s.exe, os.Args[1:], s.inst, s.tokLock, s.inh, s.keeper
-	g.self, g.pidSelf, g.ctlPath, g.pidPath = s.self, &s.pidSelf, controlPath(s.p.Gateway.StateDir), pidFilePath(s.p.Gateway.StateDir)
-	g.noHandoff = handoffPossible()
-	g.alerts = s.alerts
-	return g
+	return newGateway(gatewayParts{policy: s.p, flagPath: s.configPath, pipe: s.pipe, log: s.log, logq: s.logq, sd: s.sd,
+		alerts: s.alerts, exe: s.exe, args: os.Args[1:], inst: s.inst, tokLock: s.tokLock, inh: s.inh, keeper: s.keeper,
+		self: s.self, pidSelf: &s.pidSelf, ledger: s.ledger, ln: s.ln, lnKind: s.lnKind})
 }
 
-// listen gives g its listening socket: the predecessor's, systemd's, or
-// one of its own on gateway.listen; and its HTTP server.
-func (s *serveProc) listen(g *gateway) error {
+// listen takes the gateway's listening socket: the predecessor's,
+// systemd's, or one of its own on gateway.listen; and logs the start.
+func (s *serveProc) listen() error {
 	p, log, inh := s.p, s.log, s.inh
 	switch {
 	case inh != nil:
-		g.ln, g.lnKind = inh.listener, listenerInherited
+		s.ln, s.lnKind = inh.listener, listenerInherited
 		if inh.systemd {
-			g.lnKind = listenerSystemdInherited
+			s.lnKind = listenerSystemdInherited
 		}
 	default:
 		ln, err := systemdListener()
@@ -313,32 +311,23 @@ func (s *serveProc) listen(g *gateway) error {
 			return s.fail("cannot listen", err)
 		}
 		if ln != nil {
-			g.ln, g.lnKind = ln, listenerSystemd
+			s.ln, s.lnKind = ln, listenerSystemd
 		} else if ln, why, err := listenOn(p, s.pipe, s.sd, log); ln == nil {
 			return s.fail(why, err)
 		} else {
-			g.ln, g.lnKind = ln, listenerBound
+			s.ln, s.lnKind = ln, listenerBound
 		}
 	}
-	startKV := []any{"version", version, "name", p.Name, "policy", p.policyLabel(), "listen", g.ln.Addr().String(),
-		"socket", g.lnKind, "upstream", upstreamLabel(p), "state_dir", p.Gateway.StateDir}
+	addr := s.ln.Addr().String()
+	startKV := []any{"version", version, "name", p.Name, "policy", p.policyLabel(), "listen", addr,
+		"socket", s.lnKind, "upstream", upstreamLabel(p), "state_dir", p.Gateway.StateDir}
 	if inh != nil {
 		startKV = append(startKV, "handoff_from", inh.from)
 	}
 	log.info(evStart, startKV...)
-	if inh != nil && g.ln.Addr().String() != p.Gateway.Listen && g.lnKind == listenerInherited {
-		log.warn(evReloadPartial, "keys", "gateway.listen", "note", "the handed-over socket listens on "+g.ln.Addr().String()+"; a new address needs a drain restart (hermes restart --mode drain)")
+	if inh != nil && addr != p.Gateway.Listen && s.lnKind == listenerInherited {
+		log.warn(evReloadPartial, "keys", "gateway.listen", "note", "the handed-over socket listens on "+addr+"; a new address needs a drain restart (hermes restart --mode drain)")
 	}
-	autoConns := maxConnsFor(0) // the file limit's, read once
-	g.srv = newH1Server(g, g.cutCtx, &g.conns, func() h1Limits {
-		p := g.policy.Load()
-		l := h1Limits{head: p.Gateway.HeaderTimeout, idle: p.Gateway.IdleTimeout,
-			body: p.Gateway.BodyTimeout, write: p.Gateway.WriteTimeout, conns: p.Gateway.MaxConnections}
-		if l.conns == 0 {
-			l.conns = autoConns
-		}
-		return l
-	}, g.httpAcc)
 	return nil
 }
 
