@@ -739,9 +739,26 @@ func plural(n int, one, many string) string {
 // was unavailable, what was cut or re-run, what hermes did. Times are
 // written in loc.
 func incidentSummary(inc *incident, loc *time.Location) string {
-	clock := func(t time.Time) string { return t.In(loc).Format("15:04:05.000") }
-	var s []string
-	add := func(f string, a ...any) { s = append(s, fmt.Sprintf(f, a...)) }
+	w := &sentences{clock: func(t time.Time) string { return t.In(loc).Format("15:04:05.000") }, loc: loc}
+	w.what(inc)
+	w.end(inc)
+	w.toll(inc)
+	return strings.Join(w.s, " ")
+}
+
+// sentences is an incident's summary as it is written: what happened, how
+// it ended, what it cost.
+type sentences struct {
+	s     []string
+	clock func(time.Time) string
+	loc   *time.Location
+}
+
+func (w *sentences) add(f string, a ...any) { w.s = append(w.s, fmt.Sprintf(f, a...)) }
+
+// what says what happened, by the incident's kind.
+func (w *sentences) what(inc *incident) {
+	add, clock, loc := w.add, w.clock, w.loc
 	exits := inc.failingExits()
 
 	switch inc.kind {
@@ -859,6 +876,11 @@ func incidentSummary(inc *incident, loc *time.Location) string {
 		}
 	}
 
+}
+
+// end says how the incident ended.
+func (w *sentences) end(inc *incident) {
+	add, clock := w.add, w.clock
 	// How it ended.
 	switch inc.end {
 	case endReady:
@@ -901,6 +923,12 @@ func incidentSummary(inc *incident, loc *time.Location) string {
 	case endOngoing:
 		add("It is not over: no gateway has been ready since (the journal ends at %s).", clock(inc.ended()))
 	}
+}
+
+// toll says what the incident cost (unavailability, sessions cut) and what
+// hermes did.
+func (w *sentences) toll(inc *incident) {
+	add, clock := w.add, w.clock
 	if inc.unavailable > 0 {
 		u := "Unavailable " + incDur(inc.unavailable)
 		if inc.end == endOngoing {
@@ -929,7 +957,6 @@ func incidentSummary(inc *incident, loc *time.Location) string {
 	if d := hermesDid(inc); d != "" {
 		add("hermes: %s.", d)
 	}
-	return strings.Join(s, " ")
 }
 
 // hermesDid says in short what hermes did about the incident.
