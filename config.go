@@ -325,6 +325,23 @@ type fileGateway struct {
 	StateDir       *string `toml:"state_dir"`
 }
 
+type fileTelegram struct {
+	TokenEnv           *string  `toml:"token_env"`
+	TokenFile          *string  `toml:"token_file"`
+	APIBase            *string  `toml:"api_base"`
+	AllowedUsers       *[]int64 `toml:"allowed_users"`
+	Model              *string  `toml:"model"`
+	SystemPrompt       *string  `toml:"system_prompt"`
+	HistoryTurns       *int     `toml:"history_turns"`
+	MaxAnswer          *int     `toml:"max_answer"`
+	PollTimeout        *string  `toml:"poll_timeout" kind:"duration"`
+	EditEvery          *string  `toml:"edit_every" kind:"duration"`
+	RequestTimeout     *string  `toml:"request_timeout" kind:"duration"`
+	BackoffMax         *string  `toml:"backoff_max" kind:"duration"`
+	DeleteWebhook      *bool    `toml:"delete_webhook"`
+	StrangerReplyEvery *string  `toml:"stranger_reply_every" kind:"duration"`
+}
+
 type fileRung struct {
 	Signal string `toml:"signal"`
 	Wait   string `toml:"wait"`
@@ -374,23 +391,8 @@ type filePolicy struct {
 		MaxBytes  *int64  `toml:"max_bytes"`
 		ExitFlush *string `toml:"exit_flush" kind:"duration"`
 	} `toml:"journal"`
-	Telegram struct {
-		TokenEnv           *string  `toml:"token_env"`
-		TokenFile          *string  `toml:"token_file"`
-		APIBase            *string  `toml:"api_base"`
-		AllowedUsers       *[]int64 `toml:"allowed_users"`
-		Model              *string  `toml:"model"`
-		SystemPrompt       *string  `toml:"system_prompt"`
-		HistoryTurns       *int     `toml:"history_turns"`
-		MaxAnswer          *int     `toml:"max_answer"`
-		PollTimeout        *string  `toml:"poll_timeout" kind:"duration"`
-		EditEvery          *string  `toml:"edit_every" kind:"duration"`
-		RequestTimeout     *string  `toml:"request_timeout" kind:"duration"`
-		BackoffMax         *string  `toml:"backoff_max" kind:"duration"`
-		DeleteWebhook      *bool    `toml:"delete_webhook"`
-		StrangerReplyEvery *string  `toml:"stranger_reply_every" kind:"duration"`
-	} `toml:"telegram"`
-	Alerts struct {
+	Telegram fileTelegram `toml:"telegram"`
+	Alerts   struct {
 		WebhookURL          *string `toml:"webhook_url"`
 		WebhookURLEnv       *string `toml:"webhook_url_env"`
 		TelegramChat        *int64  `toml:"telegram_chat"`
@@ -800,6 +802,15 @@ func (v *validator) ladder(dst *[]Rung, src *[]fileRung, key string) {
 }
 
 func (v *validator) apply(p *Policy, f *filePolicy) {
+	v.applyGateway(p, f)
+	v.applyLifecycle(p, f)
+	v.applyTelegram(p, &f.Telegram)
+	v.applyAlerts(p, f)
+	v.applyKubernetes(p, &f.Kubernetes)
+}
+
+// applyGateway applies name and [gateway].
+func (v *validator) applyGateway(p *Policy, f *filePolicy) {
 	v.str(&p.Name, f.Name, "name", true)
 	if f.Name != nil && !nameRe().MatchString(*f.Name) {
 		v.fail("name", "%q is not a valid instance name: use 1 to 32 letters, digits, '-' or '_', starting with a letter or digit (it names files, units and a launchd label)", *f.Name)
@@ -837,6 +848,12 @@ func (v *validator) apply(p *Policy, f *filePolicy) {
 		}
 		p.Gateway.StateDir, p.Gateway.StateDirSet = filepath.Clean(d), true
 	}
+}
+
+// applyLifecycle applies how the gateway starts, drains, restarts and
+// ends: [echo], [drain], [restart], [service], [lock], [watchdog],
+// [crash_loop] and [journal].
+func (v *validator) applyLifecycle(p *Policy, f *filePolicy) {
 	v.dur(&p.Echo.WordDelay, f.Echo.WordDelay, "echo.word_delay")
 	v.dur(&p.Drain.Timeout, f.Drain.Timeout, "drain.timeout")
 	v.dur(&p.Drain.Grace, f.Drain.Grace, "drain.grace")
@@ -879,7 +896,10 @@ func (v *validator) apply(p *Policy, f *filePolicy) {
 		p.Journal.MaxBytes = *f.Journal.MaxBytes
 	}
 	v.dur(&p.Journal.ExitFlush, f.Journal.ExitFlush, "journal.exit_flush")
-	t := &f.Telegram
+}
+
+// applyTelegram applies [telegram].
+func (v *validator) applyTelegram(p *Policy, t *fileTelegram) {
 	v.str(&p.Telegram.TokenEnv, t.TokenEnv, "telegram.token_env", false)
 	if t.TokenFile != nil {
 		p.Telegram.TokenFile = expandHome(*t.TokenFile)
@@ -905,6 +925,10 @@ func (v *validator) apply(p *Policy, f *filePolicy) {
 		p.Telegram.DeleteWebhook = *t.DeleteWebhook
 	}
 	v.dur(&p.Telegram.StrangerReplyEvery, t.StrangerReplyEvery, "telegram.stranger_reply_every")
+}
+
+// applyAlerts applies [alerts], [limits] and [auth].
+func (v *validator) applyAlerts(p *Policy, f *filePolicy) {
 	al := &f.Alerts
 	v.str(&p.Alerts.WebhookURL, al.WebhookURL, "alerts.webhook_url", false)
 	v.str(&p.Alerts.WebhookURLEnv, al.WebhookURLEnv, "alerts.webhook_url_env", false)
@@ -933,7 +957,6 @@ func (v *validator) apply(p *Policy, f *filePolicy) {
 	if f.Auth.ProtectStatus != nil {
 		p.Auth.ProtectStatus = *f.Auth.ProtectStatus
 	}
-	v.applyKubernetes(p, &f.Kubernetes)
 }
 
 // parseSize reads a size: a number with a unit (KiB, MiB, GiB, or KB, MB,
