@@ -392,7 +392,21 @@ func runStatus(args []string) error {
 	p := t.p
 	in := inspect(p, detectManager(p))
 	defer in.close()
-	st := statusJSON{
+	st, unitNote := gatherStatus(p, in)
+	if *asJSON {
+		b, _ := json.MarshalIndent(st, "", "  ")
+		fmt.Println(string(b))
+	} else {
+		printStatus(st, in, t, unitNote)
+	}
+	return statusExit(in)
+}
+
+// gatherStatus is what status says of the gateway of p, inspected as in:
+// the verdict, the gateway's own numbers, the ledger's recent exits, and a
+// note on the installed unit.
+func gatherStatus(p *Policy, in *inspection) (st statusJSON, unitNote string) {
+	st = statusJSON{
 		Verdict: in.Verdict, Detail: in.Detail, PID: in.PID, Manager: in.Manager, Problem: in.Manager.problem(),
 		Name: p.Name, Policy: p.policyLabel(), StateDir: p.Gateway.StateDir,
 		PidFile: pidFilePath(p.Gateway.StateDir), StalePidFile: in.Stale, Version: version,
@@ -410,7 +424,6 @@ func runStatus(args []string) error {
 		}
 		st.RecentExits = l.Exits[max(0, len(l.Exits)-5):]
 	}
-	unitNote := ""
 	if path, o, differs, err := installedUnitDrift(p); path != "" {
 		st.UnitFile, st.UnitDiffers = path, differs
 		switch {
@@ -426,67 +439,72 @@ func runStatus(args []string) error {
 			unitNote = path + " (matches the policy)"
 		}
 	}
-	if *asJSON {
-		b, _ := json.MarshalIndent(st, "", "  ")
-		fmt.Println(string(b))
-	} else {
-		fmt.Printf("gateway:  %s", st.Verdict)
-		if st.PID != 0 {
-			fmt.Printf(" (pid %d)", st.PID)
+	return st, unitNote
+}
+
+// printStatus prints st for a person.
+func printStatus(st statusJSON, in *inspection, t *target, unitNote string) {
+	p := t.p
+	fmt.Printf("gateway:  %s", st.Verdict)
+	if st.PID != 0 {
+		fmt.Printf(" (pid %d)", st.PID)
+	}
+	fmt.Println()
+	if st.Detail != "" && (st.Verdict != verdictServing || in.controlDeaf || in.byControl) {
+		fmt.Printf("detail:   %s\n", st.Detail)
+	}
+	if g := in.Gateway; g != nil {
+		fmt.Printf("uptime:   %s\nsessions: %d active\nlisten:   %s\n", g.Uptime, g.ActiveSessions, g.Listen)
+		if pr := g.Predecessor; pr != nil {
+			fmt.Printf("handoff:  pid %d (the gateway before this one) finishes %d sessions, %s of its drain left\n",
+				pr.PID, pr.Sessions, fmtDur(time.Duration(pr.DrainLeftMS)*time.Millisecond))
 		}
-		fmt.Println()
-		if st.Detail != "" && (st.Verdict != verdictServing || in.controlDeaf || in.byControl) {
-			fmt.Printf("detail:   %s\n", st.Detail)
+		if st.Successor != 0 {
+			fmt.Printf("handoff:  handing over to pid %d\n", st.Successor)
 		}
-		if g := in.Gateway; g != nil {
-			fmt.Printf("uptime:   %s\nsessions: %d active\nlisten:   %s\n", g.Uptime, g.ActiveSessions, g.Listen)
-			if pr := g.Predecessor; pr != nil {
-				fmt.Printf("handoff:  pid %d (the gateway before this one) finishes %d sessions, %s of its drain left\n",
-					pr.PID, pr.Sessions, fmtDur(time.Duration(pr.DrainLeftMS)*time.Millisecond))
-			}
-			if st.Successor != 0 {
-				fmt.Printf("handoff:  handing over to pid %d\n", st.Successor)
-			}
-			if tg := g.Telegram; tg != nil {
-				fmt.Printf("telegram: %s\n", tg.describe())
-			}
-		}
-		fmt.Printf("manager:  %s\n", in.Manager.describe())
-		if unitNote != "" {
-			fmt.Printf("unit:     %s\n", unitNote)
-		}
-		if st.Problem != "" {
-			fmt.Printf("problem:  %s\n", st.Problem)
-		}
-		if st.CrashLoop {
-			fmt.Printf("crash loop: more than %d starts in %s; the next start waits %s\n", p.CrashLoop.Starts, p.CrashLoop.Window, st.CrashLoopDelay)
-		}
-		if len(st.RecentExits) > 0 {
-			fmt.Println("recent exits:")
-			for i := len(st.RecentExits) - 1; i >= 0; i-- {
-				x := st.RecentExits[i]
-				code := fmt.Sprintf("code %-3d", x.Code)
-				if x.Code == codeUnclean {
-					code = "unclean "
-				}
-				fmt.Printf("          %s  pid %-7d %s %s\n", x.Time.Local().Format("2006-01-02 15:04:05"), x.PID, code, x.Reason)
-			}
-		}
-		fmt.Printf("policy:   %s (instance %q)\nstate:    %s\n", policyOrigin(p), p.Name, st.StateDir)
-		if st.Verdict == verdictNotRunning {
-			if note := t.notRunningNote("status"); note != "" {
-				fmt.Printf("note:     %s\n", note)
-			}
-		}
-		switch st.Verdict {
-		case verdictFrozen:
-			fmt.Printf("hint:     hermes restart%s   # recovers a frozen gateway, no --force needed\n", configFlag(p))
-		case verdictStopped:
-			fmt.Printf("hint:     kill -CONT %d   # or: hermes restart%s\n", st.PID, configFlag(p))
-		case verdictNotRunning, verdictCrashLoop:
-			fmt.Printf("hint:     hermes restart%s\n", configFlag(p))
+		if tg := g.Telegram; tg != nil {
+			fmt.Printf("telegram: %s\n", tg.describe())
 		}
 	}
+	fmt.Printf("manager:  %s\n", in.Manager.describe())
+	if unitNote != "" {
+		fmt.Printf("unit:     %s\n", unitNote)
+	}
+	if st.Problem != "" {
+		fmt.Printf("problem:  %s\n", st.Problem)
+	}
+	if st.CrashLoop {
+		fmt.Printf("crash loop: more than %d starts in %s; the next start waits %s\n", p.CrashLoop.Starts, p.CrashLoop.Window, st.CrashLoopDelay)
+	}
+	if len(st.RecentExits) > 0 {
+		fmt.Println("recent exits:")
+		for i := len(st.RecentExits) - 1; i >= 0; i-- {
+			x := st.RecentExits[i]
+			code := fmt.Sprintf("code %-3d", x.Code)
+			if x.Code == codeUnclean {
+				code = "unclean "
+			}
+			fmt.Printf("          %s  pid %-7d %s %s\n", x.Time.Local().Format("2006-01-02 15:04:05"), x.PID, code, x.Reason)
+		}
+	}
+	fmt.Printf("policy:   %s (instance %q)\nstate:    %s\n", policyOrigin(p), p.Name, st.StateDir)
+	if st.Verdict == verdictNotRunning {
+		if note := t.notRunningNote("status"); note != "" {
+			fmt.Printf("note:     %s\n", note)
+		}
+	}
+	switch st.Verdict {
+	case verdictFrozen:
+		fmt.Printf("hint:     hermes restart%s   # recovers a frozen gateway, no --force needed\n", configFlag(p))
+	case verdictStopped:
+		fmt.Printf("hint:     kill -CONT %d   # or: hermes restart%s\n", st.PID, configFlag(p))
+	case verdictNotRunning, verdictCrashLoop:
+		fmt.Printf("hint:     hermes restart%s\n", configFlag(p))
+	}
+}
+
+// statusExit is status's exit: 0 serving, 3 not running, else 1.
+func statusExit(in *inspection) error {
 	switch in.Verdict {
 	case verdictServing:
 		return nil
