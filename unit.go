@@ -552,35 +552,9 @@ func runInstallUnit(args []string) error {
 	if err != nil {
 		return err
 	}
-	o := unitOptions{Manager: manager, System: system, Bin: bin, SystemdVersion: *sdVersion, Socket: *socket}
-	if system {
-		o.RunAs = *runAs
-		if o.RunAs == "" {
-			o.RunAs = defaultRunAs()
-		} else if o.RunAs == "root" {
-			o.RunAs = ""
-		}
-	}
-	if err := checkRunAs(o.RunAs); err != nil {
+	o, err := unitOptionsFor(p, f, manager, system, bin, *runAs, *sdVersion, *socket, *printOnly)
+	if err != nil {
 		return err
-	}
-	if system && manager == managerSystemd {
-		if err := checkSystemUnitPaths(bin, p); err != nil {
-			if *f.unitDir == "" && !*printOnly {
-				return err
-			}
-			// Printed, or written elsewhere (a package being built, a
-			// test): the files may well be moved before the unit is used,
-			// but the unit as it stands would not work, and that is said.
-			fmt.Fprintf(os.Stderr, "hermes: warning: %s\n", indent(err.Error()))
-		}
-	}
-	if manager == managerSystemd && o.SystemdVersion == 0 {
-		v, err := systemdVersion()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "hermes: note: cannot tell the systemd version (%v): writing a unit for systemd older than %d (no RestartSteps); pass --systemd-version N to choose\n", err, systemdStepsVersion)
-		}
-		o.SystemdVersion = v
 	}
 	content, err := renderUnit(p, o)
 	if err != nil {
@@ -599,6 +573,50 @@ func runInstallUnit(args []string) error {
 		_, err := os.Stdout.Write(content)
 		return err
 	}
+	return writeUnits(p, f, o, content, sockContent, *enable)
+}
+
+// unitOptionsFor is what the unit is rendered with: the manager, the user
+// it runs as, the systemd version; it refuses a unit that could not work
+// (a warning instead when it is only printed or written elsewhere).
+func unitOptionsFor(p *Policy, f unitFlags, manager string, system bool, bin, runAs string, sdVersion int, socket, printOnly bool) (unitOptions, error) {
+	o := unitOptions{Manager: manager, System: system, Bin: bin, SystemdVersion: sdVersion, Socket: socket}
+	if system {
+		o.RunAs = runAs
+		if o.RunAs == "" {
+			o.RunAs = defaultRunAs()
+		} else if o.RunAs == "root" {
+			o.RunAs = ""
+		}
+	}
+	if err := checkRunAs(o.RunAs); err != nil {
+		return o, err
+	}
+	if system && manager == managerSystemd {
+		if err := checkSystemUnitPaths(bin, p); err != nil {
+			if *f.unitDir == "" && !printOnly {
+				return o, err
+			}
+			// Printed, or written elsewhere (a package being built, a
+			// test): the files may well be moved before the unit is used,
+			// but the unit as it stands would not work, and that is said.
+			fmt.Fprintf(os.Stderr, "hermes: warning: %s\n", indent(err.Error()))
+		}
+	}
+	if manager == managerSystemd && o.SystemdVersion == 0 {
+		v, err := systemdVersion()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "hermes: note: cannot tell the systemd version (%v): writing a unit for systemd older than %d (no RestartSteps); pass --systemd-version N to choose\n", err, systemdStepsVersion)
+		}
+		o.SystemdVersion = v
+	}
+	return o, nil
+}
+
+// writeUnits writes the unit (and its socket unit) where the manager looks,
+// makes the state dir the unit needs, and enables it or says how.
+func writeUnits(p *Policy, f unitFlags, o unitOptions, content, sockContent []byte, enable bool) error {
+	manager, system := o.Manager, o.System
 	path, err := f.unitPath(manager, system, p.Name)
 	if err != nil {
 		return err
@@ -628,7 +646,7 @@ func runInstallUnit(args []string) error {
 			return err
 		}
 	}
-	if !*enable {
+	if !enable {
 		if *f.unitDir == "" {
 			fmt.Println(enableHint(manager, system, p.Name, path, o.Socket))
 		}
