@@ -204,69 +204,6 @@ func (g *gateway) handleControl(c *net.UnixConn) {
 	}
 }
 
-// controlHandoff asks the loop for a handoff and answers with its outcome:
-// "ok <successor pid>" once the successor serves, or "error refused: ..."
-// / "error failed: ..." (the gateway serves on). by says who asks.
-func (g *gateway) controlHandoff(c *net.UnixConn, uid int, by string) {
-	p := g.policy.Load()
-	wait := handoffWait(p)
-	c.SetDeadline(time.Now().Add(wait + time.Second))
-	if by == "" {
-		by = "the control socket"
-	}
-	if ans, taken := g.askHandoff(fmt.Sprintf("%s (uid %d)", by, uid), wait); taken {
-		fmt.Fprintln(c, ans)
-	} // else silence: the loop does not take its inputs
-}
-
-// successorBinaryGone says why a successor cannot start from exe, the
-// binary this gateway was started from, or "" when it can: `go run`
-// deletes its build when it exits, and a package upgrade may remove the
-// path. A restart then drains instead (a refused handoff), and says why.
-func successorBinaryGone(exe string) string {
-	if exe == "" {
-		return ""
-	}
-	st, err := os.Stat(exe)
-	if err == nil && st.Mode().IsRegular() {
-		return ""
-	}
-	why := fmt.Sprintf("the binary this gateway was started from (%s) is gone, so no successor can start from it", exe)
-	if strings.Contains(exe, "go-build") {
-		why += "; it was `go run`'s temporary build: run a built binary instead (go build -o hermes . && ./hermes serve)"
-	}
-	return why
-}
-
-// askHandoff hands a handoff request to the loop and waits, until wait,
-// for its outcome: "ok <successor pid>", or "error refused: ..." /
-// "error failed: ...". taken is false when the loop did not take the
-// request at all (frozen).
-func (g *gateway) askHandoff(by string, wait time.Duration) (ans string, taken bool) {
-	if why := successorBinaryGone(g.exe); why != "" {
-		// Checked here, off the loop: a stat is I/O.
-		return "error refused: " + why, true
-	}
-	req := handoffReq{by: by, reply: make(chan string, 1)}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-g.done:
-		return "error refused: the gateway is stopping", true
-	case g.handoffs <- req:
-	case <-t.C:
-		return "", false
-	}
-	select {
-	case ans := <-req.reply:
-		return ans, true
-	case <-g.done:
-		return "error refused: the gateway stopped before the handoff was done", true
-	case <-t.C:
-		return fmt.Sprintf("error failed: no outcome within %s", wait), true
-	}
-}
-
 // controlRestartNow hands a restart-now to the loop and answers once the
 // loop took it; a loop that does not take it within wait answers nothing
 // (frozen), and the restarter goes on with signals.

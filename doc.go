@@ -32,11 +32,15 @@
 //   - watchdog.go, mono.go: the heartbeat and the watchdog that reads it.
 //   - crashloop.go, limits*.go, alerts.go: the crash-loop guard, the
 //     memory guard (and the RSS it reads), the webhook alerts.
-//   - control.go: the control socket (status, handoff, drain).
+//   - control.go: the control socket (status, reload, handoff and drain
+//     requests).
 //
 // Restart without refusing a request:
-//   - handoff.go: the predecessor's side and the successor's side of the
-//     handoff; keeper.go: the keeper under systemd and as PID 1.
+//   - handoff.go: the seam, the protocol and what crosses it;
+//     handoff_parent.go: the predecessor's side (start the successor,
+//     follow it, hand over, fail back); handoff_child.go: the successor's
+//     side (stand by, take over); handoff_keeper.go: the keeper under
+//     systemd and as PID 1.
 //   - listen.go, portholder_*.go: where the listening socket comes from,
 //     and who holds a port that is taken.
 //   - accept.go, conncap.go, conns.go: accepting through fd exhaustion,

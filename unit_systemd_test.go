@@ -117,7 +117,7 @@ func TestUnitSystemdHarness(t *testing.T) {
 		// moves to a new process among its children, and systemd sees no
 		// restart and no failure. (A successor made main by MAINPID= would
 		// be "alien" to systemd, which then SIGKILLs the whole cgroup at
-		// the next stop: see keeper.go.)
+		// the next stop: see handoff_keeper.go.)
 		mainPid := h.show(unit, "MainPID")
 		pid := gatewayPid()
 		restarts := h.show(unit, "NRestarts")
