@@ -64,16 +64,17 @@ func TestSinkDropsAndReports(t *testing.T) {
 }
 
 // holdFlock takes an exclusive flock on path for the rest of the test, as
-// another process (a shell's flock, a stopped hermes restart) would.
+// another process (a shell's flock, a stopped hermes restart) would, as
+// soon as the gateway is not holding it.
 func holdFlock(t *testing.T, path string) {
 	t.Helper()
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := flockExclusive(f); err != nil {
-		t.Fatalf("flock %s: %v", path, err)
-	}
+	// The gateway takes the lock itself for each batch it writes (its
+	// "ready" line, say): wait for a moment it does not hold it.
+	waitUntil(t, 10*time.Second, "the flock on "+path, func() bool { return flockExclusive(f) == nil })
 	t.Cleanup(func() { f.Close() })
 }
 
