@@ -8,11 +8,9 @@ package main
 import "reflect"
 
 // knownKeys are the policy's keys, "section.key" or "key", in the order
-// filePolicy declares them.
-var knownKeys = declaredKeys()
-
-// keyKinds is what each of knownKeys takes.
-var keyKinds = declaredKinds()
+// filePolicy declares them; keyKinds is what each takes. One walk of the
+// declaration gives both.
+var knownKeys, keyKinds = declaredKeys()
 
 // policyField is one key of the file format.
 type policyField struct {
@@ -65,18 +63,12 @@ func fieldKind(f reflect.StructField) keyKind {
 	panic("policy key " + f.Name + ": no key kind for Go type " + f.Type.String())
 }
 
-func declaredKeys() []string {
+func declaredKeys() ([]string, map[string]keyKind) {
 	var keys []string
+	kinds := map[string]keyKind{}
 	for _, f := range policyFields() {
 		keys = append(keys, f.key)
+		kinds[f.key] = f.kind
 	}
-	return keys
-}
-
-func declaredKinds() map[string]keyKind {
-	m := map[string]keyKind{}
-	for _, f := range policyFields() {
-		m[f.key] = f.kind
-	}
-	return m
+	return keys, kinds
 }

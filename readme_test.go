@@ -463,15 +463,8 @@ func TestReadmeCommandError(t *testing.T) {
 // command hermes has and no other, and every flag a row shows is a flag
 // of that row's command, as its help lists it.
 func TestReadmeCommandTable(t *testing.T) {
-	b, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, section, ok := strings.Cut(string(b), "\n## Commands\n")
-	if !ok {
-		t.Fatal("README.md has no ## Commands section")
-	}
-	section, _, _ = strings.Cut(section, "\n\n|")
+	section := readmeBetween(t, "## Commands\n", "\n\n|")
+	e := newTestEnv(t, "")
 	cmdRe, flagRe := regexp.MustCompile("hermes ([a-z][a-z-]*)"), regexp.MustCompile(`(?:^|[ \x60\[])--([a-z][a-z-]*)`)
 	seen := map[string]bool{}
 	rows := 0
@@ -488,13 +481,11 @@ func TestReadmeCommandTable(t *testing.T) {
 		}
 		helps := ""
 		for _, c := range cmds {
-			cmd := exec.Command(hermesBin, "help", c)
-			cmd.Env = filteredEnv()
-			out, err := cmd.Output()
-			if err != nil {
-				t.Errorf("the README's row %q: hermes help %s: %v", strings.TrimSpace(cells[1]), c, err)
+			out, _, code := e.hermes(20*time.Second, "help", c)
+			if code != exitOK {
+				t.Errorf("the README's row %q: hermes help %s: exit %d", strings.TrimSpace(cells[1]), c, code)
 			}
-			helps += string(out)
+			helps += out
 		}
 		for _, m := range flagRe.FindAllStringSubmatch(row, -1) {
 			if !regexp.MustCompile(`(?m)^  -` + m[1] + `\b`).MatchString(helps) {
@@ -521,15 +512,7 @@ func TestReadmeCommandTable(t *testing.T) {
 // `hermes events --since` takes (and a form it does not take fails, so
 // the check can fail).
 func TestReadmeSinceForms(t *testing.T) {
-	b, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, para, ok := strings.Cut(string(b), "\n`hermes events --since` takes")
-	if !ok {
-		t.Fatal("README.md lacks the paragraph on `hermes events --since`")
-	}
-	para, _, _ = strings.Cut(para, "\n\n")
+	para := readmeBetween(t, "`hermes events --since` takes", "\n\n")
 	var forms []string
 	for _, m := range regexp.MustCompile("`([^`]+)`").FindAllStringSubmatch(para, -1) {
 		forms = append(forms, m[1])

@@ -29,6 +29,22 @@ func readmeFenced(t *testing.T, marker, fence string) []string {
 	return docFenced(t, "README.md", marker, fence)
 }
 
+// readmeBetween is the README's text after the first line starting with
+// start, up to end (or to the end of the file).
+func readmeBetween(t *testing.T, start, end string) string {
+	t.Helper()
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(b), "\n"+start)
+	if !ok {
+		t.Fatalf("README.md has no line starting with %q", start)
+	}
+	after, _, _ = strings.Cut(after, end)
+	return after
+}
+
 // docFenced is readmeFenced for any of the repository's markdown files.
 func docFenced(t *testing.T, file, marker, fence string) []string {
 	t.Helper()
