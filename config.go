@@ -310,19 +310,19 @@ func defaultLockDir() string {
 // bad one is reported with its key and line, and a duration says so with
 // kind:"duration".
 type fileGateway struct {
-	Listen         *string `toml:"listen"`
-	ListenTimeout  *string `toml:"listen_timeout" kind:"duration"`
-	HeaderTimeout  *string `toml:"header_timeout" kind:"duration"`
-	IdleTimeout    *string `toml:"idle_timeout" kind:"duration"`
-	BodyTimeout    *string `toml:"body_timeout" kind:"duration"`
-	WriteTimeout   *string `toml:"write_timeout" kind:"duration"`
-	MaxRequestBody *string `toml:"max_request_body"`
-	MaxConnections *int    `toml:"max_connections"`
-	UpHeaderTO     *string `toml:"upstream_header_timeout" kind:"duration"`
-	UpIdleTO       *string `toml:"upstream_idle_timeout" kind:"duration"`
-	Upstream       *string `toml:"upstream"`
-	UpstreamKeyEnv *string `toml:"upstream_key_env"`
-	StateDir       *string `toml:"state_dir"`
+	Listen                *string `toml:"listen"`
+	ListenTimeout         *string `toml:"listen_timeout" kind:"duration"`
+	HeaderTimeout         *string `toml:"header_timeout" kind:"duration"`
+	IdleTimeout           *string `toml:"idle_timeout" kind:"duration"`
+	BodyTimeout           *string `toml:"body_timeout" kind:"duration"`
+	WriteTimeout          *string `toml:"write_timeout" kind:"duration"`
+	MaxRequestBody        *string `toml:"max_request_body"`
+	MaxConnections        *int    `toml:"max_connections"`
+	UpstreamHeaderTimeout *string `toml:"upstream_header_timeout" kind:"duration"`
+	UpstreamIdleTimeout   *string `toml:"upstream_idle_timeout" kind:"duration"`
+	Upstream              *string `toml:"upstream"`
+	UpstreamKeyEnv        *string `toml:"upstream_key_env"`
+	StateDir              *string `toml:"state_dir"`
 }
 
 type fileTelegram struct {
@@ -393,7 +393,7 @@ type filePolicy struct {
 	} `toml:"journal"`
 	Telegram fileTelegram `toml:"telegram"`
 	Alerts   struct {
-		WebhookURL          *string `toml:"webhook_url"`
+		WebhookURL          *string `toml:"webhook_url" secret:"true"`
 		WebhookURLEnv       *string `toml:"webhook_url_env"`
 		TelegramChat        *int64  `toml:"telegram_chat"`
 		Timeout             *string `toml:"timeout" kind:"duration"`
@@ -837,8 +837,8 @@ func (v *validator) applyGateway(p *Policy, f *filePolicy) {
 	if f.Gateway.MaxConnections != nil {
 		p.Gateway.MaxConnections = *f.Gateway.MaxConnections
 	}
-	v.dur(&p.Gateway.UpstreamHeaderTimeout, f.Gateway.UpHeaderTO, "gateway.upstream_header_timeout")
-	v.dur(&p.Gateway.UpstreamIdleTimeout, f.Gateway.UpIdleTO, "gateway.upstream_idle_timeout")
+	v.dur(&p.Gateway.UpstreamHeaderTimeout, f.Gateway.UpstreamHeaderTimeout, "gateway.upstream_header_timeout")
+	v.dur(&p.Gateway.UpstreamIdleTimeout, f.Gateway.UpstreamIdleTimeout, "gateway.upstream_idle_timeout")
 	v.str(&p.Gateway.Upstream, f.Gateway.Upstream, "gateway.upstream", false)
 	v.str(&p.Gateway.UpstreamKeyEnv, f.Gateway.UpstreamKeyEnv, "gateway.upstream_key_env", false)
 	if f.Gateway.StateDir != nil {
@@ -1002,6 +1002,21 @@ var nameRe = lazyRegexp(`^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$`)
 // but together would break a promise (a ladder that kills a drain, a unit
 // that kills a drain).
 func (v *validator) check(p *Policy) {
+	v.checkGateway(p)
+	v.checkGatewayLimits(p)
+	v.checkAuth(p)
+	v.checkTelegram(p)
+	v.checkAlerts(p)
+	v.checkKubernetes(p)
+	v.checkLock(p)
+	v.checkRestart(p)
+	v.checkService(p)
+	v.checkWatchdog(p)
+	v.checkCrashLoop(p)
+}
+
+// checkGateway validates [gateway]'s timeouts and its upstream.
+func (v *validator) checkGateway(p *Policy) {
 	// Waiting for gateway.listen is part of a start: it must fit in what
 	// the unit gives the start itself (startSlack, beside the crash-loop
 	// delay). listenWait keeps it inside restart.ready_timeout too.
@@ -1015,20 +1030,19 @@ func (v *validator) check(p *Policy) {
 	if it := p.Gateway.IdleTimeout; it < time.Second || it > 24*time.Hour {
 		v.fail("gateway.idle_timeout", "%s is out of range: use 1s to 24h (an idle keep-alive connection is closed after it)", it)
 	}
-	v.checkGatewayLimits(p)
-	v.checkAuth(p)
 	if u := p.Gateway.Upstream; u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
 		v.fail("gateway.upstream", "%q must start with http:// or https://", u)
 	}
 	if e := p.Gateway.UpstreamKeyEnv; e != "" && !envNameRe().MatchString(e) {
 		v.fail("gateway.upstream_key_env", "%q is not an environment variable name (it names the variable that holds the key; never put the key itself here)", e)
 	}
+}
+
+// checkLock validates [lock].
+func (v *validator) checkLock(p *Policy) {
 	if e := p.Lock.TokenEnv; e != "" && !envNameRe().MatchString(e) {
 		v.fail("lock.token_env", "%q is not an environment variable name (it names the variable that holds the token; never put the token itself here)", e)
 	}
-	v.checkTelegram(p)
-	v.checkAlerts(p)
-	v.checkKubernetes(p)
 	if p.Lock.TokenFile != "" && !filepath.IsAbs(p.Lock.TokenFile) {
 		v.fail("lock.token_file", "%q is not an absolute path", p.Lock.TokenFile)
 	}
@@ -1038,6 +1052,11 @@ func (v *validator) check(p *Policy) {
 	if !nameRe().MatchString(p.Lock.Scope) {
 		v.fail("lock.scope", "%q is not a valid scope: use letters, digits, '-' or '_'", p.Lock.Scope)
 	}
+}
+
+// checkRestart validates [restart] against [drain]: the ladders may not
+// escalate over a drain the policy promised.
+func (v *validator) checkRestart(p *Policy) {
 	if p.Drain.Timeout == 0 {
 		p.Warnings = append(p.Warnings, "drain.timeout is 0: a stop or restart cuts every in-flight session at once")
 	}
@@ -1072,6 +1091,11 @@ func (v *validator) check(p *Policy) {
 	if last := p.Restart.Force[len(p.Restart.Force)-1]; last.Signal != syscall.SIGKILL {
 		p.Warnings = append(p.Warnings, fmt.Sprintf("restart.force ends with %s, not KILL: a gateway that ignores it is left running", signalName(last.Signal)))
 	}
+}
+
+// checkService validates [service]: what the unit tells the service
+// manager about restarts.
+func (v *validator) checkService(p *Policy) {
 	if p.Service.RestartSec < time.Second {
 		v.fail("service.restart_sec", "%s is too short: a restart needs a delay, or one crash becomes a loop that cuts every stream (use at least 1s)", p.Service.RestartSec)
 	}
@@ -1089,6 +1113,10 @@ func (v *validator) check(p *Policy) {
 			"service: %d starts %s apart fit in start_limit_interval %s: systemd may give up on a crash loop for good (start-limit-hit) instead of letting the crash-loop guard slow it down",
 			p.Service.StartLimitBurst, p.Service.RestartSec, p.Service.StartLimitInterval))
 	}
+}
+
+// checkWatchdog validates [watchdog].
+func (v *validator) checkWatchdog(p *Policy) {
 	if p.Watchdog.Heartbeat < 100*time.Millisecond || p.Watchdog.Heartbeat > 10*time.Second {
 		v.fail("watchdog.heartbeat", "%s is out of range: use 100ms to 10s (the loop ticks this often; 3 missed ticks is a frozen loop)", p.Watchdog.Heartbeat)
 	}
@@ -1098,6 +1126,10 @@ func (v *validator) check(p *Policy) {
 	if p.Watchdog.SignalTimeout > 0 && p.Watchdog.SignalTimeout < 100*time.Millisecond {
 		v.fail("watchdog.signal_timeout", "%s is too short (use 0 to disable, or at least 100ms)", p.Watchdog.SignalTimeout)
 	}
+}
+
+// checkCrashLoop validates [crash_loop] and [journal].
+func (v *validator) checkCrashLoop(p *Policy) {
 	if p.CrashLoop.Starts < 1 {
 		v.fail("crash_loop.starts", "must be at least 1")
 	}
@@ -1275,81 +1307,6 @@ func signalName(s syscall.Signal) string {
 		}
 	}
 	return fmt.Sprintf("signal %d", int(s))
-}
-
-// render prints the effective policy as TOML that loads back to the same
-// policy. Derived values are shown as comments.
-func (p *Policy) render() string {
-	var b strings.Builder
-	q := func(s string) string { return fmt.Sprintf("%q", s) }
-	d := func(t time.Duration) string { return q(t.String()) }
-	rungs := func(rs []Rung) string {
-		var parts []string
-		for _, r := range rs {
-			w := q(r.Wait.String())
-			if r.Auto {
-				w = `"auto"`
-			}
-			parts = append(parts, fmt.Sprintf("  { signal = %q, wait = %s },", signalName(r.Signal), w))
-		}
-		return "[\n" + strings.Join(parts, "\n") + "\n]"
-	}
-	fmt.Fprintf(&b, "name = %s\n\n", q(p.Name))
-	fmt.Fprintf(&b, "[gateway]\nlisten = %s\nlisten_timeout = %s\nheader_timeout = %s\nidle_timeout = %s\nupstream = %s",
-		q(p.Gateway.Listen), d(p.Gateway.ListenTimeout), d(p.Gateway.HeaderTimeout), d(p.Gateway.IdleTimeout), q(p.Gateway.Upstream))
-	if p.Gateway.Upstream == "" {
-		b.WriteString("  # the built-in echo upstream")
-	}
-	fmt.Fprintf(&b, "\nupstream_key_env = %s\nstate_dir = %s\n", q(p.Gateway.UpstreamKeyEnv), q(p.Gateway.StateDir))
-	g := p.Gateway
-	fmt.Fprintf(&b, "body_timeout = %s\nwrite_timeout = %s\nmax_request_body = %s\nmax_connections = %d",
-		d(g.BodyTimeout), d(g.WriteTimeout), q(formatSize(g.MaxRequestBody)), g.MaxConnections)
-	if g.MaxConnections == 0 {
-		fmt.Fprintf(&b, "  # from the file limit: %d here", maxConnsFor(0))
-	}
-	fmt.Fprintf(&b, "\nupstream_header_timeout = %s\nupstream_idle_timeout = %s\n\n", d(g.UpstreamHeaderTimeout), d(g.UpstreamIdleTimeout))
-	fmt.Fprintf(&b, "[auth]\nkeys_env = %s\nkeys_file = %s\nallow_open = %t\nprotect_status = %t",
-		q(p.Auth.KeysEnv), q(p.Auth.KeysFile), p.Auth.AllowOpen, p.Auth.ProtectStatus)
-	if n := len(p.Auth.ring.names()); n > 0 {
-		fmt.Fprintf(&b, "  # %d keys: %s", n, strings.Join(p.Auth.ring.names(), ", "))
-	} else if loopbackListen(p.Gateway.Listen) {
-		b.WriteString("  # no keys: any client on this host may use the gateway")
-	} else {
-		b.WriteString("  # no keys")
-	}
-	fmt.Fprintf(&b, "\n\n[echo]\nword_delay = %s\n\n", d(p.Echo.WordDelay))
-	fmt.Fprintf(&b, "[drain]\ntimeout = %s\ngrace = %s\n\n", d(p.Drain.Timeout), d(p.Drain.Grace))
-	fmt.Fprintf(&b, "[restart]\nmode = %s\nprobation = %s\n# \"auto\" waits %s here (drain.timeout + drain.grace + %s)\nladder = %s\nforce = %s\nready_timeout = %s\n\n",
-		q(p.Restart.Mode), d(p.Restart.Probation), p.Drain.Budget()+autoWaitMargin, autoWaitMargin, rungs(p.Restart.Ladder), rungs(p.Restart.Force), d(p.Restart.ReadyTimeout))
-	fmt.Fprintf(&b, "[service]\nrestart_sec = %s\nrestart_max_delay = %s\nstart_limit_burst = %d\nstart_limit_interval = %s\n\n",
-		d(p.Service.RestartSec), d(p.Service.RestartMaxDelay), p.Service.StartLimitBurst, d(p.Service.StartLimitInterval))
-	fmt.Fprintf(&b, "[lock]\ntoken_env = %s\ntoken_file = %s\nscope = %s\nlock_dir = %s\n\n",
-		q(p.Lock.TokenEnv), q(p.Lock.TokenFile), q(p.Lock.Scope), q(p.Lock.Dir))
-	fmt.Fprintf(&b, "[watchdog]\nheartbeat = %s\ntimeout = %s\nsignal_timeout = %s\n\n", d(p.Watchdog.Heartbeat), d(p.Watchdog.Timeout), d(p.Watchdog.SignalTimeout))
-	fmt.Fprintf(&b, "[crash_loop]\nstarts = %d\nwindow = %s\nbase_delay = %s\nmax_delay = %s\n\n",
-		p.CrashLoop.Starts, d(p.CrashLoop.Window), d(p.CrashLoop.BaseDelay), d(p.CrashLoop.MaxDelay))
-	fmt.Fprintf(&b, "[journal]\nmax_bytes = %d\nexit_flush = %s\n", p.Journal.MaxBytes, d(p.Journal.ExitFlush))
-	t := p.Telegram
-	{
-		ids := make([]string, len(t.AllowedUsers))
-		for i, id := range t.AllowedUsers {
-			ids[i] = strconv.FormatInt(id, 10)
-		}
-		fmt.Fprintf(&b, "\n[telegram]  # %s\ntoken_env = %s\ntoken_file = %s\napi_base = %s\nallowed_users = [%s]\nmodel = %s\nsystem_prompt = %s\nhistory_turns = %d\nmax_answer = %d\n",
-			map[bool]string{true: "on", false: "off: no token_env or token_file"}[t.Enabled()], q(t.TokenEnv), q(t.TokenFile), q(t.APIBase), strings.Join(ids, ", "), q(t.Model), q(t.SystemPrompt), t.HistoryTurns, t.MaxAnswer)
-		fmt.Fprintf(&b, "poll_timeout = %s\nedit_every = %s\nrequest_timeout = %s\nbackoff_max = %s\ndelete_webhook = %t\nstranger_reply_every = %s\n",
-			d(t.PollTimeout), d(t.EditEvery), d(t.RequestTimeout), d(t.BackoffMax), t.DeleteWebhook, d(t.StrangerReplyEvery))
-	}
-	al := p.Alerts
-	webhook := al.WebhookURL
-	if webhook != "" {
-		webhook = "[set]" // it may hold a token: never printed
-	}
-	fmt.Fprintf(&b, "\n[alerts]\nwebhook_url = %s\nwebhook_url_env = %s\ntelegram_chat = %d\ntimeout = %s\nretries = %d\ntelegram_conflict_for = %s\nupstream_down_for = %s\n",
-		q(webhook), q(al.WebhookURLEnv), al.TelegramChat, d(al.Timeout), al.Retries, d(al.TelegramConflictFor), d(al.UpstreamDownFor))
-	fmt.Fprintf(&b, "\n[limits]\nmax_rss = %s\nmax_rss_window = %s\n", q(formatSize(p.Limits.MaxRSS)), d(p.Limits.MaxRSSWindow))
-	b.WriteString(p.Kubernetes.render())
-	return b.String()
 }
 
 // policyLabel names where the policy came from, for logs and status.

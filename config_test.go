@@ -269,6 +269,22 @@ func TestPolicyKeysAreDeclared(t *testing.T) {
 	if checked < 30 {
 		t.Errorf("checked the kinds of %d keys against the example", checked)
 	}
+	// check-config's listing comes from the same declaration: each key
+	// once, in its section, in the declaration's order.
+	var listed []string
+	section := ""
+	for _, line := range strings.Split(defaultPolicy().render(), "\n") {
+		if strings.HasPrefix(line, "[") {
+			section = strings.Trim(strings.Fields(line)[0], "[]") + "."
+			continue
+		}
+		if k, _, ok := strings.Cut(line, " = "); ok && !strings.HasPrefix(k, " ") {
+			listed = append(listed, strings.TrimPrefix(section, ".")+k)
+		}
+	}
+	if strings.Join(listed, " ") != strings.Join(knownKeys, " ") {
+		t.Errorf("check-config lists\n%v\nthe declaration has\n%v", listed, knownKeys)
+	}
 }
 
 func TestEditDistance(t *testing.T) {

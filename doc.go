@@ -19,13 +19,17 @@
 //   - config.go: Policy (the effective policy), filePolicy (the file format,
 //     the one declaration of every key), loading and validation.
 //   - policykeys.go: the key list and kinds, read off filePolicy's tags.
+//   - policyrender.go: check-config's listing, from the same declaration.
 //   - configerr.go: policy errors for people (file:line: key: what to do).
 //
 // The gateway process (hermes serve):
 //   - serve.go: runServe, the process around the gateway: policy, locks,
 //     listener, then the gateway.
-//   - gateway.go: the gateway value and its loop, the one goroutine that
-//     owns the state; loop.go: the loop's rules as a pure transition.
+//   - gateway.go: the gateway value, built whole by newGateway; states.go:
+//     its lifecycle states, which every reader of a gateway shares.
+//   - gateway_loop.go: its loop, the one goroutine that owns the state: it
+//     waits for an input and carries out effects; loop.go: the loop's
+//     rules as a pure transition.
 //   - signals.go: the self-pipe, the only way a signal reaches the loop.
 //   - outbox.go, log.go, journal.go, notify.go: the I/O the loop hands off
 //     (log lines, the events journal, sd_notify) on bounded queues.
@@ -55,7 +59,7 @@
 //   - routes.go: /healthz, /readyz, /status, /metrics and /v1/...
 //   - session.go: admission and accounting of each /v1/... request.
 //   - auth.go: client keys ([auth]).
-//   - proxy.go, upstream.go, upstream_answer.go, body.go, cancelslot.go:
+//   - upstream_proxy.go, upstream.go, upstream_answer.go, body.go, cancelslot.go:
 //     the request to the upstream, its client and answer reader, bodies.
 //   - echo.go: the built-in echo upstream.
 //   - metrics.go, procstats*.go: /metrics.
@@ -74,8 +78,9 @@
 //   - target.go, registry.go, pidfile.go, proc_*.go: which gateway a
 //     command means, and the proof (pid, start time, boot id) that a pid is
 //     still that gateway.
-//   - status.go: verdicts (serving, draining, frozen, ...); restart.go: the
-//     escalation ladder of hermes restart and stop; start.go: start, reload.
+//   - inspect.go: the verdict on a gateway (serving, draining, frozen, ...),
+//     which status.go prints and restart.go (the escalation ladder of
+//     hermes restart and stop) and start.go (start, reload) act on.
 //   - healthcheck.go, logs.go, events.go, incident.go: healthcheck, logs,
 //     events and the incident report.
 //   - manager.go: which service manager owns the gateway, if any.
@@ -95,7 +100,7 @@
 // gateway.ServeHTTP (routes.go). A /v1/... request becomes a session
 // (session.go: admitted by an atomic gate the loop closes when a drain
 // starts), checked against the client keys (auth.go), and proxied
-// (proxy.go): the body is read or streamed (body.go), the upstream client
+// (upstream_proxy.go): the body is read or streamed (body.go), the upstream client
 // writes the request and reads the answer head (upstream.go,
 // upstream_answer.go), and the answer is relayed; SSE on whole events only,
 // and a cut answer ends visibly (h1_abort.go). The loop only hears of the
@@ -104,7 +109,7 @@
 // # How a signal flows
 //
 // The signal side of the self-pipe (signals.go) writes the signal's number,
-// one byte, and nothing more. The gateway's loop (gateway.go) reads the
+// one byte, and nothing more. The gateway's loop (gateway_loop.go) reads the
 // bytes in order and feeds each to step (loop.go), which returns the new
 // state and the effects (drain, hand over, reload, exit) as values; the
 // loop carries them out on other goroutines and never waits on them. A

@@ -105,11 +105,22 @@ func TestOutOfFileDescriptors(t *testing.T) {
 
 	// After it: metrics count the episode, and both reserves are back.
 	var m string
-	waitUntil(t, 10*time.Second, "both reserve descriptors held again", func() bool {
+	held := func() bool {
 		_, m = httpGet(t, g.url+"/metrics")
 		return strings.Contains(m, `hermes_accept_reserve_held{listener="http"} 1`) &&
 			strings.Contains(m, `hermes_accept_reserve_held{listener="control"} 1`)
-	})
+	}
+	for deadline := time.Now().Add(10 * time.Second); !held(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			var lines []string
+			for _, l := range strings.Split(m, "\n") {
+				if strings.HasPrefix(l, "hermes_accept_") || strings.HasPrefix(l, "hermes_process_open_fds") || strings.HasPrefix(l, "hermes_connections_open") {
+					lines = append(lines, l)
+				}
+			}
+			t.Fatalf("both reserve descriptors not held again within 10s:\n%s", strings.Join(lines, "\n"))
+		}
+	}
 	// The episode's end is logged at the first accept after it.
 	g.waitLog("accepting again", 10*time.Second)
 	if n := metricValue(m, `hermes_accept_errors_total{listener="http"}`); n < 1 {

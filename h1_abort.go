@@ -1,8 +1,8 @@
 package main
 
 // What a session may do with an answer that went wrong (answerControl in
-// proxy.go): forget it while none of it has gone out, or end it without
-// its end once some has.
+// upstream_proxy.go): forget it while none of it has gone out, or end it
+// without its end once some has.
 
 // discard forgets an answer none of which has been written out: its
 // status, its header (but the session's id) and what is buffered of its

@@ -113,14 +113,44 @@ func runKeeper(pipe *selfPipe, exe string, args []string, why string, log *logge
 	signal.Notify(chld, syscall.SIGCHLD)
 	defer signal.Stop(chld)
 
+	theirs, reports, err := keeperReports()
+	if err != nil {
+		return err
+	}
+	first, err := startKept(exe, args, theirs)
+	if err != nil {
+		return err
+	}
+	log.info(evKeeperStart, "gateway", first, "why", why)
+
+	k := &keeper{current: first, known: map[int]bool{first: true}, log: log}
+	for {
+		select {
+		case sig := <-pipe.sigs:
+			pipe.took(sig)
+			k.forward(sig)
+		case p := <-reports:
+			k.current, k.known[p] = p, true
+		case <-chld:
+			if done, err := k.reap(); done {
+				return err
+			}
+		}
+	}
+}
+
+// keeperReports makes the keeper's socket pair: the keeper reads the
+// gateways' "current PID" datagrams from its end, as pids on the channel;
+// theirs is the end the gateways inherit.
+func keeperReports() (theirs *os.File, reports chan int, err error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
 	if err != nil {
-		return fmt.Errorf("keeper socketpair: %w", err)
+		return nil, nil, fmt.Errorf("keeper socketpair: %w", err)
 	}
 	unix.CloseOnExec(fds[0])
 	unix.CloseOnExec(fds[1])
 	mine, theirs := os.NewFile(uintptr(fds[0]), "keeper"), os.NewFile(uintptr(fds[1]), "keeper (gateway)")
-	reports := make(chan int, 16)
+	reports = make(chan int, 16)
 	go func() {
 		buf := make([]byte, 64)
 		for {
@@ -135,9 +165,13 @@ func runKeeper(pipe *selfPipe, exe string, args []string, why string, log *logge
 			}
 		}
 	}()
+	return theirs, reports, nil
+}
 
-	// The gateway gets systemd's sockets (socket activation) where systemd
-	// put them, from fd 3, and the keeper's socket after them.
+// startKept starts the first gateway. It gets systemd's sockets (socket
+// activation) where systemd put them, from fd 3, and the keeper's socket
+// (theirs) after them. It returns the gateway's pid.
+func startKept(exe string, args []string, theirs *os.File) (int, error) {
 	var extra []*os.File
 	nListen, _ := strconv.Atoi(os.Getenv("LISTEN_FDS"))
 	if os.Getenv("LISTEN_PID") != strconv.Itoa(os.Getpid()) {
@@ -149,7 +183,7 @@ func runKeeper(pipe *selfPipe, exe string, args []string, why string, log *logge
 	extra = append(extra, theirs)
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	cmd := exec.Command(exe, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, os.Stdout, os.Stderr
@@ -159,64 +193,68 @@ func runKeeper(pipe *selfPipe, exe string, args []string, why string, log *logge
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Env = keeperChildEnv(nListen, 3+len(extra)-1)
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("keeper: starting the gateway: %w", err)
+		return 0, fmt.Errorf("keeper: starting the gateway: %w", err)
 	}
 	devnull.Close()
 	theirs.Close()
 	for _, f := range extra[:nListen] {
 		f.Close()
 	}
-	first := cmd.Process.Pid
-	log.info(evKeeperStart, "gateway", first, "why", why)
+	return cmd.Process.Pid, nil
+}
 
-	current, lastCode := first, 0
-	known := map[int]bool{first: true}
+// keeper is the keeper's memory: the gateway that serves now (0 between
+// one's exit and the next one's report), every gateway it has heard of,
+// and the exit code of the last one that served.
+type keeper struct {
+	current, lastCode int
+	known             map[int]bool
+	log               *logger
+}
+
+// forward passes a signal to the gateway that serves now, or to every
+// gateway the keeper knows while none does.
+func (k *keeper) forward(sig syscall.Signal) {
+	targets := []int{k.current}
+	if k.current == 0 {
+		targets = targets[:0]
+		for p := range k.known {
+			targets = append(targets, p)
+		}
+	}
+	for _, p := range targets {
+		unix.Kill(p, sig)
+	}
+}
+
+// reap reaps every child that has exited. It reports done when none is
+// left: the keeper's work is over, and its exit is the last gateway's.
+func (k *keeper) reap() (bool, error) {
 	for {
-		select {
-		case sig := <-pipe.sigs:
-			pipe.took(sig)
-			targets := []int{current}
-			if current == 0 {
-				targets = targets[:0]
-				for p := range known {
-					targets = append(targets, p)
-				}
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.ECHILD {
+			k.log.info(evKeeperExit, "code", k.lastCode)
+			if k.lastCode == 0 {
+				return true, nil
 			}
-			for _, p := range targets {
-				unix.Kill(p, sig)
-			}
-		case p := <-reports:
-			current, known[p] = p, true
-		case <-chld:
-			for {
-				var ws unix.WaitStatus
-				pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-				if err == unix.EINTR {
-					continue
-				}
-				if err == unix.ECHILD {
-					// Nothing left: the keeper's work is done. Its exit code
-					// is the last gateway's.
-					log.info(evKeeperExit, "code", lastCode)
-					if lastCode == 0 {
-						return nil
-					}
-					return &exitError{code: lastCode}
-				}
-				if err != nil || pid <= 0 {
-					break
-				}
-				if !known[pid] {
-					continue // an adopted process (as PID 1): reaped, that is all
-				}
-				delete(known, pid)
-				if pid == current {
-					current = 0
-					lastCode = ws.ExitStatus()
-					if ws.Signaled() {
-						lastCode = 128 + int(ws.Signal())
-					}
-				}
+			return true, &exitError{code: k.lastCode}
+		}
+		if err != nil || pid <= 0 {
+			return false, nil
+		}
+		if !k.known[pid] {
+			continue // an adopted process (as PID 1): reaped, that is all
+		}
+		delete(k.known, pid)
+		if pid == k.current {
+			k.current = 0
+			k.lastCode = ws.ExitStatus()
+			if ws.Signaled() {
+				k.lastCode = 128 + int(ws.Signal())
 			}
 		}
 	}

@@ -315,7 +315,7 @@ func (e *testEnv) spawnGatewayCmd(argv []string, extraEnv ...string) *gatewayPro
 	}
 	g := &gatewayProc{t: e.t, cmd: cmd, stderr: &syncBuffer{}, exited: make(chan struct{}), url: "http://" + e.addr}
 	cmd.Stderr, cmd.Stdout = w, w
-	if err := cmd.Start(); err != nil {
+	if err := startRetryingBusy(cmd); err != nil {
 		e.t.Fatal(err)
 	}
 	w.Close()
@@ -365,6 +365,26 @@ func (e *testEnv) spawnGatewayCmd(argv []string, extraEnv ...string) *gatewayPro
 }
 
 func (g *gatewayProc) pid() int { return g.cmd.Process.Pid }
+
+// startRetryingBusy starts cmd, trying again while exec fails with
+// ETXTBSY: a binary a test has just copied stays "busy" while a process
+// another test forks at that moment still holds the copy's descriptor,
+// until that process execs (golang.org/issue/22315). Each try is an
+// event: the other process's exec ends it.
+func startRetryingBusy(cmd *exec.Cmd) error {
+	for try := 0; ; try++ {
+		err := cmd.Start()
+		if !errors.Is(err, syscall.ETXTBSY) || try == 50 {
+			return err
+		}
+		time.Sleep(10 * time.Millisecond)
+		// A Cmd starts once: the next try is a copy of it.
+		next := exec.Command(cmd.Path, cmd.Args[1:]...)
+		next.Env, next.Dir, next.SysProcAttr = cmd.Env, cmd.Dir, cmd.SysProcAttr
+		next.Stdin, next.Stdout, next.Stderr, next.ExtraFiles = cmd.Stdin, cmd.Stdout, cmd.Stderr, cmd.ExtraFiles
+		*cmd = *next
+	}
+}
 
 // waitReady waits for the gateway's own "ready" line, then checks that
 // /readyz agrees.

@@ -297,15 +297,8 @@ func findIncidents(evs []journalEvent, settle time.Duration) []*incident {
 			if j < i || len(m.telegram) > 0 || len(m.cutting) > 0 {
 				continue
 			}
-			end := ""
-			switch {
-			case len(m.serving) > 0 && wasDown:
-				end = endReady
-			case len(m.serving) > 0:
-				end = endServedOn
-			case ev.Kind == evExit && ev.str("code") == "0", ev.Kind == evStopDone && ev.str("ok") == "true":
-				end = endStopped
-			default:
+			end := incidentEnd(m, ev, wasDown)
+			if end == "" {
 				continue
 			}
 			// A request in flight (hermes restart waiting for the new
@@ -339,6 +332,21 @@ func findIncidents(evs []journalEvent, settle time.Duration) []*incident {
 		i = j
 	}
 	return out
+}
+
+// incidentEnd says how an incident could end at ev, given the gateways
+// serving after it: ready again (it was down), served on, or stopped; ""
+// if it cannot end there.
+func incidentEnd(m *incidentModel, ev journalEvent, wasDown bool) string {
+	switch {
+	case len(m.serving) > 0 && wasDown:
+		return endReady
+	case len(m.serving) > 0:
+		return endServedOn
+	case ev.Kind == evExit && ev.str("code") == "0", ev.Kind == evStopDone && ev.str("ok") == "true":
+		return endStopped
+	}
+	return ""
 }
 
 // leadIn returns where the incident whose first abnormal event is evs[i]
@@ -758,124 +766,156 @@ func (w *sentences) add(f string, a ...any) { w.s = append(w.s, fmt.Sprintf(f, a
 
 // what says what happened, by the incident's kind.
 func (w *sentences) what(inc *incident) {
-	add, clock, loc := w.add, w.clock, w.loc
-	exits := inc.failingExits()
-
 	switch inc.kind {
 	case kindCrashLoop:
-		delays := inc.all(evCrashLoopDelay)
-		var ds []string
-		for _, d := range delays {
-			ds = append(ds, d.str("delay"))
-		}
-		what := "The gateway crash-looped"
-		if len(exits) > 0 {
-			span := exits[len(exits)-1].Time.Sub(exits[0].Time)
-			what += fmt.Sprintf(": %s with a failure in %s", plural(len(exits), "gateway exited", "gateways exited"), incDur(span))
-			what += " (" + exitCodes(exits) + ")"
-		}
-		if len(ds) > 0 {
-			what += fmt.Sprintf("; the crash-loop guard delayed %s (%s)", plural(len(ds), "start", "starts"), strings.Join(ds, ", "))
-		}
-		add("%s.", what)
+		w.whatCrashLoop(inc)
 	case kindWatchdog:
-		w := inc.firstOf(evWatchdog)
-		reason := strings.NewReplacer(" (", ", ", ")", "").Replace(w.str("reason"))
-		add("The gateway's loop froze in %s (pid %d; watchdog: %s).", orDefault(w.str("stuck_in"), "an unknown function"), w.PID, reason)
-		if f := w.str("stack_file"); f != "" {
-			add("The watchdog dumped the stacks to %s and exited 70.", f)
-		} else {
-			add("The watchdog could not write the stacks, and exited 70.")
-		}
+		w.whatWatchdog(inc)
 	case kindFrozen:
-		v := inc.firstOf(evVerdict)
-		if v != nil && v.str("verdict") != "" {
-			add("hermes (pid %d) found gateway pid %s %s (%s).", v.PID, v.str("target"), v.str("verdict"), orDefault(v.str("detail"), "no detail"))
-		}
-		if r := inc.firstOf(evRungSent); r != nil {
-			for _, x := range inc.all(evRungSent) {
-				if x.str("signal") == "KILL" {
-					r = &x
-					break
-				}
-			}
-			add("The restart ladder sent %s to pid %s.", orDefault(r.str("signal"), r.str("request")), r.str("target"))
-		}
+		w.whatFrozen(inc)
 	case kindMemory:
 		for _, ev := range inc.events() {
 			if ev.Event == evNameMemoryLimit {
-				add("Gateway pid %d hit its memory limit (%s).", ev.PID, ev.detail())
+				w.add("Gateway pid %d hit its memory limit (%s).", ev.PID, ev.detail())
 				break
 			}
 		}
 	case kindUnclean:
-		u := inc.firstOf(evUncleanExit)
-		why := u.str("note")
-		if m := lastSeenRe().FindStringSubmatchIndex(why); m != nil {
-			why = strings.TrimSuffix(strings.TrimSpace(why[:m[0]]), ";")
-		}
-		const died = "it died without recording its exit"
-		if strings.HasPrefix(why, died) {
-			why = "died without recording its exit" + strings.TrimPrefix(why, died)
-		} else {
-			why = "ended without recording its exit: " + why
-		}
-		seen := ""
-		if t, err := time.Parse(time.RFC3339, u.str("last_seen")); err == nil {
-			seen = "; it was last seen alive at " + t.In(loc).Format("15:04:05")
-		}
-		add("Gateway pid %s %s%s; the next start (pid %d) found it at %s.", u.str("dead_pid"), why, seen, u.PID, clock(u.Time))
+		w.whatUnclean(inc)
 	case kindLock:
 		l := inc.firstOf(evLockConflict)
-		add("Gateway pid %d could not take the token lock (scope %s): pid %s of instance %s holds it.", l.PID, orDefault(l.str("scope"), "?"), orDefault(l.str("holder_pid"), "?"), orDefault(l.str("holder_instance"), "?"))
+		w.add("Gateway pid %d could not take the token lock (scope %s): pid %s of instance %s holds it.", l.PID, orDefault(l.str("scope"), "?"), orDefault(l.str("holder_pid"), "?"), orDefault(l.str("holder_instance"), "?"))
 	case kindServeFailed:
 		f := inc.firstOf(evServeFailed)
-		add("Gateway pid %d failed to serve: %s.", f.PID, f.str("error"))
+		w.add("Gateway pid %d failed to serve: %s.", f.PID, f.str("error"))
 	case kindFailedStart:
-		if f := inc.firstOf(evHandoffFailed); f != nil {
-			add("The handoff of pid %d to successor %s failed: %s.", f.PID, f.str("successor"), f.str("reason"))
-		}
-		if f := inc.firstOf(evHandoffFailback); f != nil {
-			add("Successor pid %s died (code %s) after it took over from pid %d.", f.str("successor"), f.str("code"), f.PID)
-		}
-		for _, k := range []event{evRestartDone, evStartDone, evStopDone} {
-			for _, d := range inc.all(k) {
-				if d.str("ok") == "false" {
-					add("hermes %s (pid %d) failed: %s.", strings.TrimSuffix(d.Event, " done"), d.PID, d.str("error"))
-				}
-			}
-		}
+		w.whatFailedStart(inc)
 	case kindCut:
-		d := inc.firstOf(evDrainTimeout)
-		why := ""
-		if ds := inc.firstOf(evDrainStart); ds != nil && ds.PID == d.PID {
-			why = " (" + ds.str("reason") + ")"
-		}
-		add("The drain of pid %d%s ran past drain.timeout %s with %s open; they were cut.", d.PID, why, d.str("timeout"), plural(atoi(d.str("sessions")), "session", "sessions"))
+		w.whatCut(inc)
 	case kindCrash:
-		if len(exits) > 0 {
+		if exits := inc.failingExits(); len(exits) > 0 {
 			x := exits[0]
-			add("Gateway pid %d exited %s (%s).", x.PID, x.str("code"), x.str("reason"))
+			w.add("Gateway pid %d exited %s (%s).", x.PID, x.str("code"), x.str("reason"))
 		}
 	case kindTelegram:
-		for _, ev := range inc.events() {
-			switch ev.Kind {
-			case evTelegramConflict:
-				add("Telegram polling of pid %d met a conflict: another poller uses the bot token.", ev.PID)
-			case evTelegramFailing:
-				add("Telegram polls of pid %d failed (%s).", ev.PID, ev.str("error"))
-			case evTelegramConflictEnd:
-				add("The conflict ended after %s (%s).", ev.str("lasted"), plural(atoi(ev.str("conflicts")), "conflict", "conflicts"))
-			case evTelegramRecovered:
-				add("Polling recovered after %s (%s).", ev.str("lasted"), plural(atoi(ev.str("failures")), "failure", "failures"))
-			case evTelegramStoreFailing:
-				add("The bot of pid %d could not store the messages it received (%s): none was accepted until it could.", ev.PID, ev.str("error"))
-			case evTelegramStoreRecovered:
-				add("Storing worked again after %s (%s).", ev.str("lasted"), plural(atoi(ev.str("failures")), "failed write", "failed writes"))
+		w.whatTelegram(inc)
+	}
+}
+
+// whatCrashLoop says the crash loop: the exits and the delays the guard set.
+func (w *sentences) whatCrashLoop(inc *incident) {
+	exits := inc.failingExits()
+	delays := inc.all(evCrashLoopDelay)
+	var ds []string
+	for _, d := range delays {
+		ds = append(ds, d.str("delay"))
+	}
+	what := "The gateway crash-looped"
+	if len(exits) > 0 {
+		span := exits[len(exits)-1].Time.Sub(exits[0].Time)
+		what += fmt.Sprintf(": %s with a failure in %s", plural(len(exits), "gateway exited", "gateways exited"), incDur(span))
+		what += " (" + exitCodes(exits) + ")"
+	}
+	if len(ds) > 0 {
+		what += fmt.Sprintf("; the crash-loop guard delayed %s (%s)", plural(len(ds), "start", "starts"), strings.Join(ds, ", "))
+	}
+	w.add("%s.", what)
+}
+
+// whatWatchdog says where the loop froze, and the stacks.
+func (w *sentences) whatWatchdog(inc *incident) {
+	wd := inc.firstOf(evWatchdog)
+	reason := strings.NewReplacer(" (", ", ", ")", "").Replace(wd.str("reason"))
+	w.add("The gateway's loop froze in %s (pid %d; watchdog: %s).", orDefault(wd.str("stuck_in"), "an unknown function"), wd.PID, reason)
+	if f := wd.str("stack_file"); f != "" {
+		w.add("The watchdog dumped the stacks to %s and exited 70.", f)
+	} else {
+		w.add("The watchdog could not write the stacks, and exited 70.")
+	}
+}
+
+// whatFrozen says hermes restart's verdict and the ladder's hardest rung.
+func (w *sentences) whatFrozen(inc *incident) {
+	v := inc.firstOf(evVerdict)
+	if v != nil && v.str("verdict") != "" {
+		w.add("hermes (pid %d) found gateway pid %s %s (%s).", v.PID, v.str("target"), v.str("verdict"), orDefault(v.str("detail"), "no detail"))
+	}
+	if r := inc.firstOf(evRungSent); r != nil {
+		for _, x := range inc.all(evRungSent) {
+			if x.str("signal") == "KILL" {
+				r = &x
+				break
+			}
+		}
+		w.add("The restart ladder sent %s to pid %s.", orDefault(r.str("signal"), r.str("request")), r.str("target"))
+	}
+}
+
+// whatUnclean says a gateway that died without recording its exit.
+func (w *sentences) whatUnclean(inc *incident) {
+	u := inc.firstOf(evUncleanExit)
+	why := u.str("note")
+	if m := lastSeenRe().FindStringSubmatchIndex(why); m != nil {
+		why = strings.TrimSuffix(strings.TrimSpace(why[:m[0]]), ";")
+	}
+	const died = "it died without recording its exit"
+	if strings.HasPrefix(why, died) {
+		why = "died without recording its exit" + strings.TrimPrefix(why, died)
+	} else {
+		why = "ended without recording its exit: " + why
+	}
+	seen := ""
+	if t, err := time.Parse(time.RFC3339, u.str("last_seen")); err == nil {
+		seen = "; it was last seen alive at " + t.In(w.loc).Format("15:04:05")
+	}
+	w.add("Gateway pid %s %s%s; the next start (pid %d) found it at %s.", u.str("dead_pid"), why, seen, u.PID, w.clock(u.Time))
+}
+
+// whatFailedStart says a failed handoff, failback or start.
+func (w *sentences) whatFailedStart(inc *incident) {
+	if f := inc.firstOf(evHandoffFailed); f != nil {
+		w.add("The handoff of pid %d to successor %s failed: %s.", f.PID, f.str("successor"), f.str("reason"))
+	}
+	if f := inc.firstOf(evHandoffFailback); f != nil {
+		w.add("Successor pid %s died (code %s) after it took over from pid %d.", f.str("successor"), f.str("code"), f.PID)
+	}
+	for _, k := range []event{evRestartDone, evStartDone, evStopDone} {
+		for _, d := range inc.all(k) {
+			if d.str("ok") == "false" {
+				w.add("hermes %s (pid %d) failed: %s.", strings.TrimSuffix(d.Event, " done"), d.PID, d.str("error"))
 			}
 		}
 	}
+}
 
+// whatCut says a drain that ran out and cut sessions.
+func (w *sentences) whatCut(inc *incident) {
+	d := inc.firstOf(evDrainTimeout)
+	why := ""
+	if ds := inc.firstOf(evDrainStart); ds != nil && ds.PID == d.PID {
+		why = " (" + ds.str("reason") + ")"
+	}
+	w.add("The drain of pid %d%s ran past drain.timeout %s with %s open; they were cut.", d.PID, why, d.str("timeout"), plural(atoi(d.str("sessions")), "session", "sessions"))
+}
+
+// whatTelegram says the bot's polling and storing troubles.
+func (w *sentences) whatTelegram(inc *incident) {
+	for _, ev := range inc.events() {
+		switch ev.Kind {
+		case evTelegramConflict:
+			w.add("Telegram polling of pid %d met a conflict: another poller uses the bot token.", ev.PID)
+		case evTelegramFailing:
+			w.add("Telegram polls of pid %d failed (%s).", ev.PID, ev.str("error"))
+		case evTelegramConflictEnd:
+			w.add("The conflict ended after %s (%s).", ev.str("lasted"), plural(atoi(ev.str("conflicts")), "conflict", "conflicts"))
+		case evTelegramRecovered:
+			w.add("Polling recovered after %s (%s).", ev.str("lasted"), plural(atoi(ev.str("failures")), "failure", "failures"))
+		case evTelegramStoreFailing:
+			w.add("The bot of pid %d could not store the messages it received (%s): none was accepted until it could.", ev.PID, ev.str("error"))
+		case evTelegramStoreRecovered:
+			w.add("Storing worked again after %s (%s).", ev.str("lasted"), plural(atoi(ev.str("failures")), "failed write", "failed writes"))
+		}
+	}
 }
 
 // end says how the incident ended.

@@ -139,11 +139,6 @@ func (v *validator) checkKubernetes(p *Policy) {
 	}
 }
 
-func (k KubernetesPolicy) render() string {
-	return fmt.Sprintf("\n[kubernetes]\nimage = %q\nnamespace = %q\nreplicas = %d\nsecret = %q\ncpu_request = %q\ncpu_limit = %q\nmemory_request = %q\nmemory_limit = %q\nstate_volume_size = %q\nstorage_class = %q\n",
-		k.Image, k.Namespace, k.Replicas, k.Secret, k.CPURequest, k.CPULimit, k.MemoryRequest, k.MemoryLimit, k.StateSize, k.StorageClass)
-}
-
 // The paths inside the image (Containerfile).
 const (
 	containerPolicyDir  = "/etc/hermes"
@@ -210,20 +205,8 @@ func manifestData(p *Policy, src []byte) (*k8sData, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway.listen %q: %w", p.Gateway.Listen, err)
 	}
-	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
-		return nil, withHint(fmt.Errorf("gateway.listen %q is a loopback address: in a container nothing outside reaches it (not the probes, not the Service, not a published port)", p.Gateway.Listen),
-			"give the container its own policy that listens on \"0.0.0.0:%s\": see deploy/container.toml", port)
-	}
-	if !p.Gateway.StateDirSet {
-		return nil, withHint(fmt.Errorf("the policy sets no gateway.state_dir: in a container the default depends on the user, and the state dir must be a volume"),
-			"set gateway.state_dir = \"/var/lib/hermes\" in the container's policy: see deploy/container.toml")
-	}
-	if err := checkUnitPath("the state dir", p.Gateway.StateDir); err != nil {
+	if err := checkContainerPolicy(p, host, port); err != nil {
 		return nil, err
-	}
-	under := func(path, dir string) bool { return path == dir || strings.HasPrefix(path, dir+"/") }
-	if under(p.Gateway.StateDir, containerPolicyDir) || under(containerPolicyDir, p.Gateway.StateDir) {
-		return nil, fmt.Errorf("the state dir %s and the policy's mount %s overlap: move the state dir (to /var/lib/hermes, say)", p.Gateway.StateDir, containerPolicyDir)
 	}
 	portN, _ := strconv.Atoi(port)
 	d := &k8sData{
@@ -267,8 +250,42 @@ func manifestData(p *Policy, src []byte) (*k8sData, error) {
 		}
 	}
 
-	// Secrets: each by the name of its variable, which is also its key in
-	// the Secret.
+	if err := d.addSecrets(p); err != nil {
+		return nil, err
+	}
+	d.addResources(p.Kubernetes)
+	d.addProbes(p)
+	d.PolicyYAML = yamlBlock(string(src), 4)
+	return d, nil
+}
+
+// under reports whether path is dir or lies beneath it.
+func under(path, dir string) bool { return path == dir || strings.HasPrefix(path, dir+"/") }
+
+// checkContainerPolicy refuses a policy that cannot work in a container:
+// a loopback listener, a state dir that is not set, or one that overlaps
+// the policy's mount.
+func checkContainerPolicy(p *Policy, host, port string) error {
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return withHint(fmt.Errorf("gateway.listen %q is a loopback address: in a container nothing outside reaches it (not the probes, not the Service, not a published port)", p.Gateway.Listen),
+			"give the container its own policy that listens on \"0.0.0.0:%s\": see deploy/container.toml", port)
+	}
+	if !p.Gateway.StateDirSet {
+		return withHint(fmt.Errorf("the policy sets no gateway.state_dir: in a container the default depends on the user, and the state dir must be a volume"),
+			"set gateway.state_dir = \"/var/lib/hermes\" in the container's policy: see deploy/container.toml")
+	}
+	if err := checkUnitPath("the state dir", p.Gateway.StateDir); err != nil {
+		return err
+	}
+	if under(p.Gateway.StateDir, containerPolicyDir) || under(containerPolicyDir, p.Gateway.StateDir) {
+		return fmt.Errorf("the state dir %s and the policy's mount %s overlap: move the state dir (to /var/lib/hermes, say)", p.Gateway.StateDir, containerPolicyDir)
+	}
+	return nil
+}
+
+// addSecrets names each secret by its variable, which is also its key in
+// the Secret, and mounts the token file, if the policy reads one.
+func (d *k8sData) addSecrets(p *Policy) error {
 	seen := map[string]bool{}
 	addEnv := func(name string, optional bool, why string) {
 		if name != "" && !seen[name] {
@@ -281,7 +298,7 @@ func manifestData(p *Policy, src []byte) (*k8sData, error) {
 	}
 	addEnv(p.Auth.KeysEnv, false, "the client keys (auth.keys_env)")
 	if p.Auth.KeysFile != "" {
-		return nil, withHint(fmt.Errorf("auth.keys_file is %s, but a container's keys come from the Secret, as a variable", p.Auth.KeysFile),
+		return withHint(fmt.Errorf("auth.keys_file is %s, but a container's keys come from the Secret, as a variable", p.Auth.KeysFile),
 			"use [auth] keys_env = \"HERMES_CLIENT_KEYS\" in the container's policy, and put the keys (or their sha256: hashes, from hermes auth add) in the Secret under that name")
 	}
 	addEnv(p.Lock.TokenEnv, false, "the bot token (lock.token_env)")
@@ -293,19 +310,22 @@ func manifestData(p *Policy, src []byte) (*k8sData, error) {
 	}
 	if tokenFile != "" {
 		if err := checkUnitPath("the token file", tokenFile); err != nil {
-			return nil, err
+			return err
 		}
 		dir := filepath.Dir(tokenFile)
 		for _, m := range []string{containerPolicyDir, p.Gateway.StateDir, p.Lock.Dir} {
 			if under(dir, m) || under(m, dir) {
-				return nil, withHint(fmt.Errorf("the token file %s would be mounted over (or under) %s", tokenFile, m),
+				return withHint(fmt.Errorf("the token file %s would be mounted over (or under) %s", tokenFile, m),
 					"put it in a directory of its own in the container's policy, like /run/secrets/hermes/bot.token")
 			}
 		}
 		d.TokenFile, d.TokenFileDir, d.TokenFileKey = tokenFile, dir, filepath.Base(tokenFile)
 	}
+	return nil
+}
 
-	k := p.Kubernetes
+// addResources copies the policy's requests and limits.
+func (d *k8sData) addResources(k KubernetesPolicy) {
 	for _, r := range [][3]string{{"cpu", k.CPURequest, k.CPULimit}, {"memory", k.MemoryRequest, k.MemoryLimit}} {
 		if r[1] != "" {
 			d.Requests = append(d.Requests, [2]string{r[0], r[1]})
@@ -314,8 +334,11 @@ func manifestData(p *Policy, src []byte) (*k8sData, error) {
 			d.Limits = append(d.Limits, [2]string{r[0], r[2]})
 		}
 	}
+}
 
-	// Probes. Kubernetes counts in whole seconds, at least 1.
+// addProbes sets the probes from the watchdog and the crash-loop guard.
+// Kubernetes counts in whole seconds, at least 1.
+func (d *k8sData) addProbes(p *Policy) {
 	w := p.Watchdog
 	stale := staleAfter(w)
 	d.Stale = sdDuration(stale)
@@ -335,9 +358,6 @@ func manifestData(p *Policy, src []byte) (*k8sData, error) {
 	start := p.CrashLoop.MaxDelay + startSlack
 	d.StartFailures = (ceilSeconds(start, 1) + d.LivePeriod - 1) / d.LivePeriod
 	d.StartAfter = sdDuration(start)
-
-	d.PolicyYAML = yamlBlock(string(src), 4)
-	return d, nil
 }
 
 // yamlBlock writes s as the value of a mapping key whose content is

@@ -47,15 +47,16 @@ func runTestRole(role string, args []string) int {
 		args = args[1:]
 	}
 	roles := map[string]func([]string) error{
-		"fake-upstream": runFakeLoadUpstream,
-		"loadgen":       runLoadgen,
-		"plot":          runLoadPlot,
-		"report":        runLoadReport,
-		"free-addr":     runFreeAddr,
+		"fake-upstream":  runFakeLoadUpstream,
+		"loadgen":        runLoadgen,
+		"plot":           runLoadPlot,
+		"report":         runLoadReport,
+		"free-addr":      runFreeAddr,
+		"fake-successor": runFakeSuccessor,
 	}
 	f, ok := roles[role]
 	if !ok {
-		fmt.Fprintf(os.Stderr, "hermes.test: unknown HERMES_TEST_ROLE %q (fake-upstream, loadgen, plot, report, free-addr)\n", role)
+		fmt.Fprintf(os.Stderr, "hermes.test: unknown HERMES_TEST_ROLE %q (fake-upstream, loadgen, plot, report, free-addr, fake-successor)\n", role)
 		return 2
 	}
 	err := f(args)

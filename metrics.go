@@ -305,9 +305,19 @@ func (g *gateway) serveMetrics(w http.ResponseWriter) {
 // writeMetrics writes every family. It reads atomics and what the loop
 // published, never the loop.
 func (g *gateway) writeMetrics(w *promWriter, now time.Time) {
-	m := &g.mx
 	snap := g.snap.Load()
+	g.writeLoopMetrics(w, snap, now)
+	g.writeSessionMetrics(w, snap)
+	g.writeAcceptMetrics(w)
+	g.writeLifecycleMetrics(w)
+	if g.tg != nil {
+		g.writeTelegramMetrics(w, now)
+	}
+	writeProcessMetrics(w)
+}
 
+// writeLoopMetrics: the build, the state and the loop's heartbeat.
+func (g *gateway) writeLoopMetrics(w *promWriter, snap *snapshot, now time.Time) {
 	w.family("hermes_build_info", "gauge", "Always 1: the version of hermes and of Go it was built with.")
 	w.sample("hermes_build_info", 1, "version", version, "goversion", hermesGoVersion)
 	w.family("hermes_state", "gauge", "1 for the gateway's current lifecycle state, 0 for the others.")
@@ -318,7 +328,12 @@ func (g *gateway) writeMetrics(w *promWriter, now time.Time) {
 	w.sample("hermes_loop_heartbeat_age_seconds", g.heartbeatAge(now).Seconds())
 	w.family("hermes_loop_frozen_after_seconds", "gauge", "The heartbeat age past which the loop counts as frozen (3 heartbeats): /healthz then answers 503.")
 	w.sample("hermes_loop_frozen_after_seconds", staleAfter(snap.Policy.Watchdog).Seconds())
+}
 
+// writeSessionMetrics: sessions, connections, client keys and the
+// upstream's errors.
+func (g *gateway) writeSessionMetrics(w *promWriter, snap *snapshot) {
+	m := &g.mx
 	w.family("hermes_sessions_active", "gauge", "Sessions in flight (the admission gate's count; Telegram turns included).")
 	w.sample("hermes_sessions_active", float64(g.gate.count()))
 	w.family("hermes_connections_open", "gauge", "Open client connections.")
@@ -331,6 +346,18 @@ func (g *gateway) writeMetrics(w *promWriter, now time.Time) {
 	w.sampleU("hermes_client_unauthorized_total", m.unauthorized.Load())
 	w.family("hermes_connections_refused_total", "counter", "Client connections answered 503 and closed because gateway.max_connections were open.")
 	w.sample("hermes_connections_refused_total", float64(g.conns.refused.Load()))
+	w.counterVec("hermes_sessions_total", "Sessions (/v1/... requests) by how they ended: finished, cut by a drain, client_gone, refused (503 while draining), upstream_error.",
+		"outcome", outcomeNames[:], m.sessions[:])
+	w.histogram("hermes_session_duration_seconds", "How long admitted sessions lasted, observed as they end.", durationBuckets, &m.duration)
+	w.histogram("hermes_session_ttfb_seconds", "Time from a session's start to its first byte written to the client, observed as the session ends.", ttfbBuckets, &m.ttfb)
+	w.family("hermes_streamed_bytes_total", "counter", "Response body bytes sessions wrote to their clients.")
+	w.sampleU("hermes_streamed_bytes_total", m.streamed.Load())
+	w.counterVec("hermes_upstream_errors_total", "Sessions whose upstream failed, by kind: connect, timeout, status_5xx, broken_stream, other.",
+		"kind", upstreamKindNames[upConnect:], m.upstream[upConnect:])
+}
+
+// writeAcceptMetrics: each listener's accept errors and fd reserve.
+func (g *gateway) writeAcceptMetrics(w *promWriter) {
 	var accs []*acceptor
 	for _, a := range []*acceptor{g.httpAcc, g.ctlAcc} {
 		if a != nil {
@@ -349,15 +376,12 @@ func (g *gateway) writeMetrics(w *promWriter, now time.Time) {
 	for _, a := range accs {
 		w.sample("hermes_accept_reserve_held", b2f(a.reserve.held()), "listener", a.name)
 	}
-	w.counterVec("hermes_sessions_total", "Sessions (/v1/... requests) by how they ended: finished, cut by a drain, client_gone, refused (503 while draining), upstream_error.",
-		"outcome", outcomeNames[:], m.sessions[:])
-	w.histogram("hermes_session_duration_seconds", "How long admitted sessions lasted, observed as they end.", durationBuckets, &m.duration)
-	w.histogram("hermes_session_ttfb_seconds", "Time from a session's start to its first byte written to the client, observed as the session ends.", ttfbBuckets, &m.ttfb)
-	w.family("hermes_streamed_bytes_total", "counter", "Response body bytes sessions wrote to their clients.")
-	w.sampleU("hermes_streamed_bytes_total", m.streamed.Load())
-	w.counterVec("hermes_upstream_errors_total", "Sessions whose upstream failed, by kind: connect, timeout, status_5xx, broken_stream, other.",
-		"kind", upstreamKindNames[upConnect:], m.upstream[upConnect:])
+}
 
+// writeLifecycleMetrics: drains, handoffs, reloads, the watchdog, the
+// crash-loop guard and the log queues.
+func (g *gateway) writeLifecycleMetrics(w *promWriter) {
+	m := &g.mx
 	w.counterVec("hermes_drains_total", "Drains started, by reason (a handoff's predecessor drains with reason handoff).", "reason", drainReasons[:], m.drains[:])
 	w.family("hermes_drain_timeouts_total", "counter", "Drains that reached drain.timeout and cut the sessions left.")
 	w.sampleU("hermes_drain_timeouts_total", m.drainTimeouts.Load())
@@ -376,33 +400,38 @@ func (g *gateway) writeMetrics(w *promWriter, now time.Time) {
 	w.sample("hermes_starts_recent", float64(m.startsRecent))
 	w.family("hermes_log_lines_dropped_total", "counter", "Log, journal and sd_notify lines dropped or failed because a queue was full or a write failed.")
 	w.sampleU("hermes_log_lines_dropped_total", g.logq.lost()+g.sd.lost())
+}
 
-	if b := g.tg; b != nil {
-		st := b.status.Load()
-		w.family("hermes_telegram_state", "gauge", "1 for the Telegram poller's current state, 0 for the others.")
-		for _, s := range telegramStates {
-			w.sample("hermes_telegram_state", b2f(st.State == s), "state", s)
-		}
-		w.family("hermes_telegram_polls_total", "counter", "getUpdates long polls by result: ok, conflict (409: another poller on the token), error.")
-		for i := range m.tgPolls {
-			w.sampleU("hermes_telegram_polls_total", m.tgPolls[i].Load(), "result", tgPollResults[i])
-		}
-		w.family("hermes_telegram_conflicts_total", "counter", "Polling-conflict episodes begun (another bot instance polls the token); every 409 is a conflict poll.")
-		w.sampleU("hermes_telegram_conflicts_total", m.tgConflicts.Load())
-		w.family("hermes_telegram_store_errors_total", "counter", "Polls whose messages could not be stored (the state dir fails): not accepted, fetched again later.")
-		w.sampleU("hermes_telegram_store_errors_total", m.tgStoreErrors.Load())
-		w.family("hermes_telegram_answers_total", "counter", "Telegram messages answered.")
-		w.sampleU("hermes_telegram_answers_total", m.tgAnswers.Load())
-		w.family("hermes_telegram_last_poll_age_seconds", "gauge", "How long ago a poll last succeeded (absent before the first).")
-		if !st.LastPoll.IsZero() {
-			w.sample("hermes_telegram_last_poll_age_seconds", max(now.Sub(st.LastPoll), 0).Seconds())
-		}
-		w.family("hermes_telegram_pending", "gauge", "Accepted messages not answered yet (those being answered included).")
-		w.sample("hermes_telegram_pending", float64(st.Pending))
-		w.family("hermes_telegram_answering", "gauge", "Messages being answered now.")
-		w.sample("hermes_telegram_answering", float64(st.Answering))
+// writeTelegramMetrics: the bot's poller and answers.
+func (g *gateway) writeTelegramMetrics(w *promWriter, now time.Time) {
+	m, b := &g.mx, g.tg
+	st := b.status.Load()
+	w.family("hermes_telegram_state", "gauge", "1 for the Telegram poller's current state, 0 for the others.")
+	for _, s := range telegramStates {
+		w.sample("hermes_telegram_state", b2f(st.State == s), "state", s)
 	}
+	w.family("hermes_telegram_polls_total", "counter", "getUpdates long polls by result: ok, conflict (409: another poller on the token), error.")
+	for i := range m.tgPolls {
+		w.sampleU("hermes_telegram_polls_total", m.tgPolls[i].Load(), "result", tgPollResults[i])
+	}
+	w.family("hermes_telegram_conflicts_total", "counter", "Polling-conflict episodes begun (another bot instance polls the token); every 409 is a conflict poll.")
+	w.sampleU("hermes_telegram_conflicts_total", m.tgConflicts.Load())
+	w.family("hermes_telegram_store_errors_total", "counter", "Polls whose messages could not be stored (the state dir fails): not accepted, fetched again later.")
+	w.sampleU("hermes_telegram_store_errors_total", m.tgStoreErrors.Load())
+	w.family("hermes_telegram_answers_total", "counter", "Telegram messages answered.")
+	w.sampleU("hermes_telegram_answers_total", m.tgAnswers.Load())
+	w.family("hermes_telegram_last_poll_age_seconds", "gauge", "How long ago a poll last succeeded (absent before the first).")
+	if !st.LastPoll.IsZero() {
+		w.sample("hermes_telegram_last_poll_age_seconds", max(now.Sub(st.LastPoll), 0).Seconds())
+	}
+	w.family("hermes_telegram_pending", "gauge", "Accepted messages not answered yet (those being answered included).")
+	w.sample("hermes_telegram_pending", float64(st.Pending))
+	w.family("hermes_telegram_answering", "gauge", "Messages being answered now.")
+	w.sample("hermes_telegram_answering", float64(st.Answering))
+}
 
+// writeProcessMetrics: the process and the Go runtime.
+func writeProcessMetrics(w *promWriter) {
 	ps := readProcStats()
 	w.family("hermes_process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch, in seconds.")
 	w.sample("hermes_process_start_time_seconds", float64(processStart.UnixNano())/1e9)

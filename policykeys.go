@@ -3,7 +3,8 @@ package main
 // The policy's keys, read once off the file format's declaration
 // (filePolicy in config.go): a key is added by adding its field there, and
 // the list of keys (for did-you-mean and the example's check), their kinds
-// (for the errors) and their sections follow.
+// (for the errors), their sections and check-config's listing
+// (policyrender.go) follow.
 
 import "reflect"
 
@@ -14,8 +15,11 @@ var knownKeys, keyKinds = declaredKeys()
 
 // policyField is one key of the file format.
 type policyField struct {
-	key  string
-	kind keyKind
+	key     string
+	kind    keyKind
+	section string   // "" for a top-level key
+	path    []string // the Go field names that lead to it, in filePolicy and in Policy alike
+	secret  bool     // secret:"true": its value is never shown
 }
 
 // policyFields walks filePolicy's fields, depth first: a struct is a
@@ -23,19 +27,24 @@ type policyField struct {
 // duration, its kind:"duration" tag) gives.
 func policyFields() []policyField {
 	var out []policyField
-	var walk func(prefix string, st reflect.Type)
-	walk = func(prefix string, st reflect.Type) {
+	var walk func(section string, path []string, st reflect.Type)
+	walk = func(section string, path []string, st reflect.Type) {
 		for i := 0; i < st.NumField(); i++ {
 			f := st.Field(i)
-			key := prefix + f.Tag.Get("toml")
+			name := f.Tag.Get("toml")
+			fpath := append(path[:len(path):len(path)], f.Name)
 			if f.Type.Kind() == reflect.Struct {
-				walk(key+".", f.Type)
+				walk(name, fpath, f.Type)
 				continue
 			}
-			out = append(out, policyField{key, fieldKind(f)})
+			key := name
+			if section != "" {
+				key = section + "." + name
+			}
+			out = append(out, policyField{key: key, kind: fieldKind(f), section: section, path: fpath, secret: f.Tag.Get("secret") == "true"})
 		}
 	}
-	walk("", reflect.TypeOf(filePolicy{}))
+	walk("", nil, reflect.TypeOf(filePolicy{}))
 	return out
 }
 

@@ -166,7 +166,7 @@ type responseRecorder struct {
 	http.ResponseWriter
 	wroteHeader bool
 	// For the metrics: the body bytes written, when the first went, and
-	// what went wrong with the upstream (proxy.go).
+	// what went wrong with the upstream (upstream_proxy.go).
 	written  int64
 	first    time.Time
 	upstream upstreamKind

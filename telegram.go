@@ -259,38 +259,22 @@ func (b *telegramBot) startPoller() {
 	}()
 }
 
+// pollRun is one poller's memory across its polls: the backoff, and the
+// episodes of trouble it is in (a conflict, failing polls, a store that
+// cannot write).
+type pollRun struct {
+	bo                         pollBackoff
+	conflict, failing, storing episode
+	conflictAlerted            bool
+	short                      bool // the next poll is a short one: the last one failed
+}
+
 // poll checks the token, takes poll.lock, and long-polls until ctx ends.
 func (b *telegramBot) poll(ctx context.Context) {
 	p := b.h.policy()
-	bo := pollBackoff{max: p.Telegram.BackoffMax}
-	conflict, failing, storing := episode{}, episode{}, episode{}
-	conflictAlerted := false
-	short := false // the next poll is a short one: the last one failed
-	// The token and the webhook, first: a wrong token is a policy error,
-	// never a restart loop.
-	for {
-		err := b.checkBot(ctx)
-		if err == nil {
-			break
-		}
-		var ce *configError
-		if errors.As(err, &ce) {
-			b.setStatus(func(s *tgStatus) { s.State, s.LastError = "stopped", ce.Msg })
-			b.h.fatal(err)
-			return
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		wait := bo.next()
-		b.pollFailed(err, &failing, wait)
-		if !sleepCtx(ctx, wait) {
-			return
-		}
-	}
-	bo.reset()
-	if n, lasted, ok := failing.end(time.Now()); ok {
-		b.h.log().info(evTelegramRecovered, "failures", n, "lasted", lasted.Round(time.Millisecond))
+	r := &pollRun{bo: pollBackoff{max: p.Telegram.BackoffMax}}
+	if !b.checkUntilOK(ctx, r) {
+		return
 	}
 	lock, ok := b.takePollLock(ctx)
 	if !ok {
@@ -306,6 +290,69 @@ func (b *telegramBot) poll(ctx context.Context) {
 		b.setStatus(func(s *tgStatus) { s.State, s.Degraded = "stopped", "" })
 		b.h.log().info(evTelegramStopped, "why", b.stopWhy())
 	}()
+	st, ok := b.openStore(p)
+	if !ok {
+		return
+	}
+	for ctx.Err() == nil {
+		p = b.h.policy()
+		r.bo.max = p.Telegram.BackoffMax
+		ups, err := b.getUpdates(ctx, p, st.offset, r.short)
+		r.short = err != nil
+		if ctx.Err() != nil {
+			return // stopped: a 409 now is the successor's poll, not a conflict
+		}
+		b.h.polled(err)
+		var wait time.Duration
+		if err != nil {
+			if isBotCode(err, 401) {
+				b.h.fatal(tokenRefused(p))
+				return
+			}
+			wait = b.pollError(p, r, err)
+		} else {
+			wait = b.pollOK(p, r, st, ups)
+		}
+		if wait > 0 && !sleepCtx(ctx, wait) {
+			return
+		}
+	}
+}
+
+// checkUntilOK checks the token and the webhook until they pass, backing
+// off between tries. A wrong token is a policy error, never a restart
+// loop: it stops the gateway. It reports false if the poller must stop.
+func (b *telegramBot) checkUntilOK(ctx context.Context, r *pollRun) bool {
+	for {
+		err := b.checkBot(ctx)
+		if err == nil {
+			break
+		}
+		var ce *configError
+		if errors.As(err, &ce) {
+			b.setStatus(func(s *tgStatus) { s.State, s.LastError = "stopped", ce.Msg })
+			b.h.fatal(err)
+			return false
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		wait := r.bo.next()
+		b.pollFailed(err, &r.failing, wait)
+		if !sleepCtx(ctx, wait) {
+			return false
+		}
+	}
+	r.bo.reset()
+	if n, lasted, ok := r.failing.end(time.Now()); ok {
+		b.h.log().info(evTelegramRecovered, "failures", n, "lasted", lasted.Round(time.Millisecond))
+	}
+	return true
+}
+
+// openStore loads the bot's store (compacted, when this gateway is the
+// only one) and marks the bot active; it is called with poll.lock held.
+func (b *telegramBot) openStore(p *Policy) (*tgState, bool) {
 	b.mu.Lock()
 	st, err := b.store.load()
 	if err == nil && b.sole {
@@ -314,7 +361,7 @@ func (b *telegramBot) poll(ctx context.Context) {
 	if err != nil {
 		b.mu.Unlock()
 		b.h.log().errorf(evTelegramError, "error", err)
-		return
+		return nil, false
 	}
 	b.st, b.active = st, true
 	pending := len(st.pending())
@@ -322,74 +369,63 @@ func (b *telegramBot) poll(ctx context.Context) {
 	b.setStatus(func(s *tgStatus) { s.State, s.Bot, s.Offset, s.Pending = "polling", b.bot, st.offset, pending })
 	b.h.log().info(evTelegramPolling, "bot", b.bot, "offset", st.offset, "pending", pending)
 	b.kick()
+	return st, true
+}
 
-	for ctx.Err() == nil {
-		p = b.h.policy()
-		bo.max = p.Telegram.BackoffMax
-		ups, err := b.getUpdates(ctx, p, st.offset, short)
-		short = err != nil
-		if ctx.Err() != nil {
-			return // stopped: a 409 now is the successor's poll, not a conflict
-		}
-		b.h.polled(err)
-		if err != nil {
-			if isBotCode(err, 401) {
-				b.h.fatal(tokenRefused(p))
-				return
-			}
-			wait := bo.next()
-			if isBotCode(err, 409) {
-				if conflict.begin(time.Now()) {
-					b.h.log().warn(evTelegramConflict, "conflicts", 1, "backoff", wait, "note", "another bot instance polls this token (maybe on another host); backing off")
-				}
-				if d := time.Since(conflict.since); d >= p.Alerts.TelegramConflictFor && !conflictAlerted {
-					conflictAlerted = true
-					b.h.alert("telegram_conflict", "firing", fmt.Sprintf("hermes %q: the bot %s has met polling conflicts for %s (%d so far): another bot instance polls its token and the bot is deaf to it", p.Name, b.bot, d.Round(time.Second), conflict.n), "conflicts", conflict.n)
-				}
-				b.setStatus(func(s *tgStatus) {
-					s.State, s.Since, s.Conflicts, s.NextTry, s.LastError = "conflict", conflict.since, conflict.n, time.Now().Add(wait), b.scrub(err.Error())
-				})
-			} else {
-				b.pollFailed(err, &failing, wait)
-			}
-			if !sleepCtx(ctx, wait) {
-				return
-			}
-			continue
-		}
-		now := time.Now()
-		if n, lasted, ok := conflict.end(now); ok {
-			b.h.log().info(evTelegramConflictEnd, "conflicts", n, "lasted", lasted.Round(time.Millisecond))
-			if conflictAlerted {
-				conflictAlerted = false
-				b.h.alert("telegram_conflict", "resolved", fmt.Sprintf("hermes %q: the bot %s polls again, after %s of conflicts (%d)", p.Name, b.bot, lasted.Round(time.Second), n))
-			}
-		}
-		if n, lasted, ok := failing.end(now); ok {
-			b.h.log().info(evTelegramRecovered, "failures", n, "lasted", lasted.Round(time.Millisecond))
-		}
-		if len(ups) > 0 {
-			if err := b.accept(p, st, ups); err != nil {
-				// Not on disk, so not acknowledged: the same updates come
-				// again with a later poll. Nothing is lost, but the bot
-				// is deaf until it can write: say so, and back off.
-				b.storeFailed(p, err, &storing, bo.next())
-				short = true
-				if !sleepCtx(ctx, b.status.Load().NextTry.Sub(time.Now())) {
-					return
-				}
-				continue
-			}
-		}
-		bo.reset()
-		if n, lasted, ok := storing.end(now); ok {
-			b.h.log().info(evTelegramStoreRecovered, "failures", n, "lasted", lasted.Round(time.Millisecond))
-			b.h.alert("telegram_store", "resolved", fmt.Sprintf("hermes %q: the bot %s stores its messages again, after %s (%d failed writes)", p.Name, b.bot, lasted.Round(time.Second), n))
-		}
-		b.setStatus(func(s *tgStatus) {
-			s.State, s.LastPoll, s.Since, s.Conflicts, s.Failures, s.NextTry, s.LastError = "polling", now, time.Time{}, 0, 0, time.Time{}, ""
-		})
+// pollError notes a failed poll (a conflict with another poller of the
+// token, or any other failure) and returns how long to back off.
+func (b *telegramBot) pollError(p *Policy, r *pollRun, err error) time.Duration {
+	wait := r.bo.next()
+	if !isBotCode(err, 409) {
+		b.pollFailed(err, &r.failing, wait)
+		return wait
 	}
+	if r.conflict.begin(time.Now()) {
+		b.h.log().warn(evTelegramConflict, "conflicts", 1, "backoff", wait, "note", "another bot instance polls this token (maybe on another host); backing off")
+	}
+	if d := time.Since(r.conflict.since); d >= p.Alerts.TelegramConflictFor && !r.conflictAlerted {
+		r.conflictAlerted = true
+		b.h.alert("telegram_conflict", "firing", fmt.Sprintf("hermes %q: the bot %s has met polling conflicts for %s (%d so far): another bot instance polls its token and the bot is deaf to it", p.Name, b.bot, d.Round(time.Second), r.conflict.n), "conflicts", r.conflict.n)
+	}
+	b.setStatus(func(s *tgStatus) {
+		s.State, s.Since, s.Conflicts, s.NextTry, s.LastError = "conflict", r.conflict.since, r.conflict.n, time.Now().Add(wait), b.scrub(err.Error())
+	})
+	return wait
+}
+
+// pollOK ends the episodes a good poll ends and stores the updates it
+// brought. It returns how long to back off: zero unless the store failed.
+func (b *telegramBot) pollOK(p *Policy, r *pollRun, st *tgState, ups []tgUpdate) time.Duration {
+	now := time.Now()
+	if n, lasted, ok := r.conflict.end(now); ok {
+		b.h.log().info(evTelegramConflictEnd, "conflicts", n, "lasted", lasted.Round(time.Millisecond))
+		if r.conflictAlerted {
+			r.conflictAlerted = false
+			b.h.alert("telegram_conflict", "resolved", fmt.Sprintf("hermes %q: the bot %s polls again, after %s of conflicts (%d)", p.Name, b.bot, lasted.Round(time.Second), n))
+		}
+	}
+	if n, lasted, ok := r.failing.end(now); ok {
+		b.h.log().info(evTelegramRecovered, "failures", n, "lasted", lasted.Round(time.Millisecond))
+	}
+	if len(ups) > 0 {
+		if err := b.accept(p, st, ups); err != nil {
+			// Not on disk, so not acknowledged: the same updates come
+			// again with a later poll. Nothing is lost, but the bot
+			// is deaf until it can write: say so, and back off.
+			b.storeFailed(p, err, &r.storing, r.bo.next())
+			r.short = true
+			return time.Until(b.status.Load().NextTry)
+		}
+	}
+	r.bo.reset()
+	if n, lasted, ok := r.storing.end(now); ok {
+		b.h.log().info(evTelegramStoreRecovered, "failures", n, "lasted", lasted.Round(time.Millisecond))
+		b.h.alert("telegram_store", "resolved", fmt.Sprintf("hermes %q: the bot %s stores its messages again, after %s (%d failed writes)", p.Name, b.bot, lasted.Round(time.Second), n))
+	}
+	b.setStatus(func(s *tgStatus) {
+		s.State, s.LastPoll, s.Since, s.Conflicts, s.Failures, s.NextTry, s.LastError = "polling", now, time.Time{}, 0, 0, time.Time{}, ""
+	})
+	return 0
 }
 
 // storeFailed notes updates the store could not write: the poll worked,

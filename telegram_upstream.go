@@ -26,9 +26,6 @@ func (b *telegramBot) complete(ctx context.Context, p *Policy, msgs []map[string
 		err := echoComplete(ctx, msgs[len(msgs)-1]["content"], p.Echo.WordDelay, ans)
 		return ans.String(), err
 	}
-	body, _ := json.Marshal(map[string]any{"model": p.Telegram.Model, "stream": true, "messages": msgs})
-	base, path := upstreamTarget(p, "/v1/chat/completions")
-	target := base + path
 	// The policy's upstream deadlines, as on the HTTP path: the answer's
 	// head within upstream_header_timeout, no silence inside it longer
 	// than upstream_idle_timeout.
@@ -45,14 +42,9 @@ func (b *telegramBot) complete(ctx context.Context, p *Policy, msgs []map[string
 		}
 		return err
 	}
-	req, err := http.NewRequestWithContext(cctx, http.MethodPost, target, bytes.NewReader(body))
+	req, err := completionRequest(cctx, p, msgs)
 	if err != nil {
-		return "", errors.New("upstream: bad gateway.upstream")
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "text/event-stream")
-	if auth := upstreamAuth(p); auth != "" {
-		req.Header.Set("Authorization", auth)
+		return "", err
 	}
 	resp, err := b.h.upstreamDo(req)
 	head.Stop()
@@ -77,34 +69,79 @@ func (b *telegramBot) complete(ctx context.Context, p *Policy, msgs []map[string
 	}
 	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
 		// An upstream that ignored "stream": one JSON answer.
-		var r struct {
-			Choices []struct {
-				Message struct {
-					Content string `json:"content"`
-				} `json:"message"`
-			} `json:"choices"`
-		}
-		if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&r); err != nil || len(r.Choices) == 0 {
+		if !readJSONAnswer(resp.Body, ans) {
 			if terr := timedOut(nil); terr != nil {
 				return "", terr
 			}
 			return "", errors.New("upstream answered something that is not a chat completion")
 		}
-		ans.add(r.Choices[0].Message.Content)
 		return ans.String(), nil
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	if done, err := readSSEAnswer(sc, func() { timer.Reset(p.Gateway.UpstreamIdleTimeout) }, ans); done {
+		return ans.String(), err
+	}
+	if err := sc.Err(); err != nil && ctx.Err() == nil {
+		if terr := timedOut(nil); terr != nil {
+			return ans.String(), terr
+		}
+		return ans.String(), fmt.Errorf("upstream stream broken: %v", err)
+	}
+	if ctx.Err() != nil {
+		return ans.String(), ctx.Err()
+	}
+	return ans.String(), nil // ended without [DONE]: what came is the answer
+}
+
+// completionRequest is the streaming chat completion a turn asks the
+// upstream for, with the upstream's key.
+func completionRequest(ctx context.Context, p *Policy, msgs []map[string]string) (*http.Request, error) {
+	body, _ := json.Marshal(map[string]any{"model": p.Telegram.Model, "stream": true, "messages": msgs})
+	base, path := upstreamTarget(p, "/v1/chat/completions")
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, errors.New("upstream: bad gateway.upstream")
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "text/event-stream")
+	if auth := upstreamAuth(p); auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	return req, nil
+}
+
+// readJSONAnswer reads a chat completion that came as one JSON answer
+// into ans; it reports false if the body is not one.
+func readJSONAnswer(body io.Reader, ans *cappedAnswer) bool {
+	var r struct {
+		Choices []struct {
+			Message struct {
+				Content string `json:"content"`
+			} `json:"message"`
+		} `json:"choices"`
+	}
+	if err := json.NewDecoder(io.LimitReader(body, 16<<20)).Decode(&r); err != nil || len(r.Choices) == 0 {
+		return false
+	}
+	ans.add(r.Choices[0].Message.Content)
+	return true
+}
+
+// readSSEAnswer reads a streamed chat completion's deltas into ans,
+// calling alive at each line. It reports done when the answer ended in
+// the stream ([DONE], an error event, or the cap); otherwise the stream
+// ended or broke first, and sc.Err says which.
+func readSSEAnswer(sc *bufio.Scanner, alive func(), ans *cappedAnswer) (bool, error) {
 	for sc.Scan() {
-		timer.Reset(p.Gateway.UpstreamIdleTimeout)
-		line := sc.Bytes()
-		data, ok := bytes.CutPrefix(line, []byte("data:"))
+		alive()
+		data, ok := bytes.CutPrefix(sc.Bytes(), []byte("data:"))
 		if !ok {
 			continue
 		}
 		data = bytes.TrimSpace(data)
 		if string(data) == "[DONE]" {
-			return ans.String(), nil
+			return true, nil
 		}
 		var chunk struct {
 			Choices []struct {
@@ -120,24 +157,15 @@ func (b *telegramBot) complete(ctx context.Context, p *Policy, msgs []map[string
 			continue
 		}
 		if chunk.Error != nil {
-			return ans.String(), fmt.Errorf("upstream: %s", chunk.Error.Message)
+			return true, fmt.Errorf("upstream: %s", chunk.Error.Message)
 		}
 		if len(chunk.Choices) > 0 && chunk.Choices[0].Delta.Content != "" {
 			if !ans.add(chunk.Choices[0].Delta.Content) {
-				return ans.String(), nil // cut at telegram.max_answer: the rest is not read
+				return true, nil // cut at telegram.max_answer: the rest is not read
 			}
 		}
 	}
-	if err := sc.Err(); err != nil && ctx.Err() == nil {
-		if terr := timedOut(nil); terr != nil {
-			return ans.String(), terr
-		}
-		return ans.String(), fmt.Errorf("upstream stream broken: %v", err)
-	}
-	if ctx.Err() != nil {
-		return ans.String(), ctx.Err()
-	}
-	return ans.String(), nil // ended without [DONE]: what came is the answer
+	return false, nil
 }
 
 // cappedAnswer is an answer as it streams, cut at telegram.max_answer

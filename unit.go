@@ -924,7 +924,6 @@ func runUninstallUnit(args []string) error {
 			"remove it yourself if it is yours to remove")
 	}
 	manage := *f.unitDir == ""
-	told := true   // the manager knows the unit is going
 	sockPath := "" // the socket unit install-unit --socket wrote, if any
 	if manager == managerSystemd {
 		sp := filepath.Join(filepath.Dir(path), socketUnitName(name))
@@ -932,30 +931,10 @@ func runUninstallUnit(args []string) error {
 			sockPath = sp
 		}
 	}
-	if manage && manager == managerSystemd {
-		unit := unitName(name)
-		units := systemdUnits(name, sockPath != "")
-		if !system && !userManagerReachable() {
-			// No user manager to tell (no lingering, a sudo or su shell):
-			// stop the gateway the way hermes stops any, then remove.
-			fmt.Printf("no user service manager to disable %s with (%s)\n", unit, orDefault(userBusProblem(), "systemctl --user fails"))
-			if err := stopInstanceByName(name); err != nil {
-				return err
-			}
-			told = false
-		} else if err := systemctl(system, append([]string{"disable", "--now"}, units...)...).Run(); err != nil {
-			// disable --now stops it: a drain, bounded by TimeoutStopSec.
-			// The socket goes first, so no connection starts the service again.
-			return withHint(fmt.Errorf("systemctl %sdisable --now %s: %w", userFlag(system), strings.Join(units, " "), err),
-				"see why with: systemctl %sstatus %s", userFlag(system), unit)
-		}
-	}
-	if manage && manager == managerLaunchd {
-		target := launchdDomain(system) + "/" + launchdLabel(name)
-		if exec.Command("launchctl", "print", target).Run() == nil {
-			if err := launchctl("bootout", target).Run(); err != nil {
-				return fmt.Errorf("launchctl bootout %s: %w", target, err)
-			}
+	told := true // the manager knows the unit is going
+	if manage {
+		if told, err = stopUnit(manager, system, name, sockPath != ""); err != nil {
+			return err
 		}
 	}
 	for _, p := range []string{path, sockPath} {
@@ -979,6 +958,39 @@ func runUninstallUnit(args []string) error {
 		rf.Run() // only fails when there was nothing to reset
 	}
 	return nil
+}
+
+// stopUnit stops the instance's unit and tells its service manager it is
+// going. It reports whether the manager was told: a user manager that does
+// not run cannot be, and the gateway is stopped the way hermes stops any.
+func stopUnit(manager string, system bool, name string, socket bool) (bool, error) {
+	if manager == managerLaunchd {
+		target := launchdDomain(system) + "/" + launchdLabel(name)
+		if exec.Command("launchctl", "print", target).Run() == nil {
+			if err := launchctl("bootout", target).Run(); err != nil {
+				return true, fmt.Errorf("launchctl bootout %s: %w", target, err)
+			}
+		}
+		return true, nil
+	}
+	if manager != managerSystemd {
+		return true, nil
+	}
+	unit := unitName(name)
+	units := systemdUnits(name, socket)
+	if !system && !userManagerReachable() {
+		// No user manager to tell (no lingering, a sudo or su shell):
+		// stop the gateway the way hermes stops any, then remove.
+		fmt.Printf("no user service manager to disable %s with (%s)\n", unit, orDefault(userBusProblem(), "systemctl --user fails"))
+		return false, stopInstanceByName(name)
+	}
+	if err := systemctl(system, append([]string{"disable", "--now"}, units...)...).Run(); err != nil {
+		// disable --now stops it: a drain, bounded by TimeoutStopSec.
+		// The socket goes first, so no connection starts the service again.
+		return true, withHint(fmt.Errorf("systemctl %sdisable --now %s: %w", userFlag(system), strings.Join(units, " "), err),
+			"see why with: systemctl %sstatus %s", userFlag(system), unit)
+	}
+	return true, nil
 }
 
 // installedUnitDrift finds the unit or plist installed for p's instance
