@@ -250,7 +250,7 @@ func (v *validator) checkAuth(p *Policy) {
 	}
 	a.ring = ring
 	p.clientKeys = plain
-	if !a.required() && !a.AllowOpen && p.Gateway.Upstream != "" && !loopbackListen(p.Gateway.Listen) {
+	if !a.required() && !a.AllowOpen && !p.echoing() && !loopbackListen(p.Gateway.Listen) {
 		v.failErr("gateway.listen", withHint(
 			fmt.Errorf("%q listens beyond loopback and [auth] has no keys: anyone who can reach it would spend the upstream's key", p.Gateway.Listen),
 			"give clients keys: [auth] keys_file = \"/etc/hermes/keys\" and hermes auth add NAME (or keys_env); or set [auth] allow_open = true to serve without them knowingly"))

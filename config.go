@@ -24,8 +24,12 @@ type Policy struct {
 	Path     string   // the file it came from; "" for built-in defaults
 	Warnings []string // things that are valid but probably not meant
 
-	Name      string
-	Gateway   GatewayPolicy
+	Name    string
+	Gateway GatewayPolicy
+	// Upstream is the [[upstream]] tables; upstreams() is the effective
+	// list, gateway.upstream's shorthand included.
+	Upstream  []UpstreamPolicy
+	Failover  FailoverPolicy
 	Echo      EchoPolicy
 	Drain     DrainPolicy
 	Restart   RestartPolicy
@@ -199,7 +203,8 @@ type JournalPolicy struct {
 // with its reason, in hermes.toml.example.
 func defaultPolicy() *Policy {
 	p := &Policy{
-		Name: "gateway",
+		Name:     "gateway",
+		Failover: defaultFailover(),
 		Gateway: GatewayPolicy{
 			Listen:         "127.0.0.1:8642",
 			ListenTimeout:  5 * time.Second,
@@ -412,6 +417,8 @@ type filePolicy struct {
 		MaxRSSWindow *string `toml:"max_rss_window" kind:"duration"`
 	} `toml:"limits"`
 	Kubernetes fileKubernetes `toml:"kubernetes"`
+	Failover   fileFailover   `toml:"failover"`
+	Upstream   []fileUpstream `toml:"upstream"` // an array of tables: last, as TOML writes them
 }
 
 // configError is a policy error. It names the file, the line and the key, and
@@ -648,6 +655,10 @@ var (
 // lines. A key inside an inline table reports the line of the nearest
 // enclosing key it can find; 0 means unknown.
 func keyLine(src []byte, key string) int {
+	if m := elementKeyRe().FindStringSubmatch(key); m != nil {
+		n, _ := strconv.Atoi(m[2])
+		return elementLine(src, m[1], n, m[3])
+	}
 	parts := strings.Split(key, ".")
 	for n := len(parts); n > 0; n-- {
 		want := strings.Join(parts[:n], ".")
@@ -672,6 +683,32 @@ func keyLine(src []byte, key string) int {
 		}
 	}
 	return 0
+}
+
+// elementKeyRe is an elementKey: section[n] or section[n].key.
+var elementKeyRe = lazyRegexp(`^([a-z_]+)\[(\d+)\](?:\.([a-z_]+))?$`)
+
+// elementLine is the line of key in the n-th table (from 1) of the array
+// of tables section, or of the table's header when key is "" or not there.
+func elementLine(src []byte, section string, n int, key string) int {
+	seen, header := 0, 0
+	for i, line := range strings.Split(string(src), "\n") {
+		if m := tableRe().FindStringSubmatch(line); m != nil {
+			if header != 0 {
+				break // past the table
+			}
+			if strings.HasPrefix(strings.TrimSpace(line), "[[") && strings.ReplaceAll(m[1], " ", "") == section {
+				if seen++; seen == n {
+					header = i + 1
+				}
+			}
+			continue
+		}
+		if m := keyRe().FindStringSubmatch(line); header != 0 && key != "" && m != nil && strings.Trim(m[1], `"`) == key {
+			return i + 1
+		}
+	}
+	return header
 }
 
 // validator applies a decoded file over the defaults, keeping every error.
@@ -803,6 +840,7 @@ func (v *validator) ladder(dst *[]Rung, src *[]fileRung, key string) {
 
 func (v *validator) apply(p *Policy, f *filePolicy) {
 	v.applyGateway(p, f)
+	v.applyUpstreams(p, f)
 	v.applyLifecycle(p, f)
 	v.applyTelegram(p, &f.Telegram)
 	v.applyAlerts(p, f)
@@ -1003,6 +1041,7 @@ var nameRe = lazyRegexp(`^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$`)
 // that kills a drain).
 func (v *validator) check(p *Policy) {
 	v.checkGateway(p)
+	v.checkFailover(p)
 	v.checkGatewayLimits(p)
 	v.checkAuth(p)
 	v.checkTelegram(p)
@@ -1034,14 +1073,14 @@ func (v *validator) checkGateway(p *Policy) {
 		v.fail("gateway.upstream", "%q must start with http:// or https://", u)
 	}
 	if e := p.Gateway.UpstreamKeyEnv; e != "" && !envNameRe().MatchString(e) {
-		v.fail("gateway.upstream_key_env", "%q is not an environment variable name (it names the variable that holds the key; never put the key itself here)", e)
+		v.fail("gateway.upstream_key_env", "is not an environment variable name (it names the variable that holds the key; never put the key itself here, and it is not shown)")
 	}
 }
 
 // checkLock validates [lock].
 func (v *validator) checkLock(p *Policy) {
 	if e := p.Lock.TokenEnv; e != "" && !envNameRe().MatchString(e) {
-		v.fail("lock.token_env", "%q is not an environment variable name (it names the variable that holds the token; never put the token itself here)", e)
+		v.fail("lock.token_env", "is not an environment variable name (it names the variable that holds the token; never put the token itself here, and it is not shown)")
 	}
 	if p.Lock.TokenFile != "" && !filepath.IsAbs(p.Lock.TokenFile) {
 		v.fail("lock.token_file", "%q is not an absolute path", p.Lock.TokenFile)
@@ -1156,7 +1195,7 @@ func (v *validator) checkAlerts(p *Policy) {
 		v.fail("alerts.webhook_url", "%q must start with https:// or http://", u)
 	}
 	if e := a.WebhookURLEnv; e != "" && !envNameRe().MatchString(e) {
-		v.fail("alerts.webhook_url_env", "%q is not an environment variable name", e)
+		v.fail("alerts.webhook_url_env", "is not an environment variable name (it names the variable that holds the URL; what is there is not shown)")
 	}
 	if a.TelegramChat != 0 && !p.Telegram.Enabled() {
 		v.fail("alerts.telegram_chat", "alerts go to a Telegram chat through the bot, and [telegram] has none: set telegram.token_env")
@@ -1179,7 +1218,7 @@ func (v *validator) checkAlerts(p *Policy) {
 func (v *validator) checkTelegram(p *Policy) {
 	t := p.Telegram
 	if e := t.TokenEnv; e != "" && !envNameRe().MatchString(e) {
-		v.fail("telegram.token_env", "%q is not an environment variable name (it names the variable that holds the bot token; never put the token itself here)", e)
+		v.fail("telegram.token_env", "is not an environment variable name (it names the variable that holds the bot token; never put the token itself here, and it is not shown)")
 	}
 	if t.TokenFile != "" && !filepath.IsAbs(t.TokenFile) {
 		v.fail("telegram.token_file", "%q is not an absolute path", t.TokenFile)

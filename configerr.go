@@ -25,6 +25,7 @@ const (
 	kindLadder
 	kindBool
 	kindIntList
+	kindStringList
 )
 
 // keyExamples is a value of the right kind for keys whose kind alone
@@ -70,11 +71,28 @@ func checkTypes(path string, src []byte, raw map[string]any) []error {
 		if !ok {
 			continue
 		}
+		if tableArrays()[s] {
+			if _, ok := v.([]map[string]any); !ok {
+				note(s, fmt.Sprintf("%s; %s is a list of tables: write [[%s]] on a line of its own before each one's keys", describe(v), s, s))
+			}
+			continue
+		}
 		if _, ok := v.(map[string]any); !ok {
 			note(s, fmt.Sprintf("%s; %s is a section: write [%s] on a line of its own, with its keys on the lines below", describe(v), s, s))
 		}
 	}
 	for _, key := range knownKeys {
+		if sec, k, ok := strings.Cut(key, "."); ok && tableArrays()[sec] {
+			tables, _ := raw[sec].([]map[string]any)
+			for i, t := range tables {
+				if v, ok := t[k]; ok {
+					if msg := wrongKind(key, v); msg != "" {
+						note(elementKey(sec, i, k), msg)
+					}
+				}
+			}
+			continue
+		}
 		v, ok := lookupKey(raw, key)
 		if !ok {
 			continue
@@ -84,6 +102,12 @@ func checkTypes(path string, src []byte, raw map[string]any) []error {
 		}
 	}
 	return errs
+}
+
+// elementKey names a key of the i-th table (from 0) of an array of
+// tables the way errors do: upstream[2].url is the second [[upstream]]'s.
+func elementKey(section string, i int, key string) string {
+	return fmt.Sprintf("%s[%d].%s", section, i+1, key)
 }
 
 // lookupKey finds a dotted key's value in the decoded file.
@@ -141,6 +165,16 @@ func wrongKind(key string, v any) string {
 		for i, x := range l {
 			if _, ok := x.(int64); !ok {
 				return fmt.Sprintf("entry %d: %s; write each user id as a number without quotes, like [123456789]", i+1, describe(x))
+			}
+		}
+	case kindStringList:
+		l, ok := v.([]any)
+		if !ok {
+			return fmt.Sprintf("%s; write a list of strings, like [\"gpt-4o\", \"gpt-4o-mini\"]", describe(v))
+		}
+		for i, x := range l {
+			if _, ok := x.(string); !ok {
+				return fmt.Sprintf("entry %d: %s; write each in quotes, like [\"gpt-4o\"]", i+1, describe(x))
 			}
 		}
 	case kindLadder:
@@ -332,6 +366,9 @@ func bracketed(names []string) []string {
 	out := make([]string, len(names))
 	for i, n := range names {
 		out[i] = "[" + n + "]"
+		if tableArrays()[n] {
+			out[i] = "[[" + n + "]]"
+		}
 	}
 	return out
 }

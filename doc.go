@@ -61,6 +61,9 @@
 //   - auth.go: client keys ([auth]).
 //   - upstream_proxy.go, upstream.go, upstream_answer.go, body.go, cancelslot.go:
 //     the request to the upstream, its client and answer reader, bodies.
+//   - upstream_policy.go, upstream_pool.go: the upstreams ([[upstream]],
+//     [failover]): the order a request tries them in, failover before the
+//     first byte, each one's health (out, probed, back in).
 //   - echo.go: the built-in echo upstream.
 //   - metrics.go, procstats*.go: /metrics.
 //   - pprof_on.go: a pprof endpoint, only in a binary built with

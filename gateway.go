@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -97,33 +98,18 @@ type gateway struct {
 	replies   map[int]chan string
 	nextReply int
 
-	tg       *telegramBot // nil without [telegram]
-	alerts   *alerter     // nil without [alerts]
-	upWatch  upstreamWatch
-	srv      *h1Server
-	httpAcc  *acceptor    // gateway.listen's accept loop (accept.go)
-	ctlAcc   *acceptor    // the control socket's, across reclaims
-	client   *http.Client // net/http's Transport: where the upstream client cannot serve
-	upstream atomic.Pointer[upstreamRoute]
-}
-
-// upstreamRoute is the fast upstream client for one upstream base URL.
-type upstreamRoute struct {
-	base   string
-	client *upstreamClient // nil: use the Transport
-}
-
-// upstreamFor returns the upstream client for base, making one when the
-// policy named another upstream since (a reload).
-func (g *gateway) upstreamFor(base string) *upstreamClient {
-	if r := g.upstream.Load(); r != nil && r.base == base {
-		return r.client
-	}
-	r := &upstreamRoute{base: base, client: newUpstreamClient(base)}
-	if old := g.upstream.Swap(r); old != nil && old.client != nil {
-		old.client.closeIdle()
-	}
-	return r.client
+	tg      *telegramBot // nil without [telegram]
+	alerts  *alerter     // nil without [alerts]
+	upWatch upstreamWatch
+	srv     *h1Server
+	httpAcc *acceptor    // gateway.listen's accept loop (accept.go)
+	ctlAcc  *acceptor    // the control socket's, across reclaims
+	client  *http.Client // net/http's Transport: where the upstream client cannot serve
+	// The upstreams of the running policy and their health
+	// (upstream_pool.go), made again when a reload changes them.
+	upstreams atomic.Pointer[upstreamPool]
+	poolMu    sync.Mutex
+	allOut    atomic.Bool // the every-upstream-is-out alert fired
 }
 
 // gatewayParts is everything a gateway needs to exist, as runServe's

@@ -115,6 +115,11 @@ const (
 	evClientBodyError // fields: error, path: a request body the client sent wrong (a 4xx, no mark against the upstream)
 	evAcceptError     // fields: listener, error, note; at the end: state, errors, lasted
 
+	// The upstreams' (upstream_pool.go).
+	evUpstreamOut      // fields: upstream, failures, cooldown, error: taken out of the order
+	evUpstreamIn       // fields: upstream, out_for, by: back in (a probe, or a request that it answered)
+	evUpstreamFailover // fields: from, to, why: a request moved on before its answer's first byte
+
 	evCount // not an event: the number of them
 )
 
@@ -145,6 +150,7 @@ var eventNames = [evCount]string{
 	evTelegramStoreFailing: "telegram store failing", evTelegramStoreRecovered: "telegram store recovered",
 	evAlertSent: "alert sent", evAlertFailed: "alert failed", evMemoryLimit: "memory limit",
 	evClientBodyError: "client body error", evAcceptError: "accept error",
+	evUpstreamOut: "upstream out", evUpstreamIn: "upstream in", evUpstreamFailover: "upstream failover",
 }
 
 // eventNamed returns the event with that name, or evNone.
@@ -166,7 +172,7 @@ func (e event) String() string {
 
 // journalSkip are log events that are not lifecycle events: they would push
 // the lifecycle history out of a bounded journal.
-var journalSkip = map[event]bool{evUpstreamError: true}
+var journalSkip = map[event]bool{evUpstreamError: true, evUpstreamFailover: true}
 
 func journalPath(stateDir string) string { return filepath.Join(stateDir, "events.jsonl") }
 

@@ -293,8 +293,12 @@ func (d *k8sData) addSecrets(p *Policy) error {
 			d.Env = append(d.Env, k8sEnv{Name: name, Optional: optional, Why: why})
 		}
 	}
-	if p.Gateway.Upstream != "" {
-		addEnv(p.Gateway.UpstreamKeyEnv, true, "the upstream API key (optional: an upstream may take none)")
+	for _, u := range p.upstreams() {
+		why := "the upstream API key (optional: an upstream may take none)"
+		if u.Name != shorthandUpstream {
+			why = fmt.Sprintf("upstream %s's API key (optional: an upstream may take none)", u.Name)
+		}
+		addEnv(u.KeyEnv, true, why)
 	}
 	addEnv(p.Auth.KeysEnv, false, "the client keys (auth.keys_env)")
 	if p.Auth.KeysFile != "" {

@@ -309,6 +309,7 @@ func (g *gateway) writeMetrics(w *promWriter, now time.Time) {
 	g.writeLoopMetrics(w, snap, now)
 	g.writeSessionMetrics(w, snap)
 	g.writeAcceptMetrics(w)
+	g.writeUpstreamMetrics(w, snap)
 	g.writeLifecycleMetrics(w)
 	if g.tg != nil {
 		g.writeTelegramMetrics(w, now)
@@ -354,6 +355,30 @@ func (g *gateway) writeSessionMetrics(w *promWriter, snap *snapshot) {
 	w.sampleU("hermes_streamed_bytes_total", m.streamed.Load())
 	w.counterVec("hermes_upstream_errors_total", "Sessions whose upstream failed, by kind: connect, timeout, status_5xx, broken_stream, other.",
 		"kind", upstreamKindNames[upConnect:], m.upstream[upConnect:])
+}
+
+// writeUpstreamMetrics: each upstream's state and counts, by its name.
+func (g *gateway) writeUpstreamMetrics(w *promWriter, snap *snapshot) {
+	pl := g.pool(snap.Policy)
+	if len(pl.nodes) == 0 {
+		return
+	}
+	w.family("hermes_upstream_up", "gauge", "1 while the upstream is in the order, 0 while it is out (failover.fail_after failures in a row, or a 429): tried last, and probed.")
+	for _, n := range pl.nodes {
+		w.sample("hermes_upstream_up", b2f(!n.isOut.Load()), "upstream", n.Name)
+	}
+	w.family("hermes_upstream_requests_total", "counter", "Attempts sent to the upstream (a request that fails over counts at each upstream it tried).")
+	for _, n := range pl.nodes {
+		w.sampleU("hermes_upstream_requests_total", n.requests.Load(), "upstream", n.Name)
+	}
+	w.family("hermes_upstream_failures_total", "counter", "Attempts that failed: no connection, no answer head in time, a 5xx or a 429.")
+	for _, n := range pl.nodes {
+		w.sampleU("hermes_upstream_failures_total", n.failures.Load(), "upstream", n.Name)
+	}
+	w.family("hermes_upstream_failovers_total", "counter", "Requests that moved from the upstream to the next one before any byte of an answer.")
+	for _, n := range pl.nodes {
+		w.sampleU("hermes_upstream_failovers_total", n.failovers.Load(), "upstream", n.Name)
+	}
 }
 
 // writeAcceptMetrics: each listener's accept errors and fd reserve.

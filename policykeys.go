@@ -6,7 +6,10 @@ package main
 // (for the errors), their sections and check-config's listing
 // (policyrender.go) follow.
 
-import "reflect"
+import (
+	"reflect"
+	"sync"
+)
 
 // knownKeys are the policy's keys, "section.key" or "key", in the order
 // filePolicy declares them; keyKinds is what each takes. One walk of the
@@ -18,6 +21,7 @@ type policyField struct {
 	key     string
 	kind    keyKind
 	section string   // "" for a top-level key
+	array   bool     // the section is an array of tables ([[upstream]]): one per element
 	path    []string // the Go field names that lead to it, in filePolicy and in Policy alike
 	secret  bool     // secret:"true": its value is never shown
 }
@@ -27,24 +31,28 @@ type policyField struct {
 // duration, its kind:"duration" tag) gives.
 func policyFields() []policyField {
 	var out []policyField
-	var walk func(section string, path []string, st reflect.Type)
-	walk = func(section string, path []string, st reflect.Type) {
+	var walk func(section string, array bool, path []string, st reflect.Type)
+	walk = func(section string, array bool, path []string, st reflect.Type) {
 		for i := 0; i < st.NumField(); i++ {
 			f := st.Field(i)
 			name := f.Tag.Get("toml")
 			fpath := append(path[:len(path):len(path)], f.Name)
 			if f.Type.Kind() == reflect.Struct {
-				walk(name, fpath, f.Type)
+				walk(name, false, fpath, f.Type)
+				continue
+			}
+			if f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct && f.Type.Elem() != reflect.TypeOf(fileRung{}) {
+				walk(name, true, fpath, f.Type.Elem()) // an array of tables
 				continue
 			}
 			key := name
 			if section != "" {
 				key = section + "." + name
 			}
-			out = append(out, policyField{key: key, kind: fieldKind(f), section: section, path: fpath, secret: f.Tag.Get("secret") == "true"})
+			out = append(out, policyField{key: key, kind: fieldKind(f), section: section, array: array, path: fpath, secret: f.Tag.Get("secret") == "true"})
 		}
 	}
-	walk("", nil, reflect.TypeOf(filePolicy{}))
+	walk("", false, nil, reflect.TypeOf(filePolicy{}))
 	return out
 }
 
@@ -68,9 +76,23 @@ func fieldKind(f reflect.StructField) keyKind {
 		return kindLadder
 	case t.Kind() == reflect.Slice && (t.Elem().Kind() == reflect.Int64 || t.Elem().Kind() == reflect.Int):
 		return kindIntList
+	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.String:
+		return kindStringList
 	}
 	panic("policy key " + f.Name + ": no key kind for Go type " + f.Type.String())
 }
+
+// tableArrays are the sections written as arrays of tables ([[upstream]]).
+// Made on first use: package initialisation stays small.
+var tableArrays = sync.OnceValue(func() map[string]bool {
+	out := map[string]bool{}
+	for _, f := range policyFields() {
+		if f.array {
+			out[f.section] = true
+		}
+	}
+	return out
+})
 
 func declaredKeys() ([]string, map[string]keyKind) {
 	var keys []string

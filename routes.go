@@ -124,6 +124,8 @@ type gatewayStatus struct {
 	Predecessor *predecessorStatus `json:"predecessor,omitempty"`
 	// The Telegram bot, when the policy has one.
 	Telegram *tgStatus `json:"telegram,omitempty"`
+	// The upstreams, in the policy's order; none with the built-in echo.
+	Upstreams []upstreamView `json:"upstreams,omitempty"`
 }
 
 type predecessorStatus struct {
@@ -150,6 +152,7 @@ func (g *gateway) status() gatewayStatus {
 	if g.tg != nil {
 		st.Telegram = g.tg.statusNow(s.Policy, now)
 	}
+	st.Upstreams = g.pool(s.Policy).views(g.log.secrets.scrub)
 	if pr := s.Predecessor; pr != nil {
 		st.Predecessor = &predecessorStatus{PID: pr.pid, Sessions: pr.sessions}
 		if !pr.until.IsZero() {

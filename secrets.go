@@ -33,6 +33,11 @@ func policySecrets(p *Policy) *redactor {
 	if p.Gateway.UpstreamKeyEnv != "" {
 		r.add(os.Getenv(p.Gateway.UpstreamKeyEnv))
 	}
+	for _, u := range p.upstreams() {
+		if u.KeyEnv != "" {
+			r.add(os.Getenv(u.KeyEnv))
+		}
+	}
 	for _, k := range p.clientKeys {
 		r.add(k)
 	}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -447,10 +448,15 @@ func codeOf(err error) int {
 }
 
 func upstreamLabel(p *Policy) string {
-	if p.Gateway.Upstream == "" {
+	ups := p.upstreams()
+	if len(ups) == 0 {
 		return "built-in echo"
 	}
-	return p.Gateway.Upstream
+	var names []string
+	for _, u := range ups {
+		names = append(names, u.URL)
+	}
+	return strings.Join(names, ", ")
 }
 
 // lockInstance holds state_dir/gateway.lock for the process's life, so two

@@ -92,7 +92,7 @@ func (g *gateway) serveSession(w http.ResponseWriter, r *http.Request) {
 	}
 	defer g.gate.leave()
 	s := g.beginSession(w, r)
-	if s.p.Gateway.Upstream == "" {
+	if s.p.echoing() {
 		serveEcho(&s.rec, r, s.p.Echo.WordDelay)
 	} else {
 		g.proxy(&s.rec, r, s.p)

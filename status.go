@@ -48,6 +48,7 @@ type statusJSON struct {
 	Successor   int                `json:"successor,omitempty"`
 	Telegram    *tgStatus          `json:"telegram,omitempty"`
 	Predecessor *predecessorStatus `json:"predecessor,omitempty"`
+	Upstreams   []upstreamView     `json:"upstreams,omitempty"`
 }
 
 func runStatus(args []string) error {
@@ -94,7 +95,7 @@ func gatherStatus(p *Policy, in *inspection) (st statusJSON, unitNote string) {
 	}
 	if g := in.Gateway; g != nil {
 		st.UptimeSeconds, st.ActiveSessions, st.Listen = g.UptimeSeconds, g.ActiveSessions, g.Listen
-		st.Predecessor, st.Telegram = g.Predecessor, g.Telegram
+		st.Predecessor, st.Telegram, st.Upstreams = g.Predecessor, g.Telegram, g.Upstreams
 		if !g.HandedOff {
 			st.Successor = g.Successor
 		}
@@ -145,6 +146,9 @@ func printStatus(st statusJSON, in *inspection, t *target, unitNote string) {
 		}
 		if tg := g.Telegram; tg != nil {
 			fmt.Printf("telegram: %s\n", tg.describe())
+		}
+		for _, u := range g.Upstreams {
+			fmt.Printf("upstream: %s\n", u.describe())
 		}
 	}
 	fmt.Printf("manager:  %s\n", in.Manager.describe())

@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"time"
 )
@@ -41,9 +42,10 @@ type telegramHost interface {
 	// failed, for /metrics.
 	polled(err error)
 	storeFailed()
-	// upstreamDo sends a turn's request upstream, and the rest report how
+	// upstreamOpen sends a turn's chat completion (body) to the
+	// upstreams, with failover, as the HTTP path does; the rest report how
 	// it went, for /metrics and the upstream_unreachable alert.
-	upstreamDo(req *http.Request) (*http.Response, error)
+	upstreamOpen(ctx context.Context, p *Policy, body []byte) (*http.Response, error)
 	upstreamFailed(kind upstreamKind, err error, started time.Time)
 	upstreamAnswered()
 }
@@ -70,8 +72,17 @@ func (h gatewayTelegramHost) enterSession() bool      { return h.g.gate.enter() 
 func (h gatewayTelegramHost) leaveSession()           { h.g.gate.leave() }
 func (h gatewayTelegramHost) polled(err error)        { h.g.mx.telegramPoll(err) }
 func (h gatewayTelegramHost) storeFailed()            { h.g.mx.tgStoreErrors.Add(1) }
-func (h gatewayTelegramHost) upstreamDo(req *http.Request) (*http.Response, error) {
-	return h.g.client.Do(req)
+func (h gatewayTelegramHost) upstreamOpen(ctx context.Context, p *Policy, body []byte) (*http.Response, error) {
+	pl := h.g.pool(p)
+	order := pl.order(p.Telegram.Model, nil)
+	if len(order) == 0 {
+		return nil, fmt.Errorf("no upstream serves the model %q (telegram.model)", p.Telegram.Model)
+	}
+	req := &upstreamReq{ctx: ctx, method: http.MethodPost, clientPath: "/v1/chat/completions", body: body, length: int64(len(body)),
+		header:        http.Header{"Content-Type": {"application/json"}, "Accept": {"text/event-stream"}},
+		headerTimeout: p.Gateway.UpstreamHeaderTimeout, idleTimeout: p.Gateway.UpstreamIdleTimeout}
+	resp, err, _ := h.g.attempt(pl, order, req, "telegram")
+	return resp, err
 }
 func (h gatewayTelegramHost) upstreamFailed(kind upstreamKind, err error, started time.Time) {
 	h.g.mx.upstream[kind].Add(1)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"net/http"
 	"strings"
@@ -70,7 +71,11 @@ func (h *fakeTelegramHost) polled(err error) {
 	h.polls++
 }
 func (h *fakeTelegramHost) storeFailed() {}
-func (h *fakeTelegramHost) upstreamDo(req *http.Request) (*http.Response, error) {
+func (h *fakeTelegramHost) upstreamOpen(ctx context.Context, p *Policy, body []byte) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.upstreams()[0].URL+"/v1/chat/completions", bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
 	return http.DefaultClient.Do(req)
 }
 func (h *fakeTelegramHost) upstreamFailed(upstreamKind, error, time.Time) {}

@@ -22,7 +22,7 @@ import (
 // text so far as it grows.
 func (b *telegramBot) complete(ctx context.Context, p *Policy, msgs []map[string]string, partial func(string)) (string, error) {
 	ans := newCappedAnswer(p.Telegram.MaxAnswer, partial)
-	if p.Gateway.Upstream == "" {
+	if p.echoing() {
 		err := echoComplete(ctx, msgs[len(msgs)-1]["content"], p.Echo.WordDelay, ans)
 		return ans.String(), err
 	}
@@ -42,11 +42,8 @@ func (b *telegramBot) complete(ctx context.Context, p *Policy, msgs []map[string
 		}
 		return err
 	}
-	req, err := completionRequest(cctx, p, msgs)
-	if err != nil {
-		return "", err
-	}
-	resp, err := b.h.upstreamDo(req)
+	body, _ := json.Marshal(map[string]any{"model": p.Telegram.Model, "stream": true, "messages": msgs})
+	resp, err := b.h.upstreamOpen(cctx, p, body)
 	head.Stop()
 	if err != nil {
 		if terr := timedOut(nil); terr != nil {
@@ -92,23 +89,6 @@ func (b *telegramBot) complete(ctx context.Context, p *Policy, msgs []map[string
 		return ans.String(), ctx.Err()
 	}
 	return ans.String(), nil // ended without [DONE]: what came is the answer
-}
-
-// completionRequest is the streaming chat completion a turn asks the
-// upstream for, with the upstream's key.
-func completionRequest(ctx context.Context, p *Policy, msgs []map[string]string) (*http.Request, error) {
-	body, _ := json.Marshal(map[string]any{"model": p.Telegram.Model, "stream": true, "messages": msgs})
-	base, path := upstreamTarget(p, "/v1/chat/completions")
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, bytes.NewReader(body))
-	if err != nil {
-		return nil, errors.New("upstream: bad gateway.upstream")
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "text/event-stream")
-	if auth := upstreamAuth(p); auth != "" {
-		req.Header.Set("Authorization", auth)
-	}
-	return req, nil
 }
 
 // readJSONAnswer reads a chat completion that came as one JSON answer

@@ -487,27 +487,3 @@ func (u *upstreamClient) String() string {
 	}
 	return fmt.Sprintf("%s://%s", scheme, u.addr)
 }
-
-// upstreamTarget is where a request for path goes: the upstream's base URL
-// (gateway.upstream, no trailing slash) and the path under it. A base that
-// ends in /v1 (as OpenAI-compatible providers write theirs) takes the path
-// without its own /v1. The HTTP path and the Telegram bot both go through
-// it, so they cannot disagree on where a request lands.
-func upstreamTarget(p *Policy, path string) (base, rest string) {
-	base = strings.TrimSuffix(p.Gateway.Upstream, "/")
-	if strings.HasSuffix(base, "/v1") {
-		path = strings.TrimPrefix(path, "/v1")
-	}
-	return base, path
-}
-
-// upstreamAuth is the Authorization the upstream gets: "Bearer " and the
-// key in gateway.upstream_key_env's variable, or "" when there is none.
-func upstreamAuth(p *Policy) string {
-	if k := p.Gateway.UpstreamKeyEnv; k != "" {
-		if key := os.Getenv(k); key != "" {
-			return "Bearer " + key
-		}
-	}
-	return ""
-}

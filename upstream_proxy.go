@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -54,7 +55,7 @@ func (g *gateway) proxy(w *responseRecorder, r *http.Request, p *Policy) {
 	if !g.upstreamRequest(w, r, p, &req) {
 		return
 	}
-	resp, ok := g.roundTrip(w, r, &req)
+	resp, ok := g.roundTrip(w, r, p, &req)
 	if !ok {
 		return
 	}
@@ -88,16 +89,19 @@ func dropConnectionTokens(h http.Header) {
 type upstreamReq struct {
 	ctx    context.Context
 	method string
-	base   string      // the policy's upstream, without a trailing slash
-	path   string      // the client's escaped path (less /v1 when base ends in it)
-	query  string      // the client's raw query, or ""
-	header http.Header // the client's; hop-by-hop headers are left out when sent
-	auth   string      // Authorization from the policy's key, or ""
-	body   []byte      // a small body, read whole; nil when stream carries it
-	pooled *[]byte     // body's pooled buffer, or nil
-	stream io.Reader
-	tap    *streamedBody // stream, when the body streams; nil when read whole
-	length int64         // the body's length, -1 unknown
+	base   string // the upstream's URL, without a trailing slash
+	path   string // the client's escaped path (less /v1 when base ends in it)
+	// clientPath is the client's escaped path, from which each attempt's
+	// path is cut (upstreamNode.aim).
+	clientPath string
+	query      string      // the client's raw query, or ""
+	header     http.Header // the client's; hop-by-hop headers are left out when sent
+	auth       string      // Authorization from the policy's key, or ""
+	body       []byte      // a small body, read whole; nil when stream carries it
+	pooled     *[]byte     // body's pooled buffer, or nil
+	stream     io.Reader
+	tap        *streamedBody // stream, when the body streams; nil when read whole
+	length     int64         // the body's length, -1 unknown
 
 	// gateway.upstream_header_timeout and upstream_idle_timeout.
 	headerTimeout, idleTimeout time.Duration
@@ -125,24 +129,34 @@ func (req *upstreamReq) free() {
 //
 //go:noinline
 func (g *gateway) upstreamRequest(w *responseRecorder, r *http.Request, p *Policy, req *upstreamReq) bool {
-	base, path := upstreamTarget(p, r.URL.EscapedPath())
 	if limit := p.Gateway.MaxRequestBody; limit > 0 && r.ContentLength > limit {
 		tooLarge(w, limit)
 		return false
 	}
 	dropConnectionTokens(r.Header)
-	*req = upstreamReq{ctx: r.Context(), method: r.Method, base: base, path: path, query: r.URL.RawQuery,
+	*req = upstreamReq{ctx: r.Context(), method: r.Method, clientPath: r.URL.EscapedPath(), query: r.URL.RawQuery,
 		header: r.Header, stream: r.Body, length: r.ContentLength,
 		headerTimeout: p.Gateway.UpstreamHeaderTimeout, idleTimeout: p.Gateway.UpstreamIdleTimeout}
-	if r.ContentLength > 0 && r.ContentLength <= smallBody {
-		b, pooled, err := readBody(w, r, smallBody)
+	// A body that may go to a second upstream, or whose model picks the
+	// upstream, is read whole: it is replayed from memory.
+	pl := g.pool(p)
+	whole := r.ContentLength > 0 && r.ContentLength <= smallBody
+	limit := int64(smallBody)
+	if r.ContentLength != 0 && (pl.hasModels || (len(pl.nodes) > 1 && p.Failover.Attempts > 1)) {
+		whole, limit = true, p.Gateway.MaxRequestBody
+	}
+	if whole {
+		b, pooled, err := readBody(w, r, limit)
 		if err != nil {
-			if r.Context().Err() == nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				tooLarge(w, limit)
+			} else if r.Context().Err() == nil {
 				g.clientBodyRefused(w, r, clientBodyErr(err).(*clientBodyError))
 			}
 			return false
 		}
-		req.body, req.stream, req.pooled = b, nil, pooled
+		req.body, req.stream, req.pooled, req.length = b, nil, pooled, int64(len(b))
 	} else if r.ContentLength != 0 {
 		// A body that streams is read through streamedBody, which keeps
 		// the client's read error for upstreamRefused (net/http's
@@ -162,7 +176,6 @@ func (g *gateway) upstreamRequest(w *responseRecorder, r *http.Request, p *Polic
 		// the transport then drops the upstream connection mid-stream.
 		http.NewResponseController(w).EnableFullDuplex()
 	}
-	req.auth = upstreamAuth(p)
 	return true
 }
 
@@ -189,23 +202,37 @@ func (req *upstreamReq) httpRequest() (*http.Request, error) {
 	return hr, nil
 }
 
-// roundTrip sends req and returns the upstream's answer with its headers
-// copied to w, or answers the error itself and reports false. The request
-// body's buffer goes back to the pool when nothing can read the body any
-// more: at once with the session's own client, which has written the whole
-// request before it reads the answer. net/http's Transport may still be
-// writing the body while the answer streams, even after the session ends,
-// so with it the buffer is left to the collector.
+// roundTrip sends req to the upstreams in their order (upstream_pool.go)
+// and returns the first answer that is not a failure, with its headers
+// copied to w; or it answers the error itself and reports false. A request
+// moves to the next upstream on a connect error, a timeout before the
+// answer's head, a 5xx or a 429, while failover.attempts and
+// failover.timeout allow and its body is in memory; never after a byte of
+// an answer has gone to the client. The last upstream's answer, failure
+// or not, is the client's. The request body's buffer goes back to the
+// pool when nothing can read the body any more: at once with the
+// session's own client, which has written the whole request before it
+// reads the answer. net/http's Transport may still be writing the body
+// while the answer streams, even after the session ends, so with it the
+// buffer is left to the collector.
 //
 //go:noinline
-func (g *gateway) roundTrip(w *responseRecorder, r *http.Request, req *upstreamReq) (*http.Response, bool) {
-	var resp *http.Response
-	var err error
-	if uc := g.upstreamFor(req.base); uc != nil {
-		resp, err = uc.do(req)
+func (g *gateway) roundTrip(w *responseRecorder, r *http.Request, p *Policy, req *upstreamReq) (*http.Response, bool) {
+	pl := g.pool(p)
+	model := ""
+	if pl.hasModels {
+		model = requestModel(req.body)
+	}
+	var buf [4]*upstreamNode
+	order := pl.order(model, buf[:])
+	if len(order) == 0 {
 		req.free()
-	} else {
-		resp, err = g.transportRoundTrip(req)
+		writeAPIError(w, http.StatusNotFound, "invalid_request_error", "model_not_found", fmt.Sprintf("no upstream of this gateway serves the model %q", model))
+		return nil, false
+	}
+	resp, err, transport := g.attempt(pl, order, req, r.URL.Path)
+	if !transport {
+		req.free()
 	}
 	if err != nil {
 		g.upstreamRefused(w, r, req, err)
@@ -224,6 +251,57 @@ func (g *gateway) roundTrip(w *responseRecorder, r *http.Request, req *upstreamR
 	}
 	w.WriteHeader(resp.StatusCode)
 	return resp, true
+}
+
+// attempt sends req to each upstream of order in turn until one gives an
+// answer that is not a failure, or the attempts, failover.timeout or the
+// body's replay (a body that streams goes once) end the walk; it returns
+// the last answer or error, and whether net/http's Transport sent it (the
+// body's buffer may still be read). path names the request in the log.
+func (g *gateway) attempt(pl *upstreamPool, order []*upstreamNode, req *upstreamReq, path string) (resp *http.Response, err error, transport bool) {
+	ctx, headerTimeout := req.ctx, req.headerTimeout
+	deadline := time.Now().Add(pl.fo.Timeout)
+	for i := 0; i < len(order); i++ {
+		n := order[i]
+		last := i == len(order)-1 || (req.body == nil && req.length != 0)
+		req.ctx, req.headerTimeout = ctx, headerTimeout
+		if !last {
+			req.headerTimeout = min(headerTimeout, max(time.Until(deadline), time.Millisecond))
+		}
+		n.aim(req)
+		n.requests.Add(1)
+		transport = transport || n.client == nil
+		resp, err = g.send(n, req)
+		why := ""
+		switch {
+		case err != nil && (ctx.Err() != nil || req.clientErr() != nil):
+			last = true // the client's doing: no upstream to blame
+		case err != nil:
+			why = redactURL(err, req.url())
+			if i > 0 || !last {
+				g.log.warn(evUpstreamError, "upstream", n.Name, "error", why, "path", path)
+			}
+			pl.failed(n, why, 0)
+		case retryable(resp.StatusCode):
+			why = "HTTP " + strconv.Itoa(resp.StatusCode)
+			var wait time.Duration
+			if resp.StatusCode == http.StatusTooManyRequests {
+				wait = retryAfter(resp.Header, time.Now())
+			}
+			pl.failed(n, why, wait)
+		default:
+			pl.answered(n)
+		}
+		if why == "" || last || time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		if resp != nil {
+			resp.Body.Close() // nothing of it went to anyone
+		}
+		n.failovers.Add(1)
+		g.log.info(evUpstreamFailover, "from", n.Name, "to", order[i+1].Name, "why", why)
+	}
+	return resp, err, transport
 }
 
 // transportRoundTrip sends req with net/http's Transport (where the own
