@@ -30,6 +30,7 @@ type Policy struct {
 	// list, gateway.upstream's shorthand included.
 	Upstream  []UpstreamPolicy
 	Failover  FailoverPolicy
+	Supervise SupervisePolicy
 	Echo      EchoPolicy
 	Drain     DrainPolicy
 	Restart   RestartPolicy
@@ -203,8 +204,9 @@ type JournalPolicy struct {
 // with its reason, in hermes.toml.example.
 func defaultPolicy() *Policy {
 	p := &Policy{
-		Name:     "gateway",
-		Failover: defaultFailover(),
+		Name:      "gateway",
+		Failover:  defaultFailover(),
+		Supervise: defaultSupervise(),
 		Gateway: GatewayPolicy{
 			Listen:         "127.0.0.1:8642",
 			ListenTimeout:  5 * time.Second,
@@ -418,6 +420,7 @@ type filePolicy struct {
 	} `toml:"limits"`
 	Kubernetes fileKubernetes `toml:"kubernetes"`
 	Failover   fileFailover   `toml:"failover"`
+	Supervise  fileSupervise  `toml:"supervise"`
 	Upstream   []fileUpstream `toml:"upstream"` // an array of tables: last, as TOML writes them
 }
 
@@ -841,6 +844,7 @@ func (v *validator) ladder(dst *[]Rung, src *[]fileRung, key string) {
 func (v *validator) apply(p *Policy, f *filePolicy) {
 	v.applyGateway(p, f)
 	v.applyUpstreams(p, f)
+	v.applySupervise(p, &f.Supervise)
 	v.applyLifecycle(p, f)
 	v.applyTelegram(p, &f.Telegram)
 	v.applyAlerts(p, f)
@@ -1042,6 +1046,7 @@ var nameRe = lazyRegexp(`^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$`)
 func (v *validator) check(p *Policy) {
 	v.checkGateway(p)
 	v.checkFailover(p)
+	v.checkSupervise(p)
 	v.checkGatewayLimits(p)
 	v.checkAuth(p)
 	v.checkTelegram(p)

@@ -63,7 +63,8 @@
 //     the request to the upstream, its client and answer reader, bodies.
 //   - upstream_policy.go, upstream_pool.go: the upstreams ([[upstream]],
 //     [failover]): the order a request tries them in, failover before the
-//     first byte, each one's health (out, probed, back in).
+//     first byte, each one's health (out, probed, back in);
+//     upstream_child.go: a supervised upstream's process ([supervise]).
 //   - echo.go: the built-in echo upstream.
 //   - metrics.go, procstats*.go: /metrics.
 //   - pprof_on.go: a pprof endpoint, only in a binary built with

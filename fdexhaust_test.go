@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -179,17 +177,4 @@ func TestSilentControlSocketIsNotFrozen(t *testing.T) {
 	if c := g.wait(30 * time.Second); c != exitRestart {
 		t.Errorf("the gateway exited %d, want %d (a drain restart)", c, exitRestart)
 	}
-}
-
-// metricValue is the value of one sample in a /metrics text, or -1.
-func metricValue(text, sample string) float64 {
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(sample) + ` (\S+)$`).FindStringSubmatch(text)
-	if m == nil {
-		return -1
-	}
-	v, err := strconv.ParseFloat(m[1], 64)
-	if err != nil {
-		return -1
-	}
-	return v
 }

@@ -109,7 +109,8 @@ type gateway struct {
 	// (upstream_pool.go), made again when a reload changes them.
 	upstreams atomic.Pointer[upstreamPool]
 	poolMu    sync.Mutex
-	allOut    atomic.Bool // the every-upstream-is-out alert fired
+	allOut    atomic.Bool              // the every-upstream-is-out alert fired
+	children  atomic.Pointer[[]*child] // the supervised upstreams' runs (upstream_child.go)
 }
 
 // gatewayParts is everything a gateway needs to exist, as runServe's

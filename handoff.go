@@ -56,6 +56,9 @@ type inheritance struct {
 	instance *os.File
 	token    *os.File // nil when the predecessor held no token lock
 	peer     *handoffPeer
+	// The supervised upstreams' runs, by upstream name: each one's pid and
+	// start time (the name child:NAME:PID:START) and output pipe.
+	children map[string]*inheritedChild
 }
 
 // handoffPeer is one end of the line protocol. Writes go through a queue,

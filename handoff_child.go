@@ -63,6 +63,13 @@ func inheritedFromPredecessor() (*inheritance, error) {
 				inh.peer = newHandoffPeer(c)
 			}
 		default:
+			if cname, pid, start, ok := parseChildName(name); ok {
+				if inh.children == nil {
+					inh.children = map[string]*inheritedChild{}
+				}
+				inh.children[cname] = &inheritedChild{pid: pid, start: start, out: file()}
+				continue
+			}
 			unix.Close(fd)
 		}
 		if err != nil {
@@ -143,6 +150,8 @@ func (g *gateway) commit(from int) {
 		panic("test fault crash-after-takeover")
 	}
 	g.log.info(evReady, "listen", g.ln.Addr().String(), "pid_file", g.pidPath, "control", g.ctlPath, "handoff_from", from)
+	// The supervised upstreams' runs are this gateway's from now on.
+	g.superviseChildren(g.policy.Load())
 	g.tell(loopInput{kind: inCommitted, pid: from})
 }
 

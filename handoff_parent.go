@@ -90,7 +90,8 @@ func (g *gateway) spawn() {
 	if g.keeper != nil {
 		kf = g.keeper.file
 	}
-	succ, err := spawnSuccessor(g.exe, g.args, g.ln, g.systemdSocket(), g.inst, g.tokLock, kf)
+	childNames, childFiles := g.handoffChildren()
+	succ, err := spawnSuccessor(g.exe, g.args, g.ln, g.systemdSocket(), g.inst, g.tokLock, kf, childNames, childFiles)
 	if err != nil {
 		g.tell(loopInput{kind: inSpawned, err: err})
 		return
@@ -133,6 +134,7 @@ func (g *gateway) handOver(successor int) {
 		g.spare = f
 	}
 	g.stopAccepting()
+	g.handChildren()
 	if g.keeper == nil {
 		g.sd.put([]byte(fmt.Sprintf("MAINPID=%d", successor)))
 	}
@@ -157,6 +159,7 @@ func (g *gateway) takeBack() {
 		g.serveHTTP()
 	}
 	go g.reclaim()
+	go g.takeChildrenBack() // it waits for the paused supervisions to end: not on the loop
 	g.keeper.current()
 	g.sd.put([]byte("READY=1\nSTATUS=serving (the successor failed)" + g.mainPID()))
 }
@@ -225,7 +228,7 @@ func handoffPossible() string {
 // and its end of the peer socket. exe is the binary's path as it was at
 // start (so a binary moved into place since is the one that runs), args the
 // same arguments. systemdSocket says ln is systemd's socket.
-func spawnSuccessor(exe string, args []string, ln net.Listener, systemdSocket bool, instance, token, keeper *os.File) (*successorProc, error) {
+func spawnSuccessor(exe string, args []string, ln net.Listener, systemdSocket bool, instance, token, keeper *os.File, childNames []string, childFiles []*os.File) (*successorProc, error) {
 	lf, err := listenerFile(ln)
 	if err != nil {
 		return nil, err
@@ -252,6 +255,7 @@ func spawnSuccessor(exe string, args []string, ln net.Listener, systemdSocket bo
 	if keeper != nil {
 		names, files = append(names, "keeper"), append(files, keeper)
 	}
+	names, files = append(names, childNames...), append(files, childFiles...)
 	names, files = append(names, "peer"), append(files, theirs)
 
 	devnull, err := os.Open(os.DevNull)

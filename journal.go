@@ -120,6 +120,16 @@ const (
 	evUpstreamIn       // fields: upstream, out_for, by: back in (a probe, or a request that it answered)
 	evUpstreamFailover // fields: from, to, why: a request moved on before its answer's first byte
 
+	// A supervised upstream's (upstream_child.go).
+	evChildStart     // fields: upstream, pid, command
+	evChildReady     // fields: upstream, pid, took
+	evChildFrozen    // fields: upstream, pid, missed, every
+	evChildSignal    // fields: upstream, pid, signal, why
+	evChildExit      // fields: upstream, pid, code (-1: an adopted run, whose code only its parent saw)
+	evChildCrashLoop // fields: upstream, starts, window, delay
+	evChildAdopted   // fields: upstream, pid: a run a predecessor handed over
+	evChildOutput    // fields: upstream, line: a line it wrote
+
 	evCount // not an event: the number of them
 )
 
@@ -151,6 +161,9 @@ var eventNames = [evCount]string{
 	evAlertSent: "alert sent", evAlertFailed: "alert failed", evMemoryLimit: "memory limit",
 	evClientBodyError: "client body error", evAcceptError: "accept error",
 	evUpstreamOut: "upstream out", evUpstreamIn: "upstream in", evUpstreamFailover: "upstream failover",
+	evChildStart: "upstream child start", evChildReady: "upstream child ready", evChildFrozen: "upstream child frozen",
+	evChildSignal: "upstream child signal", evChildExit: "upstream child exit", evChildCrashLoop: "upstream child crash loop",
+	evChildAdopted: "upstream child adopted", evChildOutput: "upstream output",
 }
 
 // eventNamed returns the event with that name, or evNone.
@@ -172,7 +185,7 @@ func (e event) String() string {
 
 // journalSkip are log events that are not lifecycle events: they would push
 // the lifecycle history out of a bounded journal.
-var journalSkip = map[event]bool{evUpstreamError: true, evUpstreamFailover: true}
+var journalSkip = map[event]bool{evUpstreamError: true, evUpstreamFailover: true, evChildOutput: true}
 
 func journalPath(stateDir string) string { return filepath.Join(stateDir, "events.jsonl") }
 

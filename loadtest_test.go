@@ -53,10 +53,11 @@ func runTestRole(role string, args []string) int {
 		"report":         runLoadReport,
 		"free-addr":      runFreeAddr,
 		"fake-successor": runFakeSuccessor,
+		"fake-agent":     runFakeAgent,
 	}
 	f, ok := roles[role]
 	if !ok {
-		fmt.Fprintf(os.Stderr, "hermes.test: unknown HERMES_TEST_ROLE %q (fake-upstream, loadgen, plot, report, free-addr, fake-successor)\n", role)
+		fmt.Fprintf(os.Stderr, "hermes.test: unknown HERMES_TEST_ROLE %q (fake-upstream, loadgen, plot, report, free-addr, fake-successor, fake-agent)\n", role)
 		return 2
 	}
 	err := f(args)

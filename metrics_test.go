@@ -685,7 +685,8 @@ func TestDocsNameRealMetrics(t *testing.T) {
 		t.Fatalf("the docs name %d metrics: %v", len(named), named)
 	}
 	bot := newFakeBotAPI(t)
-	e := telegramEnv(t, bot, "", "")
+	up := newFakeRawUpstream(t, answerAs("up")) // the per-upstream metrics need one
+	e := telegramEnv(t, bot, "", upstreamTables("up", up.url()))
 	g := e.startGateway()
 	g.waitLog("telegram polling", 10*time.Second)
 	_, m := httpGet(t, g.url+"/metrics")

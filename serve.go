@@ -385,6 +385,9 @@ func (s *serveProc) serve(g *gateway) error {
 		return s.fail("telegram", err)
 	}
 	go stampAlive(p.Gateway.StateDir, s.pid, g.done)
+	if s.inh == nil {
+		g.superviseChildren(p) // a successor takes over its predecessor's at "go"
+	}
 	testFaultPause("slow-start")
 	code, reason := g.loop(ready)
 	if !g.ending.CompareAndSwap(0, endLoop) {
@@ -393,6 +396,9 @@ func (s *serveProc) serve(g *gateway) error {
 		select {}
 	}
 	close(g.done)
+	// The supervised upstreams' runs stop after the drain: their sessions
+	// are over. A successor that took them over keeps them.
+	g.stopChildren(g.handedOff.Load())
 
 	// Every session has ended or was told to; close what is left.
 	if ctl := g.control(); ctl != nil {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -258,4 +259,39 @@ func TestUpstreamWeights(t *testing.T) {
 	if na+nb != 40 || na == 0 || nb == 0 {
 		t.Errorf("40 requests went %d to a and %d to b: want both to get a share (the chance of none is 2^-39)", na, nb)
 	}
+}
+
+// TestUpstreamAlerts: with [alerts], one upstream out for
+// alerts.upstream_down_for fires upstream_out; every upstream out fires
+// upstreams_out at once; both resolve when one is back in.
+func TestUpstreamAlerts(t *testing.T) {
+	t.Parallel() // waits on processes: see TestMain
+	hook := newFakeWebhook(t)
+	var healthy atomic.Bool
+	flaky := func(c net.Conn, req *http.Request) {
+		if healthy.Load() {
+			answerAs("up")(c, req)
+		} else {
+			statusAs(503, "")(c, req)
+		}
+	}
+	a := newFakeRawUpstream(t, flaky)
+	b := newFakeRawUpstream(t, flaky)
+	e := newTestEnv(t, upstreamTables("a", a.url(), "b", b.url())+
+		fmt.Sprintf("\n[failover]\nfail_after = 1\ncooldown = \"300ms\"\ncooldown_max = \"300ms\"\n\n[alerts]\nwebhook_url = %q\nupstream_down_for = \"1s\"\n", hook.srv.URL))
+	g := e.startGateway()
+	if code, _ := postChat(t, g.url, `{"model":"m"}`); code != 503 {
+		t.Fatalf("with both upstreams failing: %d, want the last one's 503", code)
+	}
+	all := hook.waitAlert(t, "upstreams_out", "firing", 10*time.Second)
+	if !strings.Contains(all.Summary, "every upstream is out") {
+		t.Errorf("upstreams_out says %q", all.Summary)
+	}
+	one := hook.waitAlert(t, "upstream_out", "firing", 10*time.Second)
+	if !strings.Contains(one.Summary, "has been out for 1s") {
+		t.Errorf("upstream_out says %q", one.Summary)
+	}
+	healthy.Store(true)
+	hook.waitAlert(t, "upstreams_out", "resolved", 10*time.Second)
+	hook.waitAlert(t, "upstream_out", "resolved", 10*time.Second)
 }

@@ -7,6 +7,7 @@ package main
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -19,6 +20,12 @@ type UpstreamPolicy struct {
 	Models []string // the models it serves; empty: any
 	Weight int      // its share of first attempts among the weighted upstreams at the head of the order; 0: a fallback only
 	Health string   // the path probed while it is out; "" probes /v1/models
+
+	// A supervised upstream (upstream_child.go): the command hermes runs,
+	// its extra environment ("KEY=value") and its working directory.
+	Command []string
+	Env     []string
+	Dir     string
 }
 
 // FailoverPolicy is [failover].
@@ -38,6 +45,10 @@ type fileUpstream struct {
 	Models *[]string `toml:"models"`
 	Weight *int      `toml:"weight"`
 	Health *string   `toml:"health"`
+	// Command makes it a supervised upstream: hermes runs it.
+	Command *[]string `toml:"command"`
+	Env     *[]string `toml:"env"`
+	Dir     *string   `toml:"dir"`
 }
 
 type fileFailover struct {
@@ -91,6 +102,30 @@ func (v *validator) applyUpstreams(p *Policy, f *filePolicy) {
 		v.str(&u.Health, fu.Health, key("health"), false)
 		if fu.Models != nil {
 			u.Models = *fu.Models
+		}
+		if fu.Command != nil {
+			u.Command = *fu.Command
+			if len(u.Command) == 0 || strings.TrimSpace(u.Command[0]) == "" {
+				v.fail(key("command"), "is empty: give the program and its arguments, like [\"/usr/local/bin/llama-server\", \"--port\", \"8081\"]")
+			} else if !filepath.IsAbs(u.Command[0]) {
+				v.fail(key("command"), "%q is not an absolute path: a service manager's PATH is not yours", u.Command[0])
+			}
+		}
+		if fu.Env != nil {
+			u.Env = *fu.Env
+			for _, kv := range u.Env {
+				if k, _, ok := strings.Cut(kv, "="); !ok || !envNameRe().MatchString(k) {
+					v.fail(key("env"), "holds an entry that is not KEY=value: write [\"PORT=8081\"]")
+					break
+				}
+			}
+			if fu.Command == nil {
+				v.fail(key("env"), "is for a supervised upstream: set command too")
+			}
+		}
+		v.str(&u.Dir, fu.Dir, key("dir"), false)
+		if u.Dir != "" && !filepath.IsAbs(u.Dir) {
+			v.fail(key("dir"), "%q is not an absolute path", u.Dir)
 		}
 		if fu.Weight != nil {
 			u.Weight = *fu.Weight

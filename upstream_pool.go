@@ -38,6 +38,14 @@ type upstreamNode struct {
 
 	fails atomic.Int32 // consecutive failures; written under mu
 
+	// A supervised upstream (upstream_child.go) is in the order only
+	// while its run is ready; readyCh is closed when it becomes ready.
+	supervised bool
+	ready      atomic.Bool
+	readyCh    chan struct{}
+	goneCh     chan struct{} // closed when it stops being ready
+	run        atomic.Uint64 // counts the runs that became ready
+
 	mu       sync.Mutex
 	outSince time.Time     // when it went out
 	outUntil time.Time     // the next probe
@@ -80,7 +88,8 @@ func (g *gateway) pool(p *Policy) *upstreamPool {
 			}
 		}
 		if n == nil {
-			n = &upstreamNode{client: newUpstreamClient(strings.TrimSuffix(u.URL, "/")), gone: make(chan struct{})}
+			n = &upstreamNode{client: newUpstreamClient(strings.TrimSuffix(u.URL, "/")), gone: make(chan struct{}), readyCh: make(chan struct{}),
+				supervised: len(u.Command) > 0}
 		}
 		n.mu.Lock()
 		n.UpstreamPolicy = u
@@ -118,7 +127,7 @@ func (pl *upstreamPool) order(model string, dst []*upstreamNode) []*upstreamNode
 		if !n.serves(model) {
 			continue
 		}
-		if n.isOut.Load() {
+		if n.isOut.Load() || (n.supervised && !n.ready.Load()) {
 			outs = append(outs, n)
 		} else {
 			dst = append(dst, n)
@@ -199,7 +208,7 @@ func retryAfter(h http.Header, now time.Time) time.Duration {
 
 // answered records an answer from n that is not a failure.
 func (pl *upstreamPool) answered(n *upstreamNode) {
-	if n.fails.Load() == 0 && !n.isOut.Load() {
+	if (n.fails.Load() == 0 && !n.isOut.Load()) || n.supervised {
 		return // the way nearly every answer goes: no lock
 	}
 	n.mu.Lock()
@@ -225,7 +234,8 @@ func (pl *upstreamPool) failed(n *upstreamNode, why string, wait time.Duration) 
 	n.mu.Lock()
 	fails := n.fails.Add(1)
 	n.lastErr = why
-	takeOut := !n.isOut.Load() && (int(fails) >= pl.fo.FailAfter || wait > 0)
+	// A supervised upstream's health is its supervisor's to judge.
+	takeOut := !n.supervised && !n.isOut.Load() && (int(fails) >= pl.fo.FailAfter || wait > 0)
 	if takeOut {
 		n.cooldown = pl.fo.Cooldown
 		if wait > 0 {
@@ -287,7 +297,7 @@ func (pl *upstreamPool) probe(n *upstreamNode) {
 		if time.Now().Before(n.nextProbe()) {
 			continue // woken for the alert, not the probe
 		}
-		err := pl.ask(n)
+		err := pl.ask(n, pl.fo.ProbeTimeout)
 		n.mu.Lock()
 		if !n.isOut.Load() {
 			n.mu.Unlock()
@@ -308,17 +318,17 @@ func (pl *upstreamPool) probe(n *upstreamNode) {
 	}
 }
 
-// ask is one probe of n: a GET of its health path, within
-// failover.probe_timeout. Any answer but a 5xx or a 429 is health.
-func (pl *upstreamPool) ask(n *upstreamNode) error {
-	ctx, cancel := context.WithTimeout(context.Background(), pl.fo.ProbeTimeout)
+// ask is one probe of n: a GET of its health path, within timeout. Any
+// answer but a 5xx or a 429 is health.
+func (pl *upstreamPool) ask(n *upstreamNode, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	path := n.Health
 	if path == "" {
 		path = "/v1/models"
 	}
 	req := &upstreamReq{ctx: ctx, method: http.MethodGet, clientPath: path, header: http.Header{},
-		headerTimeout: pl.fo.ProbeTimeout, idleTimeout: pl.fo.ProbeTimeout}
+		headerTimeout: timeout, idleTimeout: timeout}
 	if n.Health != "" {
 		req.base, req.path, req.auth = strings.TrimSuffix(n.URL, "/"), path, n.auth()
 	} else {
@@ -405,7 +415,8 @@ func requestModel(body []byte) string {
 // upstreamView is one upstream as /status shows it.
 type upstreamView struct {
 	Name      string    `json:"name"`
-	State     string    `json:"state"` // in or out
+	State     string    `json:"state"`         // in or out (a supervised one: out while its run is not ready)
+	PID       int       `json:"pid,omitempty"` // a supervised upstream's run
 	Requests  uint64    `json:"requests"`
 	Failures  uint64    `json:"failures"`
 	OutSince  time.Time `json:"out_since,omitzero"`
@@ -421,8 +432,17 @@ func (pl *upstreamPool) views(scrub func(string) string) []upstreamView {
 		v := upstreamView{Name: n.Name, State: "in", Requests: n.requests.Load(), Failures: n.failures.Load(), LastError: scrub(n.lastErr)}
 		if n.isOut.Load() {
 			v.State, v.OutSince, v.NextProbe = "out", n.outSince, n.outUntil
+		} else if n.supervised && !n.ready.Load() {
+			v.State = "out"
 		}
 		n.mu.Unlock()
+		for _, c := range pl.g.childList() {
+			if c.node == n {
+				c.mu.Lock()
+				v.PID = c.pid
+				c.mu.Unlock()
+			}
+		}
 		out = append(out, v)
 	}
 	return out
@@ -431,6 +451,9 @@ func (pl *upstreamPool) views(scrub func(string) string) []upstreamView {
 // describe is one upstream for hermes status.
 func (v upstreamView) describe() string {
 	s := fmt.Sprintf("%s %s, %d requests, %d failed", v.Name, v.State, v.Requests, v.Failures)
+	if v.PID != 0 {
+		s = fmt.Sprintf("%s %s (pid %d), %d requests, %d failed", v.Name, v.State, v.PID, v.Requests, v.Failures)
+	}
 	if v.State == "out" {
 		s += fmt.Sprintf(" (out for %s, next probe in %s", fmtDur(time.Since(v.OutSince)), fmtDur(max(time.Until(v.NextProbe), 0)))
 		if v.LastError != "" {

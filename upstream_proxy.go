@@ -261,6 +261,7 @@ func (g *gateway) roundTrip(w *responseRecorder, r *http.Request, p *Policy, req
 func (g *gateway) attempt(pl *upstreamPool, order []*upstreamNode, req *upstreamReq, path string) (resp *http.Response, err error, transport bool) {
 	ctx, headerTimeout := req.ctx, req.headerTimeout
 	deadline := time.Now().Add(pl.fo.Timeout)
+	retried := 0
 	for i := 0; i < len(order); i++ {
 		n := order[i]
 		last := i == len(order)-1 || (req.body == nil && req.length != 0)
@@ -271,11 +272,24 @@ func (g *gateway) attempt(pl *upstreamPool, order []*upstreamNode, req *upstream
 		n.aim(req)
 		n.requests.Add(1)
 		transport = transport || n.client == nil
-		resp, err = g.send(n, req)
+		run := n.run.Load()
+		if n.supervised && !n.waitReady(ctx, req.headerTimeout) {
+			// Its run is starting again: waited for within the header's
+			// timeout, then the next upstream.
+			resp, err = nil, &upstreamTimeout{after: req.headerTimeout, err: fmt.Errorf("supervised upstream %s is not ready", n.Name)}
+		} else {
+			resp, err = g.send(n, req)
+		}
 		why := ""
 		switch {
 		case err != nil && (ctx.Err() != nil || req.clientErr() != nil):
 			last = true // the client's doing: no upstream to blame
+		case err != nil && n.supervised && last && retried < 2 && n.waitNextRun(ctx, run, min(headerTimeout, time.Until(deadline))):
+			// Its run died under the request (no answer began): the
+			// next run, once ready, gets it again.
+			retried++
+			i--
+			continue
 		case err != nil:
 			why = redactURL(err, req.url())
 			if i > 0 || !last {
