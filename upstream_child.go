@@ -134,29 +134,44 @@ func (g *gateway) superviseChildren(p *Policy) {
 	}
 	g.children.Store(&list) // before any run starts: each records them all
 	for i, c := range list {
-		c.begin(inhs[i])
+		c.begin(inhs[i], false)
 	}
 }
 
-// begin starts the supervision goroutine, adopting inh when it is given.
-func (c *child) begin(inh *inheritedChild) {
-	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.done = make(chan struct{})
+// begin starts the supervision goroutine, adopting inh when it is given
+// (or resuming the run this gateway has: resumed).
+func (c *child) begin(inh *inheritedChild, resumed bool) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	c.mu.Lock()
+	c.ctx, c.cancel, c.done = ctx, cancel, done
+	c.mu.Unlock()
 	go func() {
-		defer close(c.done)
-		c.supervise(inh)
+		defer close(done)
+		c.supervise(inh, resumed)
 	}()
+}
+
+// supervision is the running supervision's cancel and done channel.
+func (c *child) supervision() (context.CancelFunc, chan struct{}) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cancel, c.done
 }
 
 // supervise is a child's life: start (or adopt), wait for ready, watch,
 // and when it exits, freezes or never becomes ready, stop it and start it
-// again, until the gateway stops or hands it over.
-func (c *child) supervise(inh *inheritedChild) {
+// again, until the gateway stops or hands it over. resumed: the run is
+// this gateway's already (a failback after a handoff).
+func (c *child) supervise(inh *inheritedChild, resumed bool) {
 	log := c.g.log
 	name := c.node.Name
-	if inh != nil && c.adopt(inh) {
+	switch {
+	case resumed:
+		c.node.setReady(false) // ready again at its next answer
+	case inh != nil && c.adopt(inh):
 		log.info(evChildAdopted, "upstream", name, "pid", c.pid)
-	} else if !c.run() {
+	case !c.run():
 		return
 	}
 	for {
@@ -395,8 +410,9 @@ func (c *child) ladder(why string) {
 func (g *gateway) stopChildren(handedOver bool) {
 	var wg sync.WaitGroup
 	for _, c := range g.childList() {
-		c.cancel()
-		<-c.done
+		cancel, done := c.supervision()
+		cancel()
+		<-done
 		if handedOver {
 			continue
 		}
@@ -455,7 +471,8 @@ func readChildRecords(stateDir string) map[string]childRecord {
 // supervises from now on; the output pipe is its to read.
 func (g *gateway) handChildren() {
 	for _, c := range g.childList() {
-		c.cancel()
+		cancel, _ := c.supervision()
+		cancel()
 		c.mu.Lock()
 		if c.out != nil {
 			c.out.SetReadDeadline(time.Now())
@@ -468,38 +485,15 @@ func (g *gateway) handChildren() {
 // on as they were.
 func (g *gateway) takeChildrenBack() {
 	for _, c := range g.childList() {
-		<-c.done
+		_, done := c.supervision()
+		<-done
 		c.mu.Lock()
-		inh := &inheritedChild{pid: c.pid, start: c.start}
 		if c.out != nil {
 			c.out.SetReadDeadline(time.Time{})
 			go c.relayOutput(c.out)
 		}
 		c.mu.Unlock()
-		c.ctx, c.cancel = context.WithCancel(context.Background())
-		c.done = make(chan struct{})
-		go func() {
-			defer close(c.done)
-			c.resume(inh)
-		}()
-	}
-}
-
-// resume is supervise for a run this gateway already watches.
-func (c *child) resume(inh *inheritedChild) {
-	c.node.setReady(false)
-	for {
-		why := c.watch()
-		c.node.setReady(false)
-		if c.ctx.Err() != nil {
-			return
-		}
-		if why != "" {
-			c.ladder(why)
-		}
-		if !c.run() {
-			return
-		}
+		c.begin(nil, true)
 	}
 }
 

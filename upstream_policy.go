@@ -95,41 +95,7 @@ func (v *validator) applyUpstreams(p *Policy, f *filePolicy) {
 	seen := map[string]int{}
 	for i, fu := range f.Upstream {
 		key := func(k string) string { return elementKey("upstream", i, k) }
-		u := UpstreamPolicy{}
-		v.str(&u.Name, fu.Name, key("name"), true)
-		v.str(&u.URL, fu.URL, key("url"), true)
-		v.str(&u.KeyEnv, fu.KeyEnv, key("key_env"), false)
-		v.str(&u.Health, fu.Health, key("health"), false)
-		if fu.Models != nil {
-			u.Models = *fu.Models
-		}
-		if fu.Command != nil {
-			u.Command = *fu.Command
-			if len(u.Command) == 0 || strings.TrimSpace(u.Command[0]) == "" {
-				v.fail(key("command"), "is empty: give the program and its arguments, like [\"/usr/local/bin/llama-server\", \"--port\", \"8081\"]")
-			} else if !filepath.IsAbs(u.Command[0]) {
-				v.fail(key("command"), "%q is not an absolute path: a service manager's PATH is not yours", u.Command[0])
-			}
-		}
-		if fu.Env != nil {
-			u.Env = *fu.Env
-			for _, kv := range u.Env {
-				if k, _, ok := strings.Cut(kv, "="); !ok || !envNameRe().MatchString(k) {
-					v.fail(key("env"), "holds an entry that is not KEY=value: write [\"PORT=8081\"]")
-					break
-				}
-			}
-			if fu.Command == nil {
-				v.fail(key("env"), "is for a supervised upstream: set command too")
-			}
-		}
-		v.str(&u.Dir, fu.Dir, key("dir"), false)
-		if u.Dir != "" && !filepath.IsAbs(u.Dir) {
-			v.fail(key("dir"), "%q is not an absolute path", u.Dir)
-		}
-		if fu.Weight != nil {
-			u.Weight = *fu.Weight
-		}
+		u := v.applyUpstream(i, fu)
 		switch {
 		case fu.Name == nil:
 			v.fail(key("name"), "every [[upstream]] needs a name (it names the upstream in logs, metrics and status): add name = \"primary\", say")
@@ -139,26 +105,6 @@ func (v *validator) applyUpstreams(p *Policy, f *filePolicy) {
 			v.fail(key("name"), "%q is the name of upstream %d too: each needs its own", u.Name, seen[u.Name])
 		}
 		seen[u.Name] = i + 1
-		if fu.URL == nil {
-			v.fail(key("url"), "every [[upstream]] needs a url, like \"http://127.0.0.1:8000/v1\"")
-		} else if !strings.HasPrefix(u.URL, "http://") && !strings.HasPrefix(u.URL, "https://") {
-			v.fail(key("url"), "%q must start with http:// or https://", u.URL)
-		}
-		if u.KeyEnv != "" && !envNameRe().MatchString(u.KeyEnv) {
-			// Not echoed: what is there may be the key itself.
-			v.fail(key("key_env"), "is not an environment variable name (it names the variable that holds the key; never put the key itself here)")
-		}
-		if u.Weight < 0 {
-			v.fail(key("weight"), "%d: use 0 (a fallback only) or more", u.Weight)
-		}
-		if u.Health != "" && !strings.HasPrefix(u.Health, "/") {
-			v.fail(key("health"), "%q must be a path, starting with /", u.Health)
-		}
-		for _, m := range u.Models {
-			if strings.TrimSpace(m) == "" {
-				v.fail(key("models"), "holds an empty model name")
-			}
-		}
 		p.Upstream = append(p.Upstream, u)
 	}
 	fo, d := &p.Failover, f.Failover
@@ -172,6 +118,68 @@ func (v *validator) applyUpstreams(p *Policy, f *filePolicy) {
 	v.dur(&fo.Cooldown, d.Cooldown, "failover.cooldown")
 	v.dur(&fo.CooldownMax, d.CooldownMax, "failover.cooldown_max")
 	v.dur(&fo.ProbeTimeout, d.ProbeTimeout, "failover.probe_timeout")
+}
+
+// applyUpstream applies the i-th [[upstream]] table (from 0), all but its
+// name's uniqueness.
+func (v *validator) applyUpstream(i int, fu fileUpstream) UpstreamPolicy {
+	key := func(k string) string { return elementKey("upstream", i, k) }
+	u := UpstreamPolicy{}
+	v.str(&u.Name, fu.Name, key("name"), true)
+	v.str(&u.URL, fu.URL, key("url"), true)
+	v.str(&u.KeyEnv, fu.KeyEnv, key("key_env"), false)
+	v.str(&u.Health, fu.Health, key("health"), false)
+	if fu.Models != nil {
+		u.Models = *fu.Models
+	}
+	if fu.Command != nil {
+		u.Command = *fu.Command
+		if len(u.Command) == 0 || strings.TrimSpace(u.Command[0]) == "" {
+			v.fail(key("command"), "is empty: give the program and its arguments, like [\"/usr/local/bin/llama-server\", \"--port\", \"8081\"]")
+		} else if !filepath.IsAbs(u.Command[0]) {
+			v.fail(key("command"), "%q is not an absolute path: a service manager's PATH is not yours", u.Command[0])
+		}
+	}
+	if fu.Env != nil {
+		u.Env = *fu.Env
+		for _, kv := range u.Env {
+			if k, _, ok := strings.Cut(kv, "="); !ok || !envNameRe().MatchString(k) {
+				v.fail(key("env"), "holds an entry that is not KEY=value: write [\"PORT=8081\"]")
+				break
+			}
+		}
+		if fu.Command == nil {
+			v.fail(key("env"), "is for a supervised upstream: set command too")
+		}
+	}
+	v.str(&u.Dir, fu.Dir, key("dir"), false)
+	if u.Dir != "" && !filepath.IsAbs(u.Dir) {
+		v.fail(key("dir"), "%q is not an absolute path", u.Dir)
+	}
+	if fu.Weight != nil {
+		u.Weight = *fu.Weight
+	}
+	if fu.URL == nil {
+		v.fail(key("url"), "every [[upstream]] needs a url, like \"http://127.0.0.1:8000/v1\"")
+	} else if !strings.HasPrefix(u.URL, "http://") && !strings.HasPrefix(u.URL, "https://") {
+		v.fail(key("url"), "%q must start with http:// or https://", u.URL)
+	}
+	if u.KeyEnv != "" && !envNameRe().MatchString(u.KeyEnv) {
+		// Not echoed: what is there may be the key itself.
+		v.fail(key("key_env"), "is not an environment variable name (it names the variable that holds the key; never put the key itself here)")
+	}
+	if u.Weight < 0 {
+		v.fail(key("weight"), "%d: use 0 (a fallback only) or more", u.Weight)
+	}
+	if u.Health != "" && !strings.HasPrefix(u.Health, "/") {
+		v.fail(key("health"), "%q must be a path, starting with /", u.Health)
+	}
+	for _, m := range u.Models {
+		if strings.TrimSpace(m) == "" {
+			v.fail(key("models"), "holds an empty model name")
+		}
+	}
+	return u
 }
 
 // checkFailover validates [failover] as a whole.
