@@ -140,7 +140,7 @@ func TestSupervisedUpstreamFrozenIsReplaced(t *testing.T) {
 	if syscall.Kill(pid, 0) == nil {
 		t.Errorf("the frozen run (pid %d) is still alive", pid)
 	}
-	t.Logf("freeze to a served request (the fallback): %s; freeze to the new run ready: %s", servedIn.Round(time.Millisecond), replacedIn.Round(time.Millisecond))
+	t.Logf("freeze to a served request: %s; freeze to the new run ready: %s", servedIn.Round(time.Millisecond), replacedIn.Round(time.Millisecond))
 
 	// hermes stops its child after its own drain.
 	g.signal(syscall.SIGTERM)
