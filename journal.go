@@ -121,13 +121,13 @@ const (
 	evUpstreamFailover // fields: from, to, why: a request moved on before its answer's first byte
 
 	// A supervised upstream's (upstream_child.go).
-	evChildStart     // fields: upstream, pid, command
-	evChildReady     // fields: upstream, pid, took
-	evChildFrozen    // fields: upstream, pid, missed, every
-	evChildSignal    // fields: upstream, pid, signal, why
-	evChildExit      // fields: upstream, pid, code (-1: an adopted run, whose code only its parent saw)
+	evChildStart     // fields: upstream, child_pid, command
+	evChildReady     // fields: upstream, child_pid, took
+	evChildFrozen    // fields: upstream, child_pid, missed, every
+	evChildSignal    // fields: upstream, child_pid, signal, why
+	evChildExit      // fields: upstream, child_pid, code (-1: an adopted run, whose code only its parent saw)
 	evChildCrashLoop // fields: upstream, starts, window, delay
-	evChildAdopted   // fields: upstream, pid: a run a predecessor handed over
+	evChildAdopted   // fields: upstream, child_pid: a run a predecessor handed over
 	evChildOutput    // fields: upstream, line: a line it wrote
 
 	evCount // not an event: the number of them

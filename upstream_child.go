@@ -170,7 +170,7 @@ func (c *child) supervise(inh *inheritedChild, resumed bool) {
 	case resumed:
 		c.node.setReady(false) // ready again at its next answer
 	case inh != nil && c.adopt(inh):
-		log.info(evChildAdopted, "upstream", name, "pid", c.pid)
+		log.info(evChildAdopted, "upstream", name, "child_pid", c.pid)
 	case !c.run():
 		return
 	}
@@ -186,7 +186,7 @@ func (c *child) supervise(inh *inheritedChild, resumed bool) {
 		c.mu.Lock()
 		pid, code := c.pid, c.code
 		c.mu.Unlock()
-		log.warn(evChildExit, "upstream", name, "pid", pid, "code", code)
+		log.warn(evChildExit, "upstream", name, "child_pid", pid, "code", code)
 		if !c.run() {
 			return
 		}
@@ -280,10 +280,10 @@ func (c *child) spawn() error {
 		close(exited)
 	}()
 	go c.relayOutput(r)
-	c.g.log.info(evChildStart, "upstream", n.Name, "pid", pid, "command", filepath.Base(n.Command[0]))
+	c.g.log.info(evChildStart, "upstream", n.Name, "child_pid", pid, "command", filepath.Base(n.Command[0]))
 	c.g.recordChildren()
 	if err != nil {
-		c.g.log.warn(evChildStart, "upstream", n.Name, "pid", pid, "note", "no process handle: "+err.Error())
+		c.g.log.warn(evChildStart, "upstream", n.Name, "child_pid", pid, "note", "no process handle: "+err.Error())
 	}
 	return nil
 }
@@ -294,7 +294,7 @@ func (c *child) spawn() error {
 func (c *child) adopt(inh *inheritedChild) bool {
 	h, err := openProc(inh.pid, inh.start)
 	if err != nil {
-		c.g.log.warn(evChildAdopted, "upstream", c.node.Name, "pid", inh.pid, "error", "not the process handed over: "+err.Error())
+		c.g.log.warn(evChildAdopted, "upstream", c.node.Name, "child_pid", inh.pid, "error", "not the process handed over: "+err.Error())
 		if inh.out != nil {
 			inh.out.Close()
 		}
@@ -356,14 +356,14 @@ func (c *child) watch() string {
 		case ok && !ready:
 			ready, missed = true, 0
 			c.node.setReady(true)
-			c.g.log.info(evChildReady, "upstream", c.node.Name, "pid", pid, "took", time.Since(started).Round(time.Millisecond))
+			c.g.log.info(evChildReady, "upstream", c.node.Name, "child_pid", pid, "took", time.Since(started).Round(time.Millisecond))
 		case ok:
 			missed = 0
 		case !ready && time.Since(started) >= s.ReadyTimeout:
 			return fmt.Sprintf("not ready within supervise.ready_timeout (%s)", s.ReadyTimeout)
 		case ready:
 			if missed++; missed >= s.FrozenAfter {
-				c.g.log.errorf(evChildFrozen, "upstream", c.node.Name, "pid", pid, "missed", missed, "every", s.HealthEvery)
+				c.g.log.errorf(evChildFrozen, "upstream", c.node.Name, "child_pid", pid, "missed", missed, "every", s.HealthEvery)
 				return fmt.Sprintf("frozen: %d health probes in a row unanswered", missed)
 			}
 		}
@@ -387,7 +387,7 @@ func (c *child) ladder(why string) {
 			return
 		default:
 		}
-		c.g.log.warn(evChildSignal, "upstream", c.node.Name, "pid", pid, "signal", signalName(sig), "why", why)
+		c.g.log.warn(evChildSignal, "upstream", c.node.Name, "child_pid", pid, "signal", signalName(sig), "why", why)
 		if h == nil || h.signal(sig) != nil {
 			return // not proven, or gone: nothing to signal
 		}
@@ -423,7 +423,7 @@ func (g *gateway) stopChildren(handedOver bool) {
 			c.mu.Lock()
 			pid, code := c.pid, c.code
 			c.mu.Unlock()
-			g.log.info(evChildExit, "upstream", c.node.Name, "pid", pid, "code", code)
+			g.log.info(evChildExit, "upstream", c.node.Name, "child_pid", pid, "code", code)
 		}()
 	}
 	wg.Wait()

@@ -126,8 +126,8 @@ func TestSupervisedUpstreamFrozenIsReplaced(t *testing.T) {
 	if code != 200 || strings.Count(body, "[DONE]") != 1 {
 		t.Fatalf("a request while the agent is frozen: %d %q, want one whole answer", code, body)
 	}
-	g.waitLog(fmt.Sprintf("upstream child frozen level=error upstream=agent pid=%d", pid), 20*time.Second)
-	g.waitLog(fmt.Sprintf("upstream child signal level=warn upstream=agent pid=%d signal=TERM", pid), 5*time.Second)
+	g.waitLog(fmt.Sprintf("upstream child frozen level=error upstream=agent child_pid=%d", pid), 20*time.Second)
+	g.waitLog(fmt.Sprintf("upstream child signal level=warn upstream=agent child_pid=%d signal=TERM", pid), 5*time.Second)
 	var next int
 	waitUntil(t, 20*time.Second, "a new run of the agent, ready", func() bool {
 		next = agentPID(t, g.url)
@@ -141,6 +141,12 @@ func TestSupervisedUpstreamFrozenIsReplaced(t *testing.T) {
 		t.Errorf("the frozen run (pid %d) is still alive", pid)
 	}
 	t.Logf("freeze to a served request: %s; freeze to the new run ready: %s", servedIn.Round(time.Millisecond), replacedIn.Round(time.Millisecond))
+	evs, _, _ := e.hermes(20*time.Second, "events", "--since", "1h")
+	for _, want := range []string{"upstream child start", "upstream child ready", "upstream child frozen", "upstream child signal", "upstream child exit"} {
+		if !strings.Contains(evs, want) {
+			t.Errorf("hermes events does not show %q:\n%s", want, evs)
+		}
+	}
 
 	// hermes stops its child after its own drain.
 	g.signal(syscall.SIGTERM)
@@ -188,7 +194,7 @@ func TestSupervisedUpstreamSurvivesHandoff(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "handed off") {
 		t.Fatalf("restart = %d:\n%s%s", code, out, errOut)
 	}
-	g.waitLog(fmt.Sprintf("upstream child adopted upstream=agent pid=%d", pid), 10*time.Second)
+	g.waitLog(fmt.Sprintf("upstream child adopted upstream=agent child_pid=%d", pid), 10*time.Second)
 	waitUntil(t, 10*time.Second, "the successor's agent ready", func() bool { return agentPID(t, g.url) == pid })
 	if code, body := postChat(t, g.url, `{"model":"m"}`); code != 200 || !strings.Contains(body, fmt.Sprintf(`"from":"agent %d"`, pid)) {
 		t.Errorf("after the handoff: %d %q, want the same agent (pid %d)", code, body, pid)
@@ -238,7 +244,7 @@ func TestSupervisedUpstreamOutlivesAKill(t *testing.T) {
 	g.signal(syscall.SIGKILL)
 	g.wait(10 * time.Second)
 	g2 := e.startGateway()
-	g2.waitLog(fmt.Sprintf("upstream child adopted upstream=agent pid=%d", pid), 10*time.Second)
+	g2.waitLog(fmt.Sprintf("upstream child adopted upstream=agent child_pid=%d", pid), 10*time.Second)
 	waitUntil(t, 10*time.Second, "the adopted agent ready", func() bool { return agentPID(t, g2.url) == pid })
 	if code, body := postChat(t, g2.url, `{"model":"m"}`); code != 200 || !strings.Contains(body, fmt.Sprintf(`"from":"agent %d"`, pid)) {
 		t.Errorf("after the kill: %d %q, want the same agent (pid %d)", code, body, pid)
