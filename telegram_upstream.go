@@ -35,18 +35,30 @@ func (b *telegramBot) complete(ctx context.Context, p *Policy, msgs []map[string
 	headTimeout := fmt.Errorf("upstream timeout: no answer within gateway.upstream_header_timeout (%s)", p.Gateway.UpstreamHeaderTimeout)
 	idleTimeout := fmt.Errorf("upstream timeout: the answer stopped for gateway.upstream_idle_timeout (%s)", p.Gateway.UpstreamIdleTimeout)
 	head := time.AfterFunc(p.Gateway.UpstreamHeaderTimeout, func() { cancel(headTimeout) })
+	// Either clock may see it first: this turn's, or the upstream
+	// client's own deadline on the socket (an upstreamTimeout), which
+	// says the same. timedOut returns the timeout err is, or nil.
+	answered := false
 	timedOut := func(err error) error {
-		if c := context.Cause(cctx); ctx.Err() == nil && (c == headTimeout || c == idleTimeout) {
+		c := context.Cause(cctx)
+		var late *upstreamTimeout
+		if ctx.Err() == nil && c != headTimeout && c != idleTimeout && errors.As(err, &late) {
+			c = idleTimeout
+			if !answered {
+				c = headTimeout
+			}
+		}
+		if ctx.Err() == nil && (c == headTimeout || c == idleTimeout) {
 			b.h.upstreamFailed(upTimeout, c, started)
 			return c
 		}
-		return err
+		return nil
 	}
 	body, _ := json.Marshal(map[string]any{"model": p.Telegram.Model, "stream": true, "messages": msgs})
 	resp, err := b.h.upstreamOpen(cctx, p, body)
 	head.Stop()
 	if err != nil {
-		if terr := timedOut(nil); terr != nil {
+		if terr := timedOut(err); terr != nil {
 			return "", terr
 		}
 		kind := upstreamErrKind(err)
@@ -58,6 +70,7 @@ func (b *telegramBot) complete(ctx context.Context, p *Policy, msgs []map[string
 	}
 	defer resp.Body.Close()
 	b.h.upstreamAnswered()
+	answered = true
 	timer := time.AfterFunc(p.Gateway.UpstreamIdleTimeout, func() { cancel(idleTimeout) })
 	defer timer.Stop()
 	if resp.StatusCode != http.StatusOK {
@@ -80,7 +93,7 @@ func (b *telegramBot) complete(ctx context.Context, p *Policy, msgs []map[string
 		return ans.String(), err
 	}
 	if err := sc.Err(); err != nil && ctx.Err() == nil {
-		if terr := timedOut(nil); terr != nil {
+		if terr := timedOut(err); terr != nil {
 			return ans.String(), terr
 		}
 		return ans.String(), fmt.Errorf("upstream stream broken: %v", err)
