@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 )
 
@@ -47,6 +48,19 @@ const (
 	// which stays open while no gateway runs. An older successor ignores it.
 	envHandoffSocket = "HERMES_HANDOFF_SOCKET"
 )
+
+// environWithout is this process's environment less the named variables:
+// what a process it starts (a successor, a gateway under the keeper, a
+// supervised upstream) must not take for its own.
+func environWithout(names ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); !slices.Contains(names, k) {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
 
 // inheritance is what a successor was handed.
 type inheritance struct {

@@ -265,14 +265,7 @@ func (k *keeper) reap() (bool, error) {
 // gateway; LISTEN_PID names the keeper, which the gateway checks against
 // its parent), and the keeper's own.
 func keeperChildEnv(nListen, keeperFD int) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		switch strings.SplitN(kv, "=", 2)[0] {
-		case "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", envKeeper, envKeeperFD:
-			continue
-		}
-		env = append(env, kv)
-	}
+	env := environWithout("WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", envKeeper, envKeeperFD)
 	if nListen > 0 {
 		env = append(env, fmt.Sprintf("LISTEN_FDS=%d", nListen), fmt.Sprintf("LISTEN_PID=%d", os.Getpid()))
 		if names := os.Getenv("LISTEN_FDNAMES"); names != "" {

@@ -283,14 +283,7 @@ func spawnSuccessor(exe string, args []string, ln net.Listener, systemdSocket bo
 // (WATCHDOG_PID: systemd's watchdog follows the main pid, and the
 // successor becomes it) or belongs to a test of this process.
 func successorEnv(spec string, systemdSocket bool) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		switch strings.SplitN(kv, "=", 2)[0] {
-		case "WATCHDOG_PID", "HERMES_TEST_FAULT", envHandoff, envHandoffFrom, envHandoffSocket, "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", envKeeperFD:
-			continue
-		}
-		env = append(env, kv)
-	}
+	env := environWithout("WATCHDOG_PID", "HERMES_TEST_FAULT", envHandoff, envHandoffFrom, envHandoffSocket, "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", envKeeperFD)
 	env = append(env, envHandoff+"="+spec, fmt.Sprintf("%s=%d", envHandoffFrom, os.Getpid()))
 	if systemdSocket {
 		env = append(env, envHandoffSocket+"=systemd")

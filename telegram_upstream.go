@@ -26,37 +26,28 @@ func (b *telegramBot) complete(ctx context.Context, p *Policy, msgs []map[string
 		err := echoComplete(ctx, msgs[len(msgs)-1]["content"], p.Echo.WordDelay, ans)
 		return ans.String(), err
 	}
-	// The policy's upstream deadlines, as on the HTTP path: the answer's
-	// head within upstream_header_timeout, no silence inside it longer
-	// than upstream_idle_timeout.
-	cctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
+	// The upstream client keeps the policy's deadlines, as on the HTTP
+	// path (each attempt's head within upstream_header_timeout, no silence
+	// inside the answer longer than upstream_idle_timeout), and says so
+	// with an upstreamTimeout. No clock of the turn's own: it would cut a
+	// failover to the next upstream short. timedOut is the timeout err
+	// is, told for the chat, or nil.
 	started := time.Now()
-	headTimeout := fmt.Errorf("upstream timeout: no answer within gateway.upstream_header_timeout (%s)", p.Gateway.UpstreamHeaderTimeout)
-	idleTimeout := fmt.Errorf("upstream timeout: the answer stopped for gateway.upstream_idle_timeout (%s)", p.Gateway.UpstreamIdleTimeout)
-	head := time.AfterFunc(p.Gateway.UpstreamHeaderTimeout, func() { cancel(headTimeout) })
-	// Either clock may see it first: this turn's, or the upstream
-	// client's own deadline on the socket (an upstreamTimeout), which
-	// says the same. timedOut returns the timeout err is, or nil.
 	answered := false
 	timedOut := func(err error) error {
-		c := context.Cause(cctx)
 		var late *upstreamTimeout
-		if ctx.Err() == nil && c != headTimeout && c != idleTimeout && errors.As(err, &late) {
-			c = idleTimeout
-			if !answered {
-				c = headTimeout
-			}
+		if ctx.Err() != nil || !errors.As(err, &late) {
+			return nil
 		}
-		if ctx.Err() == nil && (c == headTimeout || c == idleTimeout) {
-			b.h.upstreamFailed(upTimeout, c, started)
-			return c
+		t := fmt.Errorf("upstream timeout: the answer stopped for gateway.upstream_idle_timeout (%s)", p.Gateway.UpstreamIdleTimeout)
+		if !answered {
+			t = fmt.Errorf("upstream timeout: no answer within gateway.upstream_header_timeout (%s)", p.Gateway.UpstreamHeaderTimeout)
 		}
-		return nil
+		b.h.upstreamFailed(upTimeout, t, started)
+		return t
 	}
 	body, _ := json.Marshal(map[string]any{"model": p.Telegram.Model, "stream": true, "messages": msgs})
-	resp, err := b.h.upstreamOpen(cctx, p, body)
-	head.Stop()
+	resp, err := b.h.upstreamOpen(ctx, p, body)
 	if err != nil {
 		if terr := timedOut(err); terr != nil {
 			return "", terr
@@ -71,16 +62,14 @@ func (b *telegramBot) complete(ctx context.Context, p *Policy, msgs []map[string
 	defer resp.Body.Close()
 	b.h.upstreamAnswered()
 	answered = true
-	timer := time.AfterFunc(p.Gateway.UpstreamIdleTimeout, func() { cancel(idleTimeout) })
-	defer timer.Stop()
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
 		return "", fmt.Errorf("upstream answered HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(msg)))
 	}
 	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
 		// An upstream that ignored "stream": one JSON answer.
-		if !readJSONAnswer(resp.Body, ans) {
-			if terr := timedOut(nil); terr != nil {
+		if err := readJSONAnswer(resp.Body, ans); err != nil {
+			if terr := timedOut(err); terr != nil {
 				return "", terr
 			}
 			return "", errors.New("upstream answered something that is not a chat completion")
@@ -89,7 +78,7 @@ func (b *telegramBot) complete(ctx context.Context, p *Policy, msgs []map[string
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
-	if done, err := readSSEAnswer(sc, func() { timer.Reset(p.Gateway.UpstreamIdleTimeout) }, ans); done {
+	if done, err := readSSEAnswer(sc, ans); done {
 		return ans.String(), err
 	}
 	if err := sc.Err(); err != nil && ctx.Err() == nil {
@@ -105,8 +94,8 @@ func (b *telegramBot) complete(ctx context.Context, p *Policy, msgs []map[string
 }
 
 // readJSONAnswer reads a chat completion that came as one JSON answer
-// into ans; it reports false if the body is not one.
-func readJSONAnswer(body io.Reader, ans *cappedAnswer) bool {
+// into ans; the error says why it is not one.
+func readJSONAnswer(body io.Reader, ans *cappedAnswer) error {
 	var r struct {
 		Choices []struct {
 			Message struct {
@@ -114,20 +103,22 @@ func readJSONAnswer(body io.Reader, ans *cappedAnswer) bool {
 			} `json:"message"`
 		} `json:"choices"`
 	}
-	if err := json.NewDecoder(io.LimitReader(body, 16<<20)).Decode(&r); err != nil || len(r.Choices) == 0 {
-		return false
+	if err := json.NewDecoder(io.LimitReader(body, 16<<20)).Decode(&r); err != nil {
+		return err
+	}
+	if len(r.Choices) == 0 {
+		return errors.New("no choices")
 	}
 	ans.add(r.Choices[0].Message.Content)
-	return true
+	return nil
 }
 
-// readSSEAnswer reads a streamed chat completion's deltas into ans,
-// calling alive at each line. It reports done when the answer ended in
+// readSSEAnswer reads a streamed chat completion's deltas into ans. It
+// reports done when the answer ended in
 // the stream ([DONE], an error event, or the cap); otherwise the stream
 // ended or broke first, and sc.Err says which.
-func readSSEAnswer(sc *bufio.Scanner, alive func(), ans *cappedAnswer) (bool, error) {
+func readSSEAnswer(sc *bufio.Scanner, ans *cappedAnswer) (bool, error) {
 	for sc.Scan() {
-		alive()
 		data, ok := bytes.CutPrefix(sc.Bytes(), []byte("data:"))
 		if !ok {
 			continue

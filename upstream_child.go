@@ -536,14 +536,8 @@ func parseChildName(s string) (name string, pid int, start uint64, ok bool) {
 // childEnv is a child's environment: hermes's, less what is hermes's own
 // (a handoff's, systemd's), plus the upstream's env.
 func childEnv(extra []string) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		switch k, _, _ := strings.Cut(kv, "="); k {
-		case "NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", envKeeperFD, envHandoff, envHandoffFrom, envHandoffSocket:
-			continue
-		}
-		env = append(env, kv)
-	}
+	env := environWithout("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",
+		envKeeper, envKeeperFD, envHandoff, envHandoffFrom, envHandoffSocket)
 	return append(env, extra...)
 }
 

@@ -221,14 +221,18 @@ func TestUpstreamPolicyErrors(t *testing.T) {
 }
 
 // TestTelegramFailsOver: a Telegram turn takes the same path as an HTTP
-// session: the first upstream answers 500, and the chat gets the second
-// one's answer, once.
+// session: the first upstream answers 500, the second sends no head within
+// upstream_header_timeout, and the chat gets the third one's answer, once
+// (the turn has no clock of its own that would cut the failover short).
 func TestTelegramFailsOver(t *testing.T) {
 	t.Parallel() // waits on processes: see TestMain
 	bot := newFakeBotAPI(t)
 	broken := newFakeRawUpstream(t, statusAs(500, ""))
+	hold := make(chan struct{})
+	silent := newFakeRawUpstream(t, func(c net.Conn, req *http.Request) { <-hold })
+	t.Cleanup(func() { close(hold) })
 	good := newFakeChatUpstream(t)
-	e := telegramEnv(t, bot, "", upstreamTables("broken", broken.url(), "good", good.srv.URL))
+	e := telegramEnv(t, bot, "upstream_header_timeout = \"1s\"\n", upstreamTables("broken", broken.url(), "silent", silent.url(), "good", good.srv.URL))
 	g := e.startGateway()
 	g.waitLog("telegram polling", 10*time.Second)
 	_, m := bot.userMessage(tgAllowed, tgAllowed, "hello over there")
@@ -239,7 +243,8 @@ func TestTelegramFailsOver(t *testing.T) {
 	if n := len(good.requests()); n != 1 {
 		t.Errorf("the good upstream was asked %d times, want 1", n)
 	}
-	g.waitLog("upstream failover from=broken to=good why=\"HTTP 500\"", 5*time.Second)
+	g.waitLog("upstream failover from=broken to=silent why=\"HTTP 500\"", 5*time.Second)
+	g.waitLog("upstream failover from=silent to=good", 5*time.Second)
 }
 
 // TestUpstreamWeights: weighted upstreams at the head of the order share

@@ -55,7 +55,7 @@ func (g *gateway) proxy(w *responseRecorder, r *http.Request, p *Policy) {
 	if !g.upstreamRequest(w, r, p, &req) {
 		return
 	}
-	resp, ok := g.roundTrip(w, r, p, &req)
+	resp, ok := g.roundTrip(w, r, &req)
 	if !ok {
 		return
 	}
@@ -94,11 +94,12 @@ type upstreamReq struct {
 	// clientPath is the client's escaped path, from which each attempt's
 	// path is cut (upstreamNode.aim).
 	clientPath string
-	query      string      // the client's raw query, or ""
-	header     http.Header // the client's; hop-by-hop headers are left out when sent
-	auth       string      // Authorization from the policy's key, or ""
-	body       []byte      // a small body, read whole; nil when stream carries it
-	pooled     *[]byte     // body's pooled buffer, or nil
+	pool       *upstreamPool // the upstreams it may go to
+	query      string        // the client's raw query, or ""
+	header     http.Header   // the client's; hop-by-hop headers are left out when sent
+	auth       string        // Authorization from the policy's key, or ""
+	body       []byte        // a small body, read whole; nil when stream carries it
+	pooled     *[]byte       // body's pooled buffer, or nil
 	stream     io.Reader
 	tap        *streamedBody // stream, when the body streams; nil when read whole
 	length     int64         // the body's length, -1 unknown
@@ -134,12 +135,12 @@ func (g *gateway) upstreamRequest(w *responseRecorder, r *http.Request, p *Polic
 		return false
 	}
 	dropConnectionTokens(r.Header)
-	*req = upstreamReq{ctx: r.Context(), method: r.Method, clientPath: r.URL.EscapedPath(), query: r.URL.RawQuery,
-		header: r.Header, stream: r.Body, length: r.ContentLength,
-		headerTimeout: p.Gateway.UpstreamHeaderTimeout, idleTimeout: p.Gateway.UpstreamIdleTimeout}
 	// A body that may go to a second upstream, or whose model picks the
 	// upstream, is read whole: it is replayed from memory.
 	pl := g.pool(p)
+	*req = upstreamReq{ctx: r.Context(), method: r.Method, clientPath: r.URL.EscapedPath(), query: r.URL.RawQuery,
+		header: r.Header, stream: r.Body, length: r.ContentLength, pool: pl,
+		headerTimeout: p.Gateway.UpstreamHeaderTimeout, idleTimeout: p.Gateway.UpstreamIdleTimeout}
 	whole := r.ContentLength > 0 && r.ContentLength <= smallBody
 	limit := int64(smallBody)
 	if r.ContentLength != 0 && (pl.hasModels || (len(pl.nodes) > 1 && p.Failover.Attempts > 1)) {
@@ -217,8 +218,8 @@ func (req *upstreamReq) httpRequest() (*http.Request, error) {
 // buffer is left to the collector.
 //
 //go:noinline
-func (g *gateway) roundTrip(w *responseRecorder, r *http.Request, p *Policy, req *upstreamReq) (*http.Response, bool) {
-	pl := g.pool(p)
+func (g *gateway) roundTrip(w *responseRecorder, r *http.Request, req *upstreamReq) (*http.Response, bool) {
+	pl := req.pool
 	model := ""
 	if pl.hasModels {
 		model = requestModel(req.body)
