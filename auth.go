@@ -286,9 +286,16 @@ func noKeys(a AuthPolicy) string {
 // counted, and the client's Authorization is removed: it is not the
 // upstream's.
 func (g *gateway) authorize(w http.ResponseWriter, r *http.Request, count bool) bool {
+	_, ok := g.authorizeKey(w, r, count)
+	return ok
+}
+
+// authorizeKey is authorize, and it returns the key's SHA-256: what a
+// stream the request starts is bound to (reattach.go); zero without keys.
+func (g *gateway) authorizeKey(w http.ResponseWriter, r *http.Request, count bool) (hash [sha256.Size]byte, ok bool) {
 	a := &g.policy.Load().Auth
 	if !a.required() {
-		return true
+		return hash, true
 	}
 	ring := a.ring
 	token, ok := bearer(r.Header["Authorization"])
@@ -298,7 +305,7 @@ func (g *gateway) authorize(w http.ResponseWriter, r *http.Request, count bool) 
 				k.requests.Add(1)
 			}
 			delete(r.Header, "Authorization")
-			return true
+			return k.hash, true
 		}
 	}
 	g.mx.unauthorized.Add(1)
@@ -308,7 +315,7 @@ func (g *gateway) authorize(w http.ResponseWriter, r *http.Request, count bool) 
 		msg = "the client key is not one this gateway knows"
 	}
 	writeAPIError(w, http.StatusUnauthorized, "invalid_request_error", "invalid_api_key", msg)
-	return false
+	return hash, false
 }
 
 // bearer returns the token of a single "Bearer" Authorization value.

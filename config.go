@@ -31,6 +31,7 @@ type Policy struct {
 	Upstream  []UpstreamPolicy
 	Failover  FailoverPolicy
 	Supervise SupervisePolicy
+	Reattach  ReattachPolicy
 	Echo      EchoPolicy
 	Drain     DrainPolicy
 	Restart   RestartPolicy
@@ -207,6 +208,7 @@ func defaultPolicy() *Policy {
 		Name:      "gateway",
 		Failover:  defaultFailover(),
 		Supervise: defaultSupervise(),
+		Reattach:  defaultReattach(),
 		Gateway: GatewayPolicy{
 			Listen:         "127.0.0.1:8642",
 			ListenTimeout:  5 * time.Second,
@@ -421,6 +423,7 @@ type filePolicy struct {
 	Kubernetes fileKubernetes `toml:"kubernetes"`
 	Failover   fileFailover   `toml:"failover"`
 	Supervise  fileSupervise  `toml:"supervise"`
+	Reattach   fileReattach   `toml:"reattach"`
 	Upstream   []fileUpstream `toml:"upstream"` // an array of tables: last, as TOML writes them
 }
 
@@ -845,6 +848,7 @@ func (v *validator) apply(p *Policy, f *filePolicy) {
 	v.applyGateway(p, f)
 	v.applyUpstreams(p, f)
 	v.applySupervise(p, &f.Supervise)
+	v.applyReattach(p, &f.Reattach)
 	v.applyLifecycle(p, f)
 	v.applyTelegram(p, &f.Telegram)
 	v.applyAlerts(p, f)
@@ -1047,6 +1051,7 @@ func (v *validator) check(p *Policy) {
 	v.checkGateway(p)
 	v.checkFailover(p)
 	v.checkSupervise(p)
+	v.checkReattach(p)
 	v.checkGatewayLimits(p)
 	v.checkAuth(p)
 	v.checkTelegram(p)

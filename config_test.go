@@ -215,7 +215,7 @@ func TestPolicyErrorsForPeople(t *testing.T) {
 		// Unknown keys and sections.
 		{"[dran]\ntimeout = \"1s\"\n", `hermes.toml:1: dran: unknown section (did you mean [drain]?)`},
 		{"[drian]\ntimeuot = \"1s\"\ngrace = \"1s\"\n", "hermes.toml:1: drian: unknown section (did you mean [drain]?)\nhermes.toml:2: drian.timeuot: unknown key (did you mean drain.timeout?)"},
-		{"[zzz]\na = 1\n", `hermes.toml:1: zzz: unknown section (the sections are [gateway], [echo], [drain], [restart], [service], [lock], [watchdog], [crash_loop], [journal], [telegram], [alerts], [auth], [limits], [kubernetes], [failover], [supervise], [[upstream]])`},
+		{"[zzz]\na = 1\n", `hermes.toml:1: zzz: unknown section (the sections are [gateway], [echo], [drain], [restart], [service], [lock], [watchdog], [crash_loop], [journal], [telegram], [alerts], [auth], [limits], [kubernetes], [failover], [supervise], [reattach], [[upstream]])`},
 		{"[drain]\ntimout = \"1s\"\n", `hermes.toml:2: drain.timout: unknown key (did you mean drain.timeout?)`},
 		{"[drain]\nfoo = 1\n", `hermes.toml:2: drain.foo: unknown key ([drain] takes timeout, grace)`},
 		{"[gateway]\ntimeout = \"1s\"\n", `hermes.toml:2: gateway.timeout: unknown key (did you mean drain.timeout?)`},

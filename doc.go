@@ -65,6 +65,13 @@
 //     [failover]): the order a request tries them in, failover before the
 //     first byte, each one's health (out, probed, back in);
 //     upstream_child.go: a supervised upstream's process ([supervise]).
+//   - reattach.go: the streams a client may come back to (Last-Event-ID):
+//     each event numbered, kept while nobody is attached, followed by
+//     whoever comes back; reattach_serve.go: the session's side (the
+//     upstream's context that outlives the client, the relay, the
+//     answer to a Last-Event-ID); reattach_handoff.go: a stream served
+//     from the predecessor during a handoff; reattach_policy.go:
+//     [reattach].
 //   - echo.go: the built-in echo upstream.
 //   - metrics.go, procstats*.go: /metrics.
 //   - pprof_on.go: a pprof endpoint, only in a binary built with

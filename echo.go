@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -66,13 +67,84 @@ func writeAPIError(w http.ResponseWriter, status int, typ, code, msg string) {
 // The functions on the stack while the answer streams keep small frames,
 // and what runs once (reading and checking the request) is in functions of
 // their own that have returned by then: see serveSession.
-func serveEcho(w http.ResponseWriter, r *http.Request, wordDelay time.Duration) {
+//
+// With d ([reattach]), a stream is read from an echoReader on d's context
+// and relayed as any upstream's is (relayStream): its client may leave
+// and come back.
+func (g *gateway) serveEcho(w *responseRecorder, r *http.Request, wordDelay time.Duration, d *detachable) {
 	e := startEcho(w, r, wordDelay)
 	if e == nil {
 		return
 	}
+	if d != nil && e.stream {
+		e.rc = nil
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-cache")
+		w.WriteHeader(http.StatusOK)
+		g.relayStream(w, r, &echoReader{e: e, first: true}, d)
+		return
+	}
 	e.run()
 	e.stop()
+}
+
+// echoReader is an echo stream as an upstream's body: each read waits for
+// the next word, and returns its chunk.
+type echoReader struct {
+	e              *echoAnswer
+	started, ended bool
+	first          bool
+	pooled         *[]byte
+	out            []byte
+}
+
+func (x *echoReader) Read(p []byte) (int, error) {
+	if len(x.out) == 0 {
+		x.free()
+		var b *[]byte
+		switch {
+		case x.ended:
+			return 0, io.EOF
+		case !x.started:
+			x.started = true
+			b = x.e.startChunk()
+		default:
+			word := x.e.next()
+			if word == "" {
+				x.ended = true
+				b = x.e.endChunk()
+				break
+			}
+			if !x.e.wait(x.first) {
+				return 0, context.Cause(x.e.ctx)
+			}
+			b = x.e.wordChunk(word, x.first)
+			x.first = false
+		}
+		x.pooled, x.out = b, *b
+	}
+	n := copy(p, x.out)
+	x.out = x.out[n:]
+	return n, nil
+}
+
+// detach has the echo wait on ctx, not on the client's connection.
+func (x *echoReader) detach(ctx context.Context) bool {
+	x.e.ctx = ctx
+	return true
+}
+
+func (x *echoReader) free() {
+	if x.pooled != nil {
+		chunkPool.Put(x.pooled)
+		x.pooled = nil
+	}
+}
+
+func (x *echoReader) Close() error {
+	x.free()
+	x.e.stop()
+	return nil
 }
 
 // echoAnswer is one echo answer in progress.
@@ -227,26 +299,34 @@ func (e *echoAnswer) start() error {
 	e.w.Header().Set("Content-Type", "text/event-stream")
 	e.w.Header().Set("Cache-Control", "no-cache")
 	e.w.WriteHeader(http.StatusOK)
-	b := e.chunk()
-	*b = append(*b, `{"role":"assistant","content":""},"finish_reason":null}]}`+"\n\n"...)
-	return e.send(b)
+	return e.send(e.startChunk())
 }
 
-func (e *echoAnswer) word(word string, first bool) error {
+func (e *echoAnswer) startChunk() *[]byte {
+	b := e.chunk()
+	*b = append(*b, `{"role":"assistant","content":""},"finish_reason":null}]}`+"\n\n"...)
+	return b
+}
+
+func (e *echoAnswer) word(word string, first bool) error { return e.send(e.wordChunk(word, first)) }
+
+func (e *echoAnswer) wordChunk(word string, first bool) *[]byte {
 	b := e.chunk()
 	*b = append(*b, `{"content":"`...)
 	if !first {
 		*b = append(*b, ' ')
 	}
 	*b = append(appendJSONChars(*b, word), `"},"finish_reason":null}]}`+"\n\n"...)
-	return e.send(b)
+	return b
 }
 
 //go:noinline
-func (e *echoAnswer) end() {
+func (e *echoAnswer) end() { e.send(e.endChunk()) }
+
+func (e *echoAnswer) endChunk() *[]byte {
 	b := e.chunk()
 	*b = append(*b, `{},"finish_reason":"stop"}]}`+"\n\ndata: [DONE]\n\n"...)
-	e.send(b)
+	return b
 }
 
 // chunk starts a chunk of the stream in a pooled buffer: a stream that

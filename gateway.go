@@ -111,6 +111,10 @@ type gateway struct {
 	poolMu    sync.Mutex
 	allOut    atomic.Bool              // the every-upstream-is-out alert fired
 	children  atomic.Pointer[[]*child] // the supervised upstreams' runs (upstream_child.go)
+	// The streams a client may come back to (reattach.go), and the socket
+	// a successor asks for them on (reattach_handoff.go).
+	streams   *streamRegistry
+	streamsLn atomic.Pointer[net.UnixListener]
 }
 
 // gatewayParts is everything a gateway needs to exist, as runServe's
@@ -176,6 +180,7 @@ func newGateway(c gatewayParts) *gateway {
 	g.mx.noteStart(c.ledger, p, g.pid)
 	g.conns.changed = g.gate.wake
 	g.cutCtx, g.cut = context.WithCancelCause(context.Background())
+	g.streams = newStreamRegistry(&g.gate, g.cutCtx, c.log)
 	g.policy.Store(p)
 	g.client = &http.Client{Transport: newUpstreamTransport(), CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	autoConns := maxConnsFor(0) // the file limit's, read once

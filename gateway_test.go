@@ -360,7 +360,13 @@ func TestProxyStreamsUnbufferedAndAddsKey(t *testing.T) {
 	br := bufio.NewReader(resp.Body)
 	// The first chunk must arrive while the upstream still holds the rest.
 	first := make(chan string, 1)
-	go func() { l, _ := br.ReadString('\n'); first <- l }()
+	go func() {
+		l, _ := br.ReadString('\n')
+		if strings.HasPrefix(l, "id: ") { // hermes's event id ([reattach])
+			l, _ = br.ReadString('\n')
+		}
+		first <- l
+	}()
 	select {
 	case l := <-first:
 		if !strings.Contains(l, `"chunk":0`) {
@@ -555,9 +561,20 @@ func TestProxyHTTPSUpstream(t *testing.T) {
 	}
 }
 
+// TestClientDisconnectCancelsUpstream: a client that goes away mid-answer
+// gets its upstream request cancelled. With reattach.window = 0 that is at
+// once; with a window, the stream is
+// kept for its client to come back, and cancelled when the window ends
+// with nobody back (the window's own test is in reattach_test.go).
 func TestClientDisconnectCancelsUpstream(t *testing.T) {
+	for _, window := range []string{"0s", "300ms"} {
+		t.Run("window="+window, func(t *testing.T) { testClientDisconnectCancels(t, window) })
+	}
+}
+
+func testClientDisconnectCancels(t *testing.T, window string) {
 	up := newFakeUpstream(t)
-	e := newTestEnv(t, fmt.Sprintf("upstream = %q\n", up.srv.URL))
+	e := newTestEnv(t, fmt.Sprintf("upstream = %q\n[reattach]\nwindow = %q\n", up.srv.URL, window))
 	g := e.startGateway()
 	c, err := net.Dial("tcp", e.addr)
 	if err != nil {
@@ -575,6 +592,9 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 		}
 	}
 	c.Close()
+	if window != "0s" {
+		g.waitLog("stream expired", 10*time.Second)
+	}
 	select {
 	case <-up.cancelled:
 	case <-time.After(5 * time.Second):

@@ -152,6 +152,7 @@ func (g *gateway) commit(from int) {
 	g.log.info(evReady, "listen", g.ln.Addr().String(), "pid_file", g.pidPath, "control", g.ctlPath, "handoff_from", from)
 	// The supervised upstreams' runs are this gateway's from now on.
 	g.superviseChildren(g.policy.Load())
+	go g.adoptStreams(from) // the predecessor's streams whose end came
 	g.tell(loopInput{kind: inCommitted, pid: from})
 }
 

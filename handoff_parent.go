@@ -86,6 +86,7 @@ func (g *gateway) askHandoff(by string, wait time.Duration) (ans string, taken b
 // spawn starts the successor, off the loop (exec reads the binary from a
 // disk that may be slow), and follows it: its lines, and its exit.
 func (g *gateway) spawn() {
+	g.listenStreams()
 	var kf *os.File
 	if g.keeper != nil {
 		kf = g.keeper.file

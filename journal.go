@@ -130,6 +130,14 @@ const (
 	evChildAdopted   // fields: upstream, child_pid: a run a predecessor handed over
 	evChildOutput    // fields: upstream, line: a line it wrote
 
+	// The streams kept for reattach (reattach.go); stream is the first 8
+	// of its id's 32 hex digits.
+	evStreamDetached   // fields: stream, path, events, window: its client left; kept for the window
+	evStreamReattached // fields: stream, path, after, events (from_pid: served from the predecessor)
+	evStreamExpired    // fields: stream, path, events, window: nobody came back in time
+	evStreamOverflowed // fields: stream, events, max_buffer: too large to keep
+	evStreamAdopted    // fields: stream, path, events, from_pid: handed over by the predecessor, its end come
+
 	evCount // not an event: the number of them
 )
 
@@ -164,6 +172,8 @@ var eventNames = [evCount]string{
 	evChildStart: "upstream child start", evChildReady: "upstream child ready", evChildFrozen: "upstream child frozen",
 	evChildSignal: "upstream child signal", evChildExit: "upstream child exit", evChildCrashLoop: "upstream child crash loop",
 	evChildAdopted: "upstream child adopted", evChildOutput: "upstream output",
+	evStreamDetached: "stream detached", evStreamReattached: "stream reattached",
+	evStreamExpired: "stream expired", evStreamOverflowed: "stream overflowed", evStreamAdopted: "stream adopted",
 }
 
 // eventNamed returns the event with that name, or evNone.

@@ -310,6 +310,7 @@ func (g *gateway) writeMetrics(w *promWriter, now time.Time) {
 	g.writeSessionMetrics(w, snap)
 	g.writeAcceptMetrics(w)
 	g.writeUpstreamMetrics(w, snap)
+	g.writeReattachMetrics(w)
 	g.writeLifecycleMetrics(w)
 	if g.tg != nil {
 		g.writeTelegramMetrics(w, now)
@@ -335,7 +336,7 @@ func (g *gateway) writeLoopMetrics(w *promWriter, snap *snapshot, now time.Time)
 // upstream's errors.
 func (g *gateway) writeSessionMetrics(w *promWriter, snap *snapshot) {
 	m := &g.mx
-	w.family("hermes_sessions_active", "gauge", "Sessions in flight (the admission gate's count; Telegram turns included).")
+	w.family("hermes_sessions_active", "gauge", "Sessions in flight (the admission gate's count; Telegram turns, and streams kept for reattach, included).")
 	w.sample("hermes_sessions_active", float64(g.gate.count()))
 	w.family("hermes_connections_open", "gauge", "Open client connections.")
 	w.sample("hermes_connections_open", float64(g.conns.count()))
@@ -355,6 +356,25 @@ func (g *gateway) writeSessionMetrics(w *promWriter, snap *snapshot) {
 	w.sampleU("hermes_streamed_bytes_total", m.streamed.Load())
 	w.counterVec("hermes_upstream_errors_total", "Sessions whose upstream failed, by kind: connect, timeout, status_5xx, broken_stream, other.",
 		"kind", upstreamKindNames[upConnect:], m.upstream[upConnect:])
+}
+
+var noReattachCounts reattachCounts
+
+// writeReattachMetrics: the streams kept for reattach ([reattach]).
+func (g *gateway) writeReattachMetrics(w *promWriter) {
+	c := &noReattachCounts
+	if g.streams != nil {
+		c = &g.streams.counts
+	}
+	w.family("hermes_streams_total", "counter", "Streams of events by what happened to them: detached (their client left; kept for reattach.window), reattached (a client came back with Last-Event-ID), expired (nobody came back in time), overflowed (past reattach.max_buffer: no reattach).")
+	w.sampleU("hermes_streams_total", c.detached.Load(), "event", "detached")
+	w.sampleU("hermes_streams_total", c.reattached.Load(), "event", "reattached")
+	w.sampleU("hermes_streams_total", c.expired.Load(), "event", "expired")
+	w.sampleU("hermes_streams_total", c.overflowed.Load(), "event", "overflowed")
+	w.family("hermes_streams_detached", "gauge", "Streams kept with no client attached now (each holds a place in hermes_sessions_active).")
+	w.sample("hermes_streams_detached", float64(c.detachedNow.Load()))
+	w.family("hermes_streams_buffer_bytes", "gauge", "Bytes the kept streams' buffers hold (their capacity).")
+	w.sample("hermes_streams_buffer_bytes", float64(c.buffered.Load()))
 }
 
 // writeUpstreamMetrics: each upstream's state and counts, by its name.
@@ -485,12 +505,17 @@ func writeProcessMetrics(w *promWriter) {
 	w.sampleU("hermes_go_allocs_total", rt[1].Value.Uint64())
 	w.family("hermes_go_gc_cycles_total", "counter", "Garbage collections completed since the process started.")
 	w.sampleU("hermes_go_gc_cycles_total", rt[2].Value.Uint64())
+	w.family("hermes_go_heap_live_bytes", "gauge", "Heap bytes of the objects the last garbage collection found live.")
+	w.sampleU("hermes_go_heap_live_bytes", rt[3].Value.Uint64())
+	w.family("hermes_go_stack_bytes", "gauge", "Bytes of goroutine stacks.")
+	w.sampleU("hermes_go_stack_bytes", rt[4].Value.Uint64())
 }
 
-// readGoRuntime reads the allocation and collection counters (no
-// stop-the-world, unlike runtime.ReadMemStats).
+// readGoRuntime reads the allocation and collection counters, the live
+// heap and the stacks (no stop-the-world, unlike runtime.ReadMemStats).
 func readGoRuntime() []rtmetrics.Sample {
-	s := []rtmetrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/heap/allocs:objects"}, {Name: "/gc/cycles/total:gc-cycles"}}
+	s := []rtmetrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/heap/allocs:objects"}, {Name: "/gc/cycles/total:gc-cycles"},
+		{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/heap/stacks:bytes"}}
 	rtmetrics.Read(s)
 	return s
 }

@@ -353,7 +353,9 @@ func TestMetricsWellFormed(t *testing.T) {
 // ended; the drain and the state show while it runs.
 func TestMetricsCountSessions(t *testing.T) {
 	needPromParser(t)
-	e := newTestEnv(t, "[echo]\nword_delay = \"5ms\"\n[drain]\ntimeout = \"30s\"\ngrace = \"2s\"\n")
+	// A client that leaves: gone at once (a detached stream would count,
+	// TestReattachAfterCut).
+	e := newTestEnv(t, "[echo]\nword_delay = \"5ms\"\n[drain]\ntimeout = \"30s\"\ngrace = \"2s\"\n[reattach]\nwindow = \"0s\"\n")
 	g := e.startGateway()
 	s0 := scrapeMetrics(t, g.url)
 	if v := s0.value(t, "hermes_session_duration_seconds_count"); v != 0 {

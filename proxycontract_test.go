@@ -172,10 +172,11 @@ func TestCutStreamEndsVisibly(t *testing.T) {
 			if resp.StatusCode != 200 {
 				t.Fatalf("status %d, want the upstream's 200", resp.StatusCode)
 			}
-			body, err := io.ReadAll(resp.Body)
+			raw, err := io.ReadAll(resp.Body)
 			if err == nil {
 				t.Errorf("the body ended cleanly; want the stream cut (no last chunk)")
 			}
+			body := withoutEventIDs(string(raw))
 			want := "data: {\"n\":1}\n\ndata: {\"n\":2}\n\nevent: error\ndata: "
 			if !strings.HasPrefix(string(body), want) || !strings.Contains(string(body), `"code":"upstream_cut"`) {
 				t.Fatalf("the body %q, want both events and then an upstream_cut error event", body)
@@ -313,8 +314,9 @@ func TestUpstreamTimeouts(t *testing.T) {
 		t.Fatalf("an upstream that never answers: %d %q, want 504 upstream_timeout", resp.StatusCode, body)
 	}
 	c, br, resp := send(t, e.addr, "GET /v1/stream HTTP/1.1\r\nHost: x\r\n\r\n", "GET")
-	body, err := io.ReadAll(resp.Body)
-	if err == nil || !strings.HasPrefix(string(body), "data: {\"n\":1}\n\nevent: error\n") || !strings.Contains(string(body), `"code":"upstream_timeout"`) {
+	raw, err := io.ReadAll(resp.Body)
+	body := withoutEventIDs(string(raw))
+	if err == nil || !strings.HasPrefix(body, "data: {\"n\":1}\n\nevent: error\n") || !strings.Contains(string(body), `"code":"upstream_timeout"`) {
 		t.Fatalf("a stream gone silent: %d %q (%v), want its event, an upstream_timeout error event and a cut", resp.StatusCode, body, err)
 	}
 	wantClosed(t, c, br, "after a silent stream")

@@ -395,6 +395,11 @@ func (s *serveProc) serve(g *gateway) error {
 		// will end the process itself.
 		select {}
 	}
+	if g.handedOff.Load() {
+		// The streams whose end came while their client was away go to
+		// the successor, which has the socket their clients come back to.
+		g.streams.waitMoved(time.Now().Add(g.policy.Load().Drain.Grace))
+	}
 	close(g.done)
 	// The supervised upstreams' runs stop after the drain: their sessions
 	// are over. A successor that took them over keeps them.
@@ -404,6 +409,7 @@ func (s *serveProc) serve(g *gateway) error {
 	if ctl := g.control(); ctl != nil {
 		ctl.Close()
 	}
+	g.closeStreams()
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	if err := g.srv.Shutdown(ctx); err != nil {
 		g.srv.Close()

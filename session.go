@@ -48,6 +48,12 @@ func (a *admission) enter() bool {
 	}
 }
 
+// hold takes one more place for an admitted session's work that outlives
+// it (a detached stream, reattach.go), even with the gate closed: it is
+// taken while the session still holds its own, so the count never falls
+// to zero between.
+func (a *admission) hold() { a.word.Add(1) }
+
 // leave ends an admitted session.
 func (a *admission) leave() {
 	if a.word.Add(-1)&gateFlags != 0 {
@@ -83,7 +89,12 @@ func (a *admission) admitting() bool { return a.word.Load()&gateClosed == 0 }
 // net/http's own frames on the way to a write are deep already. Kept under
 // 8 KB, 10,000 streams take 80 MB less.
 func (g *gateway) serveSession(w http.ResponseWriter, r *http.Request) {
-	if !g.authorize(w, r, true) {
+	owner, ok := g.authorizeKey(w, r, true)
+	if !ok {
+		return
+	}
+	if v := r.Header["Last-Event-Id"]; len(v) > 0 && g.policy.Load().Reattach.Window > 0 {
+		g.serveReattach(w, r, owner, v[0], g.policy.Load())
 		return
 	}
 	if !g.gate.enter() {
@@ -92,10 +103,15 @@ func (g *gateway) serveSession(w http.ResponseWriter, r *http.Request) {
 	}
 	defer g.gate.leave()
 	s := g.beginSession(w, r)
+	var d *detachable
+	if s.p.Reattach.Window > 0 {
+		d = &s.d
+		d.owner, d.pol = owner, s.p.Reattach
+	}
 	if s.p.echoing() {
-		serveEcho(&s.rec, r, s.p.Echo.WordDelay)
+		g.serveEcho(&s.rec, r, s.p.Echo.WordDelay, d)
 	} else {
-		g.proxy(&s.rec, r, s.p)
+		g.proxy(&s.rec, r, s.p, d)
 	}
 	g.endSession(s, r)
 }
@@ -109,6 +125,7 @@ type sessionRun struct {
 	// value's slice, live in it.
 	rec     responseRecorder
 	idValue [1]string
+	d       detachable // who may come back to its stream, with [reattach]
 }
 
 //go:noinline

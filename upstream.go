@@ -451,6 +451,17 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// detach has ctx, not the client's, close the connection when it ends
+// (a stream kept for reattach, relayStream); false when the client's
+// end closed it already.
+func (b *upstreamBody) detach(ctx context.Context) bool {
+	if !b.stop.stop() {
+		return false
+	}
+	b.stop = onCancel(ctx, b.pc.close)
+	return true
+}
+
 func (b *upstreamBody) Close() error {
 	b.release()
 	return nil

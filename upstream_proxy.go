@@ -50,13 +50,22 @@ const upstreamIdleConns = 1024
 // proxy passes the request to the upstream and streams the answer back chunk
 // by chunk as it arrives: SSE is never buffered. The API key is added here,
 // on the upstream side only.
-func (g *gateway) proxy(w *responseRecorder, r *http.Request, p *Policy) {
+//
+// With d (reattach.go), an answer that is a stream of events goes through
+// relayStream, which numbers its events, keeps them, and lets the
+// upstream outlive the client.
+func (g *gateway) proxy(w *responseRecorder, r *http.Request, p *Policy, d *detachable) {
 	var req upstreamReq // on the stack: nothing keeps it after the session
 	if !g.upstreamRequest(w, r, p, &req) {
 		return
 	}
+	req.keepStream = d != nil
 	resp, ok := g.roundTrip(w, r, &req)
 	if !ok {
+		return
+	}
+	if d != nil && resp.StatusCode == http.StatusOK && w.sse() {
+		g.relayStream(w, r, resp.Body, d)
 		return
 	}
 	defer resp.Body.Close()
@@ -106,6 +115,9 @@ type upstreamReq struct {
 
 	// gateway.upstream_header_timeout and upstream_idle_timeout.
 	headerTimeout, idleTimeout time.Duration
+	// keepStream: a stream of events in answer is kept for reattach
+	// (relayStream), so its length is not the upstream's.
+	keepStream bool
 }
 
 // url is the whole target URL.
@@ -249,6 +261,9 @@ func (g *gateway) roundTrip(w *responseRecorder, r *http.Request, req *upstreamR
 	}
 	if resp.StatusCode >= 500 {
 		w.upstream = upStatus5xx
+	}
+	if req.keepStream && resp.StatusCode == http.StatusOK && w.sse() {
+		delete(h, "Content-Length") // each event gets an id line
 	}
 	w.WriteHeader(resp.StatusCode)
 	return resp, true

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// BenchmarkDetachedStreams measures what N streams kept for reattach cost
+// while nobody is attached (N = $HERMES_BENCH_DETACHED, default 1,000):
+// each client reads its stream's first event and hangs up, and once the
+// gateway counts all N detached (hermes_streams_detached), the gateway's
+// memory is read against what it was before: resident (VmRSS), and the
+// Go runtime's live heap and stacks (/metrics), beside what the streams'
+// buffers hold (hermes_streams_buffer_bytes). "echo": the built-in echo
+// upstream; "upstream": a fake one, whose connection each stream keeps.
+//
+//	go test -run '^$' -bench DetachedStreams -benchtime 1x .
+func BenchmarkDetachedStreams(b *testing.B) {
+	n := 1000
+	if s := os.Getenv("HERMES_BENCH_DETACHED"); s != "" {
+		n, _ = strconv.Atoi(s)
+	}
+	const chunks, every = 40, time.Second
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		fl := w.(http.Flusher)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for i := 0; i < chunks; i++ {
+			fmt.Fprintf(w, "data: {\"choices\":[{\"delta\":{\"content\":\"w%d \"}}]}\n\n", i)
+			fl.Flush()
+			select {
+			case <-t.C:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		io.WriteString(w, "data: [DONE]\n\n")
+	}))
+	up.Start()
+	defer up.Close()
+	const keep = "[drain]\ntimeout = \"2s\"\ngrace = \"1s\"\n[reattach]\nwindow = \"10m\"\n"
+	for _, tc := range []struct{ name, policy string }{
+		{"echo", fmt.Sprintf("[echo]\nword_delay = %q\n", every) + keep},
+		{"upstream", fmt.Sprintf("upstream = %q\n", up.URL) + keep},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				e := newTestEnv(b, tc.policy)
+				g := e.startGateway()
+				detachFlood(b, e.addr, 1, chunks) // the pools and the first of everything
+				waitDetached(b, g.url, 1)
+				before := memFigures(b, g)
+				detachFlood(b, e.addr, n, chunks)
+				waitDetached(b, g.url, n+1)
+				after := memFigures(b, g)
+				g.signal(syscall.SIGTERM)
+				g.wait(60 * time.Second)
+				per := func(k string) float64 { return (after[k] - before[k]) / float64(n) }
+				b.ReportMetric(per("rss"), "rss-B/stream")
+				b.ReportMetric(per("heap")+per("stacks"), "heap+stack-B/stream")
+				b.ReportMetric(per("buffers"), "buffer-B/stream")
+				b.Logf("%s: %d streams detached: per stream %.0f B resident, %.0f B live heap + %.0f B stacks, of which the buffers %.0f B; %.1f goroutines",
+					tc.name, n, per("rss"), per("heap"), per("stacks"), per("buffers"), per("goroutines"))
+			}
+		})
+	}
+}
+
+// detachFlood opens n streams, reads each one's first event, and hangs up.
+func detachFlood(b *testing.B, addr string, n, words int) {
+	body, _ := wordsBody(words)
+	req := fmt.Sprintf("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failed int
+	dial := make(chan struct{}, 128)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		dial <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-dial }()
+			c, err := net.DialTimeout("tcp", addr, 30*time.Second)
+			if err != nil {
+				mu.Lock()
+				failed++
+				mu.Unlock()
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(time.Minute))
+			io.WriteString(c, req)
+			br := bufio.NewReaderSize(c, 512)
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					mu.Lock()
+					failed++
+					mu.Unlock()
+					return
+				}
+				if strings.HasPrefix(line, "data:") {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if failed > 0 {
+		b.Fatalf("%d of %d streams did not start", failed, n)
+	}
+}
+
+func waitDetached(b *testing.B, url string, n int) {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		_, m := httpGet(b, url+"/metrics")
+		if int(metricValue(m, "hermes_streams_detached")) >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("hermes_streams_detached = %v, want %d", metricValue(m, "hermes_streams_detached"), n)
+		}
+		time.Sleep(50 * time.Millisecond) // a poll of /metrics: no event to wait on from outside
+	}
+}
+
+// memFigures reads the gateway's memory: its RSS, and from /metrics the
+// live heap, the stacks, the streams' buffers and the goroutines.
+func memFigures(b *testing.B, g *gatewayProc) map[string]float64 {
+	_, m := httpGet(b, g.url+"/metrics")
+	return map[string]float64{
+		"rss":        float64(vmRSS(g.pid())) * 1024,
+		"heap":       metricValue(m, "hermes_go_heap_live_bytes"),
+		"stacks":     metricValue(m, "hermes_go_stack_bytes"),
+		"buffers":    metricValue(m, "hermes_streams_buffer_bytes"),
+		"goroutines": metricValue(m, "hermes_go_goroutines"),
+	}
+}
