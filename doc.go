@@ -70,7 +70,8 @@
 //     whoever comes back; reattach_serve.go: the session's side (the
 //     upstream's context that outlives the client, the relay, the
 //     answer to a Last-Event-ID); reattach_handoff.go: a stream served
-//     from the predecessor during a handoff; reattach_policy.go:
+//     from the predecessor during a handoff; reattach_buf.go: the
+//     pooled blocks a stream's events are kept in; reattach_policy.go:
 //     [reattach].
 //   - echo.go: the built-in echo upstream.
 //   - metrics.go, procstats*.go: /metrics.

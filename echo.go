@@ -77,7 +77,6 @@ func (g *gateway) serveEcho(w *responseRecorder, r *http.Request, wordDelay time
 		return
 	}
 	if d != nil && e.stream {
-		e.rc = nil
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.Header().Set("Cache-Control", "no-cache")
 		w.WriteHeader(http.StatusOK)
@@ -88,19 +87,39 @@ func (g *gateway) serveEcho(w *responseRecorder, r *http.Request, wordDelay time
 	e.stop()
 }
 
-// echoReader is an echo stream as an upstream's body: each read waits for
-// the next word, and returns its chunk.
+// echoReader is an echo stream as an upstream's body: each read returns
+// the next word's chunk, once its delay has passed. The delay is waited
+// out in waitData (dataWaiter), before the reader takes a buffer: a
+// stream waiting for its next word holds none.
 type echoReader struct {
 	e              *echoAnswer
 	started, ended bool
 	first          bool
+	word           string // the next word, once waited for
+	waited         bool   // word's delay has passed (or the wait failed: cut)
+	cut            bool
 	pooled         *[]byte
 	out            []byte
+}
+
+// waitData waits out the next word's delay.
+func (x *echoReader) waitData() {
+	if len(x.out) > 0 || !x.started || x.ended || x.waited {
+		return
+	}
+	x.word = x.e.next()
+	x.waited = true
+	if x.word != "" && !x.e.wait(x.first) {
+		x.cut = true
+	}
 }
 
 func (x *echoReader) Read(p []byte) (int, error) {
 	if len(x.out) == 0 {
 		x.free()
+		if x.started && !x.ended {
+			x.waitData() // a caller that did not wait
+		}
 		var b *[]byte
 		switch {
 		case x.ended:
@@ -108,29 +127,31 @@ func (x *echoReader) Read(p []byte) (int, error) {
 		case !x.started:
 			x.started = true
 			b = x.e.startChunk()
+		case x.cut:
+			return 0, context.Cause(x.e.ctx)
+		case x.word == "":
+			x.ended = true
+			b = x.e.endChunk()
 		default:
-			word := x.e.next()
-			if word == "" {
-				x.ended = true
-				b = x.e.endChunk()
-				break
-			}
-			if !x.e.wait(x.first) {
-				return 0, context.Cause(x.e.ctx)
-			}
-			b = x.e.wordChunk(word, x.first)
+			b = x.e.wordChunk(x.word, x.first)
 			x.first = false
 		}
+		x.waited = false
 		x.pooled, x.out = b, *b
 	}
 	n := copy(p, x.out)
 	x.out = x.out[n:]
+	if len(x.out) == 0 {
+		x.free() // a stream waiting for its next word holds no chunk
+	}
 	return n, nil
 }
 
-// detach has the echo wait on ctx, not on the client's connection.
+// detach has the echo wait on ctx, not on the client's connection, and
+// lets go of the client's answer (the reader never writes to it): a
+// stream the client left must not keep its connection's buffers.
 func (x *echoReader) detach(ctx context.Context) bool {
-	x.e.ctx = ctx
+	x.e.ctx, x.e.w, x.e.rc = ctx, nil, nil
 	return true
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -27,11 +28,12 @@ import (
 // first client (generation 1, the producer itself) or one that came back
 // (generation 2, 3, ...); a newer one takes over from an older, whose
 // connection may be dead without its knowing. A stream whose end was
-// written to its client lingers for its window still, holding no place
+// written to its client lingers for reattach.linger, holding no place
 // in the drain: a write that succeeded is no proof the client read it (a
 // phone that changed networks leaves its old connection open on this
 // side), and the client may come back for the tail. A stream is removed
-// when its window passes (nobody came back: expired; or it lingered), or
+// when its time passes (nobody came back in its window: expired; or it
+// lingered), or
 // when it overflows; a tombstone then answers a late Last-Event-ID for it
 // for one more window.
 
@@ -112,13 +114,14 @@ type liveStream struct {
 	owner  [32]byte // the client key's SHA-256 that started it; zero without [auth]
 	path   string
 	window time.Duration
+	linger time.Duration // reattach.linger
 	max    int
 	total  int64                   // reattach.max_total
 	cancel context.CancelCauseFunc // ends its upstream
 	kick   func()                  // unblocks the first client's write, once another took over
 
 	mu   sync.Mutex
-	buf  []byte   // every event so far, with its id line
+	buf  blockBuf // every event so far, with its id line
 	ends []uint32 // ends[i]: where event i+1 ends in buf
 	seq  int      // events numbered so far
 	held []byte   // the start of an event still arriving
@@ -134,6 +137,8 @@ type liveStream struct {
 	timer         *time.Timer   // the window, while nobody is attached
 	until         time.Time     // when the timer fires
 	moving        bool          // being handed to a successor
+	pins          int           // writers of buf's bytes outside st.mu
+	freeLater     bool          // removed while pinned: the last unpin frees buf
 	counted       int           // cap(buf) as counts.buffered has it
 }
 
@@ -145,38 +150,90 @@ func newStreamID() string {
 
 // open registers a new stream, with its first client attached.
 func (reg *streamRegistry) open(p ReattachPolicy, owner [32]byte, path string, cancel context.CancelCauseFunc, kick func()) *liveStream {
-	st := &liveStream{reg: reg, id: newStreamID(), owner: owner, path: path, window: p.Window, max: int(p.MaxBuffer),
-		total: p.MaxTotal, cancel: cancel, kick: kick, consumer: 1, gen: 1}
+	st := &liveStream{reg: reg, id: newStreamID(), owner: owner, path: path, window: p.Window, linger: p.lingerFor(),
+		max: int(p.MaxBuffer), total: p.MaxTotal, cancel: cancel, kick: kick, consumer: 1, gen: 1}
+	st.ends = make([]uint32, 0, 64) // a chat answer's events, most of the time
 	reg.mu.Lock()
 	reg.live[st.id] = st
 	reg.mu.Unlock()
 	return st
 }
 
-// add takes what one read of the upstream brought (final: its last) and
-// numbers the whole events in it. It returns the bytes added (for the
-// first client to write, when it is still attached: mine), and whether
-// the stream is gone (the producer then stops).
-func (st *liveStream) add(p []byte, rerr error, gen int) (out []byte, mine, gone bool) {
+// add takes what one read of the upstream brought (rerr: how the read
+// ended) and numbers the whole events in it. It returns where the bytes
+// added are in buf (for the first client to write, when it is still
+// attached: mine), and whether the stream is gone (the producer stops).
+func (st *liveStream) add(p []byte, rerr error, gen int) (from, to int, mine, gone bool) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.removed {
-		return nil, false, true
+		return 0, 0, false, true
 	}
 	if st.overflow {
-		st.buf = st.buf[:0]
+		st.resetBuf() // scratch for the first client: it wrote the last already
 	}
-	from := len(st.buf)
+	from = st.buf.len()
 	st.frame(p, rerr)
-	if !st.overflow && len(st.buf) > st.max {
+	if !st.overflow && st.buf.len() > st.max {
 		st.overflowed()
 		if st.removed {
-			return nil, false, true
+			return 0, 0, false, true
 		}
 	}
 	st.account()
 	st.broadcast()
-	return st.buf[from:], gen != 0 && st.consumer == gen, false
+	return from, st.buf.len(), gen != 0 && st.consumer == gen, false
+}
+
+// pinSeg is the bytes of buf from off to the end of its block, pinned:
+// buf keeps its blocks until unpin, even if the stream is removed
+// meanwhile. nil at the end. st.mu is held.
+func (st *liveStream) pinSeg(off int) []byte {
+	s := st.buf.seg(off)
+	if len(s) > 0 {
+		st.pins++
+	}
+	return s
+}
+
+func (st *liveStream) unpin() {
+	st.mu.Lock()
+	st.pins--
+	if st.pins == 0 && st.freeLater {
+		st.buf.free()
+		st.freeLater = false
+	}
+	st.mu.Unlock()
+}
+
+// resetBuf empties buf: its blocks go back to the pool, or to the
+// collector when someone still writes from them. st.mu is held.
+func (st *liveStream) resetBuf() {
+	if st.pins == 0 {
+		st.buf.free()
+		return
+	}
+	st.buf.drop()
+}
+
+// writeOut writes buf from from to to, a block at a time.
+func (st *liveStream) writeOut(w io.Writer, from, to int) error {
+	for from < to {
+		st.mu.Lock()
+		s := st.pinSeg(from)
+		st.mu.Unlock()
+		if len(s) == 0 {
+			return nil // removed under us
+		}
+		s = s[:min(len(s), to-from)]
+		_, err := w.Write(s)
+		st.unpin()
+		if err != nil {
+			return err
+		}
+		from += len(s)
+	}
+	return nil
 }
 
 // frame appends p's whole events to buf, each with its id, and holds the
@@ -191,8 +248,14 @@ func (st *liveStream) frame(p []byte, rerr error) {
 		st.held = append(st.held, p...)
 		from = st.held
 	}
+	lfOnly := bytes.IndexByte(from, '\r') < 0 // most streams: events end with "\n\n"
 	for {
-		k := eventEnd(from, final)
+		var k int
+		if lfOnly {
+			k = eventEndLF(from)
+		} else {
+			k = eventEnd(from, final)
+		}
 		if k == 0 {
 			break
 		}
@@ -200,7 +263,7 @@ func (st *liveStream) frame(p []byte, rerr error) {
 		from = from[k:]
 	}
 	if (final && rerr == io.EOF) || len(from) > maxHeldEvent {
-		st.buf = append(st.buf, from...)
+		st.buf.write(from)
 	}
 	if final || len(from) > maxHeldEvent {
 		from = from[:0]
@@ -220,30 +283,39 @@ func (st *liveStream) frame(p []byte, rerr error) {
 func (st *liveStream) event(ev []byte) {
 	st.seq++
 	if !hasIDLine(ev) {
-		st.buf = append(st.idLine(st.buf), ev...)
+		st.idLine()
+		st.buf.write(ev)
 	} else {
 		blank := 1
 		if len(ev) >= 2 && ev[len(ev)-2] == '\r' && ev[len(ev)-1] == '\n' {
 			blank = 2
 		}
-		st.buf = append(st.idLine(append(st.buf, ev[:len(ev)-blank]...)), '\n')
+		st.buf.write(ev[:len(ev)-blank])
+		st.idLine()
+		st.buf.writeString("\n")
 	}
 	if !st.overflow {
-		st.ends = append(st.ends, uint32(len(st.buf)))
+		st.ends = append(st.ends, uint32(st.buf.len()))
 	}
 }
 
 // idLine appends the line "id: <stream id>-<seq>".
-func (st *liveStream) idLine(b []byte) []byte {
-	b = append(b, "id: "...)
+func (st *liveStream) idLine() {
+	var line [64]byte
+	b := append(line[:0], "id: "...)
 	b = append(b, st.id...)
 	b = append(b, '-')
 	b = strconv.AppendInt(b, int64(st.seq), 10)
-	return append(b, '\n')
+	st.buf.write(append(b, '\n'))
 }
+
+var idField, lfID, crID = []byte("id"), []byte("\nid"), []byte("\rid")
 
 // hasIDLine reports whether an event has a line of the field id.
 func hasIDLine(ev []byte) bool {
+	if !bytes.HasPrefix(ev, idField) && !bytes.Contains(ev, lfID) && !bytes.Contains(ev, crID) {
+		return false // the fast answer, most of the time
+	}
 	for i := 0; i+3 <= len(ev); i++ {
 		if (i == 0 || ev[i-1] == '\n' || ev[i-1] == '\r') && ev[i] == 'i' && ev[i+1] == 'd' && (i+2 == len(ev) || ev[i+2] == ':' || ev[i+2] == '\n' || ev[i+2] == '\r') {
 			return true
@@ -251,6 +323,19 @@ func hasIDLine(ev []byte) bool {
 	}
 	return false
 }
+
+// eventEndLF is eventEnd for a b without CR.
+func eventEndLF(b []byte) int {
+	if len(b) > 0 && b[0] == '\n' {
+		return 1 // a blank line alone
+	}
+	if i := bytes.Index(b, blankLF); i >= 0 {
+		return i + 2
+	}
+	return 0
+}
+
+var blankLF = []byte("\n\n")
 
 // eventEnd is the length of b's first whole event: up to the end of its
 // first blank line, or 0 when it has none yet. A CR that ends b may be the
@@ -336,7 +421,7 @@ func (reg *streamRegistry) trim(total int64) {
 
 // account keeps counts.buffered in step with buf.
 func (st *liveStream) account() {
-	if c := cap(st.buf) + cap(st.held); c != st.counted {
+	if c := st.buf.capBytes() + cap(st.held); c != st.counted {
 		st.reg.counts.buffered.Add(int64(c - st.counted))
 		st.counted = c
 	}
@@ -348,6 +433,13 @@ func (st *liveStream) broadcast() {
 		close(st.wake)
 		st.wake = nil
 	}
+}
+
+// dropKick forgets the first client's kick: its session is over.
+func (st *liveStream) dropKick() {
+	st.mu.Lock()
+	st.kick = nil
+	st.mu.Unlock()
 }
 
 // short is the stream's id as the log has it: enough to tell streams
@@ -450,22 +542,22 @@ func (st *liveStream) expire() {
 }
 
 // delivered records that the stream's end was written to generation gen:
-// the stream lingers for its window, holding no place in the gate, in
-// case the client did not read it all.
+// the stream lingers for reattach.linger, holding no place in the gate,
+// in case the client did not read it all.
 func (st *liveStream) delivered(gen int) {
 	st.mu.Lock()
 	if st.removed || st.consumer != gen {
 		st.mu.Unlock()
 		return
 	}
-	if st.overflow || st.reg.cut.Err() != nil {
+	if st.overflow || st.linger <= 0 || st.reg.cut.Err() != nil {
 		st.remove(tombDelivered)
 		st.mu.Unlock()
 		return
 	}
 	st.consumer, st.lingering = 0, true
 	st.releaseSlot()
-	st.arm(st.window)
+	st.arm(st.linger)
 	st.reg.wakeAdopter()
 	st.mu.Unlock()
 	reg := st.reg
@@ -499,8 +591,14 @@ func (st *liveStream) remove(how int) {
 	if st.consumer == 0 && !st.lingering {
 		st.reg.counts.detachedNow.Add(-1)
 	}
-	st.buf, st.ends, st.held = nil, nil, nil
-	st.account()
+	if st.pins == 0 {
+		st.buf.free()
+	} else {
+		st.freeLater = true // the last unpin frees it
+	}
+	st.ends, st.held = nil, nil
+	st.reg.counts.buffered.Add(-int64(st.counted))
+	st.counted = 0
 	st.broadcast()
 	reg := st.reg
 	reg.mu.Lock()
@@ -659,11 +757,13 @@ func (st *liveStream) follow(ctx context.Context, gen, off int, out streamOut) e
 			st.mu.Unlock()
 			out.end(errStreamGone)
 			return errStreamGone
-		case off < len(st.buf):
-			b := st.buf[off:]
-			off = len(st.buf)
+		case off < st.buf.len():
+			b := st.pinSeg(off)
+			off += len(b)
 			st.mu.Unlock()
-			if err := out.write(b); err != nil {
+			err := out.write(b)
+			st.unpin()
+			if err != nil {
 				st.lost(gen)
 				return err
 			}
@@ -699,7 +799,7 @@ func (st *liveStream) pump(body io.ReadCloser) {
 		}
 		bp := getBuf(copyBuf)
 		n, err := body.Read(*bp)
-		_, _, gone := st.add((*bp)[:n], err, 0)
+		_, _, _, gone := st.add((*bp)[:n], err, 0)
 		putBuf(bp)
 		if err != nil {
 			st.finish(err)

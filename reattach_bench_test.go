@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +26,9 @@ import (
 // Go runtime's live heap and stacks (/metrics), beside what the streams'
 // buffers hold (hermes_streams_buffer_bytes). "echo": the built-in echo
 // upstream; "upstream": a fake one, whose connection each stream keeps.
+// The gateway is a build with -tags hermes_pprof, so that each reading
+// follows a garbage collection (/debug/pprof/heap?gc=1); with
+// $HERMES_BENCH_HEAPPROFILE=DIR it writes the heap profiles there.
 //
 //	go test -run '^$' -bench DetachedStreams -benchtime 1x .
 func BenchmarkDetachedStreams(b *testing.B) {
@@ -52,6 +57,12 @@ func BenchmarkDetachedStreams(b *testing.B) {
 	up.Start()
 	defer up.Close()
 	const keep = "[drain]\ntimeout = \"2s\"\ngrace = \"1s\"\n[reattach]\nwindow = \"10m\"\n"
+	bin := filepath.Join(b.TempDir(), "hermes-pprof")
+	build := exec.Command("go", "build", "-tags", "hermes_pprof", "-o", bin, ".")
+	build.Env = buildEnv()
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("go build -tags hermes_pprof: %v\n%s", err, out)
+	}
 	for _, tc := range []struct{ name, policy string }{
 		{"echo", fmt.Sprintf("[echo]\nword_delay = %q\n", every) + keep},
 		{"upstream", fmt.Sprintf("upstream = %q\n", up.URL) + keep},
@@ -59,13 +70,15 @@ func BenchmarkDetachedStreams(b *testing.B) {
 		b.Run(tc.name, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				e := newTestEnv(b, tc.policy)
-				g := e.startGateway()
+				pprof := freePort(b)
+				g := e.spawnGatewayBin(bin, "HERMES_PPROF="+pprof)
+				g.waitReady(20 * time.Second)
 				detachFlood(b, e.addr, 1, chunks) // the pools and the first of everything
 				waitDetached(b, g.url, 1)
-				before := memFigures(b, g)
+				before := memFigures(b, g, pprof, tc.name+"-before")
 				detachFlood(b, e.addr, n, chunks)
 				waitDetached(b, g.url, n+1)
-				after := memFigures(b, g)
+				after := memFigures(b, g, pprof, tc.name+"-after")
 				g.signal(syscall.SIGTERM)
 				g.wait(60 * time.Second)
 				per := func(k string) float64 { return (after[k] - before[k]) / float64(n) }
@@ -124,11 +137,15 @@ func detachFlood(b *testing.B, addr string, n, words int) {
 	}
 }
 
+// waitDetached waits until the gateway counts n streams detached, and has
+// let go of their clients' connections (a stream's session hands it to a
+// pump at its next read of the upstream).
 func waitDetached(b *testing.B, url string, n int) {
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		_, m := httpGet(b, url+"/metrics")
-		if int(metricValue(m, "hermes_streams_detached")) >= n {
+		// This scrape's own connection is the one left open.
+		if int(metricValue(m, "hermes_streams_detached")) >= n && metricValue(m, "hermes_connections_open") <= 1 {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -138,9 +155,17 @@ func waitDetached(b *testing.B, url string, n int) {
 	}
 }
 
-// memFigures reads the gateway's memory: its RSS, and from /metrics the
-// live heap, the stacks, the streams' buffers and the goroutines.
-func memFigures(b *testing.B, g *gatewayProc) map[string]float64 {
+// memFigures reads the gateway's memory, right after a garbage collection:
+// its RSS, and from /metrics the live heap, the stacks, the streams'
+// buffers and the goroutines.
+func memFigures(b *testing.B, g *gatewayProc, pprof, name string) map[string]float64 {
+	code, prof := httpGet(b, "http://"+pprof+"/debug/pprof/heap?gc=1")
+	if code != 200 {
+		b.Fatalf("the pprof endpoint: %d", code)
+	}
+	if dir := os.Getenv("HERMES_BENCH_HEAPPROFILE"); dir != "" {
+		os.WriteFile(filepath.Join(dir, name+".pb.gz"), []byte(prof), 0o644)
+	}
 	_, m := httpGet(b, g.url+"/metrics")
 	return map[string]float64{
 		"rss":        float64(vmRSS(g.pid())) * 1024,

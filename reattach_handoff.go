@@ -174,7 +174,7 @@ func (g *gateway) moveStream(c *net.UnixConn, br *bufio.Reader, st *liveStream) 
 		st.mu.Unlock()
 		return true
 	}
-	buf, ends := st.buf, append([]uint32(nil), st.ends...)
+	buf, ends := st.buf.appendTo(nil, 0), append([]uint32(nil), st.ends...)
 	var cut []byte
 	if st.err != nil {
 		cut = streamEndEvent(st.err)
@@ -350,9 +350,10 @@ func (m *movedCut) Error() string { return "the stream was cut before it was han
 // adopt keeps a stream the predecessor handed over: its end came, and
 // nobody is attached.
 func (reg *streamRegistry) adopt(m *movedStream, p ReattachPolicy) {
-	st := &liveStream{reg: reg, id: m.id, owner: m.owner, path: m.path, window: p.Window, max: int(p.MaxBuffer),
-		total: p.MaxTotal, cancel: func(error) {}, buf: m.buf, ends: m.ends, seq: m.seq, gen: 1,
+	st := &liveStream{reg: reg, id: m.id, owner: m.owner, path: m.path, window: p.Window, linger: p.lingerFor(), max: int(p.MaxBuffer),
+		total: p.MaxTotal, cancel: func(error) {}, ends: m.ends, seq: m.seq, gen: 1,
 		done: true, lingering: m.lingering}
+	st.buf.write(m.buf)
 	if len(m.cut) > 0 {
 		st.err = &movedCut{event: m.cut}
 	}

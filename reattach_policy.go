@@ -19,21 +19,30 @@ type ReattachPolicy struct {
 	// the oldest lingering streams are forgotten first, then a detached
 	// stream that grows overflows.
 	MaxTotal int64
+	// Linger is how long a stream whose end was written to its client
+	// stays reattachable (at most Window: lingerFor): a write that
+	// succeeded is no proof the client read it.
+	Linger time.Duration
 }
+
+// lingerFor is how long a delivered stream lingers: Linger, at most Window.
+func (r ReattachPolicy) lingerFor() time.Duration { return min(r.Linger, r.Window) }
 
 type fileReattach struct {
 	Window    *string `toml:"window" kind:"duration"`
 	MaxBuffer *string `toml:"max_buffer"`
 	MaxTotal  *string `toml:"max_total"`
+	Linger    *string `toml:"linger" kind:"duration"`
 }
 
 func defaultReattach() ReattachPolicy {
-	return ReattachPolicy{Window: 2 * time.Minute, MaxBuffer: 1 << 20, MaxTotal: 64 << 20}
+	return ReattachPolicy{Window: 2 * time.Minute, MaxBuffer: 1 << 20, MaxTotal: 64 << 20, Linger: 30 * time.Second}
 }
 
 // applyReattach applies [reattach].
 func (v *validator) applyReattach(p *Policy, f *fileReattach) {
 	v.dur(&p.Reattach.Window, f.Window, "reattach.window")
+	v.dur(&p.Reattach.Linger, f.Linger, "reattach.linger")
 	v.size(&p.Reattach.MaxBuffer, f.MaxBuffer, "reattach.max_buffer")
 	v.size(&p.Reattach.MaxTotal, f.MaxTotal, "reattach.max_total")
 }

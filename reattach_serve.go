@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -48,11 +49,16 @@ func (g *gateway) relayStream(w *responseRecorder, r *http.Request, body io.Read
 		return
 	}
 	rc := http.NewResponseController(w)
-	st := g.streams.open(d.pol, d.owner, r.URL.Path, cancel, func() { rc.SetWriteDeadline(time.Now()) })
+	// The path is copied: r's may point into the buffer its head was read
+	// into, which the stream would keep.
+	st := g.streams.open(d.pol, d.owner, strings.Clone(r.URL.Path), cancel, func() { rc.SetWriteDeadline(time.Now()) })
 	// The client leaving detaches the stream at once, even while the
 	// upstream is silent.
 	gone := onCancel(r.Context(), func() { st.lost(1) })
 	defer gone.stop()
+	// The kick reaches this session's connection: once the session is
+	// over the stream must not keep it (nor all it holds).
+	defer st.dropKick()
 	waiter, _ := body.(dataWaiter)
 	for {
 		if waiter != nil {
@@ -60,10 +66,10 @@ func (g *gateway) relayStream(w *responseRecorder, r *http.Request, body io.Read
 		}
 		bp := getBuf(copyBuf)
 		n, err := body.Read(*bp)
-		out, mine, removed := st.add((*bp)[:n], err, 1)
+		from, to, mine, removed := st.add((*bp)[:n], err, 1)
 		putBuf(bp)
-		if mine && len(out) > 0 {
-			_, werr := w.Write(out)
+		if mine && to > from {
+			werr := st.writeOut(w, from, to)
 			// Data that came with the stream's end is the last: the
 			// server sends it with the end, in one write.
 			if werr == nil && err == nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -210,9 +211,19 @@ func TestReattachAfterCut(t *testing.T) {
 			t.Fatalf("after the whole stream, Last-Event-ID %s got %d, want 204", last, code)
 		}
 	}
+	// A stream whose end went out whole lingers (reattach.linger): a
+	// client whose connection died with the tail in flight (written, so
+	// the gateway cannot tell) comes back for it.
+	c, _, _ := openSSE(t, g.url, body)
+	all := c.readAll(t)
+	again, code, msg := openSSE(t, g.url, body, "Last-Event-ID", all[39].id)
+	if code != 200 {
+		t.Fatalf("coming back for the tail of a stream that ended: %d %s", code, msg)
+	}
+	checkWhole(t, append(all[:40:40], again.readAll(t)...), words)
 	m := metricsText(t, g.url)
-	if v := metricValue(m, `hermes_streams_total{event="reattached"}`); v != 5 {
-		t.Fatalf("hermes_streams_total{event=\"reattached\"} = %v, want 5", v)
+	if v := metricValue(m, `hermes_streams_total{event="reattached"}`); v != 6 {
+		t.Fatalf("hermes_streams_total{event=\"reattached\"} = %v, want 6", v)
 	}
 	if v := metricValue(m, "hermes_streams_detached"); v != 0 {
 		t.Fatalf("hermes_streams_detached = %v after every stream was delivered", v)
@@ -458,4 +469,36 @@ func TestReattachTakesOver(t *testing.T) {
 		}
 	}
 	c.close()
+}
+
+// TestEventFraming: the events found in what an upstream sends, whatever
+// its line ends, each numbered once; a held start of an event waits for
+// its end; an id of the upstream's own stays, hermes's last.
+func TestEventFraming(t *testing.T) {
+	reg := newStreamRegistry(new(admission), context.Background(), nil)
+	for _, tc := range []struct{ name, in, want string }{
+		{"lf", "data: a\n\ndata: b\n\n", "id: S-1\ndata: a\n\nid: S-2\ndata: b\n\n"},
+		{"crlf", "data: a\r\n\r\ndata: b\r\n\r\n", "id: S-1\ndata: a\r\n\r\nid: S-2\ndata: b\r\n\r\n"},
+		{"cr", "data: a\r\rdata: b\r\r", "id: S-1\ndata: a\r\rid: S-2\ndata: b\r\r"},
+		{"own id", "id: up-7\ndata: a\n\n", "id: up-7\ndata: a\nid: S-1\n\n"},
+		{"comment", ": ping\n\n", "id: S-1\n: ping\n\n"},
+		{"data id", "data: {\"id\":\"x\"}\n\n", "id: S-1\ndata: {\"id\":\"x\"}\n\n"},
+		{"clean end inside an event", "data: a\n\ndata: b\n", "id: S-1\ndata: a\n\ndata: b\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := reg.open(defaultReattach(), [32]byte{}, "/", func(error) {}, nil)
+			// One byte a read: every event arrives in pieces.
+			for i := 0; i < len(tc.in); i++ {
+				var err error
+				if i == len(tc.in)-1 {
+					err = io.EOF
+				}
+				st.add([]byte{tc.in[i]}, err, 1)
+			}
+			got := strings.ReplaceAll(string(st.buf.appendTo(nil, 0)), st.id, "S")
+			if got != tc.want {
+				t.Fatalf("got  %q\nwant %q", got, tc.want)
+			}
+		})
+	}
 }
