@@ -107,6 +107,12 @@ func (p *handoffPeer) read(on func(f []string)) {
 	}
 }
 
+// readThen is read, and closes done when the other side has closed.
+func (p *handoffPeer) readThen(done chan struct{}, on func(f []string)) {
+	defer close(done)
+	p.read(on)
+}
+
 func (p *handoffPeer) close() { p.conn.Close() }
 
 // successorProc is a successor this gateway started.

@@ -99,7 +99,8 @@ func (g *gateway) spawn() {
 	}
 	pid := succ.cmd.Process.Pid
 	g.tell(loopInput{kind: inSpawned, pid: pid, proc: succ})
-	go succ.peer.read(func(f []string) {
+	readDone := make(chan struct{})
+	go succ.peer.readThen(readDone, func(f []string) {
 		switch f[0] {
 		case "ready":
 			g.tell(loopInput{kind: inSuccessorReady, pid: pid})
@@ -115,6 +116,13 @@ func (g *gateway) spawn() {
 	})
 	go func() {
 		succ.cmd.Wait()
+		// Its last lines ("failed <why>") may still be unread: the
+		// reader ends at the socket's end, which its exit makes, before
+		// the exit is told (bounded, for a grandchild holding the socket).
+		select {
+		case <-readDone:
+		case <-time.After(time.Second):
+		}
 		code := succ.cmd.ProcessState.ExitCode()
 		if ws, ok := succ.cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 			code = 128 + int(ws.Signal())
