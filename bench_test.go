@@ -278,23 +278,7 @@ func BenchmarkConcurrentStreams(b *testing.B) {
 	syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
 	fit := func(perStream int) int { return min(n, (int(lim.Cur)-1024)/perStream) }
 	const chunks, every = 20, 200 * time.Millisecond
-	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "text/event-stream")
-		fl := w.(http.Flusher)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for i := 0; i < chunks; i++ {
-			fmt.Fprintf(w, "data: {\"choices\":[{\"delta\":{\"content\":\"w%d \"}}]}\n\n", i)
-			fl.Flush()
-			select {
-			case <-t.C:
-			case <-r.Context().Done():
-				return
-			}
-		}
-		io.WriteString(w, "data: [DONE]\n\n")
-	}))
+	up := fakeSSEUpstream(chunks, every)
 	up.Config.ReadHeaderTimeout = time.Minute
 	up.Start()
 	defer up.Close()
@@ -440,4 +424,26 @@ func procStatusKB(pid int, key string) int {
 		}
 	}
 	return 0
+}
+
+// fakeSSEUpstream is an unstarted upstream that answers every request with
+// a stream of chunks events, one each every, then [DONE].
+func fakeSSEUpstream(chunks int, every time.Duration) *httptest.Server {
+	return httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		fl := w.(http.Flusher)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for i := 0; i < chunks; i++ {
+			fmt.Fprintf(w, "data: {\"choices\":[{\"delta\":{\"content\":\"w%d \"}}]}\n\n", i)
+			fl.Flush()
+			select {
+			case <-t.C:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		io.WriteString(w, "data: [DONE]\n\n")
+	}))
 }

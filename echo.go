@@ -200,7 +200,7 @@ func startEcho(w http.ResponseWriter, r *http.Request, delay time.Duration) *ech
 	}
 	body, pooled, err := readBody(w, r, 1<<20)
 	if err != nil {
-		writeAPIError(w, http.StatusBadRequest, "invalid_request_error", "invalid_json", "the request body is not valid JSON: "+err.Error())
+		writeClientBodyError(w, clientBodyErr(err).(*clientBodyError))
 		return nil
 	}
 	ask := decodeEcho(body)

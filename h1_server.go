@@ -542,11 +542,16 @@ func (c *h1Conn) serveOne(req *http.Request) (keep bool) {
 
 	ok := c.runHandler(w, req)
 	c.endWatch()
-	if !ok {
+	if !ok || c.readErr != nil {
+		// A client gone (the watch read its end, or an error) gets
+		// nothing more: not the end of an answer it will not read, not
+		// a 200 its handler never chose (net/http sends an empty one;
+		// nginx sends nothing and logs 499), and not an answer to what
+		// it pipelined, whose head the buffer may already hold.
 		return false
 	}
 	w.finish()
-	if w.werr != nil || c.readErr != nil {
+	if w.werr != nil {
 		return false
 	}
 	if body != nil && !body.settle() {

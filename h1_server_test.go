@@ -67,17 +67,20 @@ func TestServerRefusesMalformedRequests(t *testing.T) {
 	for _, tc := range []struct {
 		name, raw string
 		status    string
+		says      string // what the answer says, when not its status
 	}{
-		{"folded header", "GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", "400"},
-		{"length and chunked", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "400"},
-		{"two lengths", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde", "400"},
-		{"gzip transfer", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", "501"},
-		{"two hosts", "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "400"},
-		{"no host", "GET /healthz HTTP/1.1\r\n\r\n", "400"},
-		{"http/2 line", "GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n", "505"},
-		{"connect", "CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n", "405"},
-		{"head too large", "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 1100<<10) + "\r\n\r\n", "431"},
-		{"garbage", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", "400"},
+		{"folded header", "GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", "400", ""},
+		{"length and chunked", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "400", ""},
+		{"two lengths", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde", "400", ""},
+		{"chunked ends in a bare LF", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunkOf(chatBody) + "0\r\n\n", "400", "a bare LF ends the body"},
+		{"empty length", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: \r\n\r\n" + chatBody, "400", ""},
+		{"gzip transfer", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", "501", ""},
+		{"two hosts", "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "400", ""},
+		{"no host", "GET /healthz HTTP/1.1\r\n\r\n", "400", ""},
+		{"http/2 line", "GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n", "505", ""},
+		{"connect", "CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n", "405", ""},
+		{"head too large", "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 1100<<10) + "\r\n\r\n", "431", ""},
+		{"garbage", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", "400", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, br := rawConn(t, e.addr)
@@ -90,12 +93,21 @@ func TestServerRefusesMalformedRequests(t *testing.T) {
 				t.Fatalf("answer %q, want status %s", line, tc.status)
 			}
 			rest, _ := io.ReadAll(br)
-			if !strings.Contains(string(rest), "Connection: close") || !strings.Contains(string(rest), tc.status+" ") {
+			if tc.says == "" {
+				tc.says = tc.status + " "
+			}
+			if !strings.Contains(string(rest), "Connection: close") || !strings.Contains(string(rest), tc.says) {
 				t.Errorf("the answer should say why and close: %q", rest)
 			}
 		})
 	}
 }
+
+// chatBody is a chat request's body that the built-in echo answers.
+const chatBody = `{"model":"m","messages":[{"role":"user","content":"one two three"}]}`
+
+// chunkOf frames s as one chunk of a chunked body.
+func chunkOf(s string) string { return fmt.Sprintf("%x\r\n%s\r\n", len(s), s) }
 
 // TestServerKeepAlive: one connection carries pipelined requests, a
 // chunked body with a trailer, a HEAD and an HTTP/1.0 request, each
@@ -331,5 +343,94 @@ func TestServerPipelinedWhileAnswering(t *testing.T) {
 	}
 	if resp, body := readAnswer(t, rest, "GET"); resp.StatusCode != 200 || !strings.Contains(body, "ok") {
 		t.Fatalf("the request sent while the stream ran: %d %q", resp.StatusCode, body)
+	}
+}
+
+// serveH1ForTest serves h on a loopback socket with h1Server itself, for
+// what no handler of the gateway's does (they are h1Server's test doubles).
+func serveH1ForTest(t *testing.T, h http.HandlerFunc) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newH1Server(h, t.Context(), &connTracker{}, func() h1Limits {
+		return h1Limits{head: 10 * time.Second, idle: 10 * time.Second, body: 10 * time.Second, write: 10 * time.Second, conns: 64}
+	}, nil)
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// TestServerClosesAfterShortBody: an answer shorter than the
+// Content-Length its handler set leaves the client unable to find the
+// next answer's start, so the connection closes after it, and a request
+// pipelined behind it is not answered on it.
+func TestServerClosesAfterShortBody(t *testing.T) {
+	addr := serveH1ForTest(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "10")
+		io.WriteString(w, "abc")
+	})
+	c, br := rawConn(t, addr)
+	io.WriteString(c, "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if string(b) != "abc" || err != io.ErrUnexpectedEOF {
+		t.Fatalf("body %q, %v; want \"abc\" cut short (io.ErrUnexpectedEOF)", b, err)
+	}
+	wantClosed(t, c, br, "after an answer short of its Content-Length")
+}
+
+// TestServerClosesAfterUnreadChunkedBody: a handler that answers without
+// reading a chunked body leaves an unknown length unread, so the answer
+// says Connection: close and the connection closes, even for a small body.
+func TestServerClosesAfterUnreadChunkedBody(t *testing.T) {
+	e := newTestEnv(t, "")
+	e.startGateway()
+	c, br := rawConn(t, e.addr)
+	io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"+
+		chunkOf(strings.Repeat("a", 1000))+"0\r\n\r\n")
+	resp, body := readAnswer(t, br, "GET")
+	if resp.StatusCode != 200 || !strings.Contains(body, "ok") {
+		t.Fatalf("answer %d %q", resp.StatusCode, body)
+	}
+	if !resp.Close {
+		t.Fatalf("the answer should say Connection: close after a chunked body nobody read")
+	}
+	wantClosed(t, c, br, "after a chunked body nobody read")
+}
+
+// TestServerHalfClosedClientGetsNoMore: a client that shuts its sending
+// side while a request runs is gone to the server (the watch reads its
+// end), as to nginx and net/http: the request is cancelled, and the client
+// gets nothing more: no answer its handler never chose (an empty 200), and
+// none to what it pipelined, whose head is already in the connection's
+// buffer (so the next head's read cannot be what stops it).
+func TestServerHalfClosedClientGetsNoMore(t *testing.T) {
+	e := newTestEnv(t, "[echo]\nword_delay = \"100ms\"\n")
+	e.startGateway()
+	for _, tc := range []struct {
+		name, stream string
+		answers      int // a stream's head goes out before its client leaves
+	}{{"answer", "false", 0}, {"stream", "true", 1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, br := rawConn(t, e.addr)
+			body := `{"stream":` + tc.stream + `,"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("w ", 40) + `"}]}`
+			fmt.Fprintf(c, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%sGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", len(body), body)
+			c.(*net.TCPConn).CloseWrite()
+			all, err := io.ReadAll(br)
+			if err != nil {
+				t.Fatalf("reading to the connection's end: %v", err)
+			}
+			if n := strings.Count(string(all), "HTTP/1.1 "); n != tc.answers {
+				t.Fatalf("%d answers to a client that left during the first request; want %d:\n%s", n, tc.answers, all)
+			}
+			if strings.Contains(string(all), "data: [DONE]") || strings.Contains(string(all), `"finish_reason":"stop"`) {
+				t.Fatalf("the answer ran to its end for a client that had gone:\n%s", all)
+			}
+		})
 	}
 }

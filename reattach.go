@@ -159,6 +159,19 @@ func (reg *streamRegistry) open(p ReattachPolicy, owner [32]byte, path string, c
 	return st
 }
 
+// readOnce reads body once, with a buffer taken only once data is there
+// (waiter, when body can say so), and adds what came (add).
+func (st *liveStream) readOnce(body io.Reader, waiter dataWaiter, gen int) (from, to int, mine, gone bool, err error) {
+	if waiter != nil {
+		waiter.waitData()
+	}
+	bp := getBuf(copyBuf)
+	n, err := body.Read(*bp)
+	from, to, mine, gone = st.add((*bp)[:n], err, gen)
+	putBuf(bp)
+	return from, to, mine, gone, err
+}
+
 // add takes what one read of the upstream brought (rerr: how the read
 // ended) and numbers the whole events in it. It returns where the bytes
 // added are in buf (for the first client to write, when it is still
@@ -292,7 +305,7 @@ func (st *liveStream) event(ev []byte) {
 		}
 		st.buf.write(ev[:len(ev)-blank])
 		st.idLine()
-		st.buf.writeString("\n")
+		st.buf.write(newline)
 	}
 	if !st.overflow {
 		st.ends = append(st.ends, uint32(st.buf.len()))
@@ -794,13 +807,7 @@ func (st *liveStream) pump(body io.ReadCloser) {
 	defer body.Close()
 	waiter, _ := body.(dataWaiter)
 	for {
-		if waiter != nil {
-			waiter.waitData()
-		}
-		bp := getBuf(copyBuf)
-		n, err := body.Read(*bp)
-		_, _, _, gone := st.add((*bp)[:n], err, 0)
-		putBuf(bp)
+		_, _, _, gone, err := st.readOnce(body, waiter, 0)
 		if err != nil {
 			st.finish(err)
 			return
@@ -811,6 +818,8 @@ func (st *liveStream) pump(body io.ReadCloser) {
 		st.keepWithin()
 	}
 }
+
+var newline = []byte{'\n'}
 
 // parseLastEventID splits "<stream id>-<n>".
 func parseLastEventID(v string) (id string, n int, ok bool) {

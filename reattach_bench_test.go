@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,23 +35,7 @@ func BenchmarkDetachedStreams(b *testing.B) {
 		n, _ = strconv.Atoi(s)
 	}
 	const chunks, every = 40, time.Second
-	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "text/event-stream")
-		fl := w.(http.Flusher)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for i := 0; i < chunks; i++ {
-			fmt.Fprintf(w, "data: {\"choices\":[{\"delta\":{\"content\":\"w%d \"}}]}\n\n", i)
-			fl.Flush()
-			select {
-			case <-t.C:
-			case <-r.Context().Done():
-				return
-			}
-		}
-		io.WriteString(w, "data: [DONE]\n\n")
-	}))
+	up := fakeSSEUpstream(chunks, every)
 	up.Start()
 	defer up.Close()
 	const keep = "[drain]\ntimeout = \"2s\"\ngrace = \"1s\"\n[reattach]\nwindow = \"10m\"\n"

@@ -38,22 +38,6 @@ func (b *blockBuf) write(p []byte) {
 	}
 }
 
-// writeString appends s.
-func (b *blockBuf) writeString(s string) {
-	for len(s) > 0 {
-		if b.n == len(b.blocks)*streamBlock {
-			blk := getBuf(streamBlock)
-			*blk = (*blk)[:0]
-			b.blocks = append(b.blocks, blk)
-		}
-		last := b.blocks[len(b.blocks)-1]
-		k := copy((*last)[len(*last):cap(*last)], s)
-		*last = (*last)[:len(*last)+k]
-		b.n += k
-		s = s[k:]
-	}
-}
-
 // seg is the bytes from off to the end of off's block (or of the
 // buffer): empty at the end.
 func (b *blockBuf) seg(off int) []byte {

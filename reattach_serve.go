@@ -61,13 +61,7 @@ func (g *gateway) relayStream(w *responseRecorder, r *http.Request, body io.Read
 	defer st.dropKick()
 	waiter, _ := body.(dataWaiter)
 	for {
-		if waiter != nil {
-			waiter.waitData()
-		}
-		bp := getBuf(copyBuf)
-		n, err := body.Read(*bp)
-		from, to, mine, removed := st.add((*bp)[:n], err, 1)
-		putBuf(bp)
+		from, to, mine, removed, err := st.readOnce(body, waiter, 1)
 		if mine && to > from {
 			werr := st.writeOut(w, from, to)
 			// Data that came with the stream's end is the last: the
@@ -100,12 +94,26 @@ func (g *gateway) relayStream(w *responseRecorder, r *http.Request, body io.Read
 			st.finish(err)
 			st.delivered(1)
 			body.Close()
+			awaitDrainCut(r.Context(), err)
 			if err != io.EOF && r.Context().Err() == nil {
 				upstreamBroken(g.log, err, r.URL.Path)
 				cutAnswer(w, err)
 			}
 			return
 		}
+	}
+}
+
+// awaitDrainCut waits, when err is the drain's cut, for the request to
+// hear of it too. The drain cancels the gateway's cut context, whose
+// descendants include both the stream's context and the request's, and
+// the stream may hear first: the cancel under way reaches the request's
+// at once, and then the session ends as the drain's cut, with its final
+// event (endSession), not as an upstream that broke.
+func awaitDrainCut(ctx context.Context, err error) {
+	var cc *cutCause
+	if errors.As(err, &cc) {
+		<-ctx.Done()
 	}
 }
 

@@ -439,6 +439,13 @@ func (g *gateway) upstreamRefused(w *responseRecorder, r *http.Request, req *ups
 // found.
 func (g *gateway) clientBodyRefused(w *responseRecorder, r *http.Request, ce *clientBodyError) {
 	g.log.info(evClientBodyError, "error", ce.err, "path", r.URL.Path)
+	writeClientBodyError(w, ce)
+}
+
+// writeClientBodyError is the answer to a body its client did not send
+// right, and its connection closes: where the body stopped, the next
+// request cannot be found.
+func writeClientBodyError(w http.ResponseWriter, ce *clientBodyError) {
 	w.Header().Set("Connection", "close")
 	code, msg := "bad_body", "the request body could not be read: "+ce.err.Error()
 	switch ce.code {
