@@ -38,6 +38,7 @@ func TestPolicyErrorsNameFileLineAndKey(t *testing.T) {
 		{"unknown signal", "[restart]\nladder = [{ signal = \"SIGFOO\", wait = \"1s\" }]\n", 2, "restart.ladder", "unknown signal"},
 		{"empty ladder", "[restart]\n\nladder = []\n", 3, "restart.ladder", "empty"},
 		{"graceful rung too short", "[drain]\ntimeout = \"60s\"\n[restart]\nladder = [{ signal = \"USR1\", wait = \"30s\" }, { signal = \"KILL\", wait = \"1s\" }]\n", 4, "restart.ladder", "a drain may take 1m5s"},
+		{"graceful rung within the timeout, short of the grace", "[drain]\ntimeout = \"60s\"\ngrace = \"5s\"\n[restart]\nladder = [{ signal = \"USR1\", wait = \"62s\" }, { signal = \"KILL\", wait = \"1s\" }]\n", 5, "restart.ladder", "a drain may take 1m5s"},
 		{"missing wait", "[restart]\nforce = [{ signal = \"TERM\" }]\n", 2, "restart.force", "wait is missing"},
 		{"HUP rung", "[restart]\nladder = [{ signal = \"HUP\", wait = \"200s\" }]\n", 2, "restart.ladder", "reloads"},
 		{"no restart delay", "[service]\nrestart_sec = \"0s\"\n", 2, "service.restart_sec", "needs a delay"},

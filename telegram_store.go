@@ -130,10 +130,20 @@ func (st *tgState) pending() []*tgUpdateState {
 	return out
 }
 
+// tgFile is what the store needs of its file (an *os.File): a test
+// stands a wrapper in that counts its syncs or fails them.
+type tgFile interface {
+	Write(p []byte) (int, error)
+	Sync() error
+	Stat() (os.FileInfo, error)
+	Truncate(size int64) error
+	Close() error
+}
+
 type tgStore struct {
 	mu   sync.Mutex
 	path string
-	f    *os.File
+	f    tgFile
 	size int64 // bytes this process knows the file holds (its own appends)
 	torn bool  // the last append left a torn line it could not cut off
 }
