@@ -33,7 +33,10 @@ func TestHealthcheck(t *testing.T) {
 	t.Parallel() // waits on processes: see TestMain
 	// The watchdog is off: a frozen gateway stays up to be looked at.
 	const policy = "[watchdog]\nheartbeat = \"500ms\"\ntimeout = \"0s\"\nsignal_timeout = \"0s\"\n" +
-		"[echo]\nword_delay = \"50ms\"\n[drain]\ntimeout = \"20s\"\ngrace = \"1s\"\n"
+		"[echo]\nword_delay = \"50ms\"\n[drain]\ntimeout = \"20s\"\ngrace = \"1s\"\n" +
+		// The draining case ends its drain by leaving its stream: with a
+		// reattach window the drain would wait for the stream's 10 s.
+		"[reattach]\nwindow = \"0s\"\n"
 
 	// other is a policy for the same listen address with another state
 	// dir: no control socket there, so only /readyz can answer.

@@ -24,7 +24,9 @@ func TestTelegramStoreFailureIsReported(t *testing.T) {
 	t.Parallel() // waits on processes: see TestMain
 	bot := newFakeBotAPI(t)
 	hook := newFakeWebhook(t)
-	e := telegramEnv(t, bot, "", fmt.Sprintf("[alerts]\nwebhook_url = %q\n", hook.srv.URL))
+	// backoff_max 4s: the gaps still grow, and the test waits seconds,
+	// not a minute, for its polls.
+	e := telegramEnv(t, bot, "", fmt.Sprintf("backoff_max = \"4s\"\n[alerts]\nwebhook_url = %q\n", hook.srv.URL))
 	fill, free := smallStateDir(t, e)
 	g := e.startGateway()
 	g.waitLog("telegram polling", 10*time.Second)

@@ -447,7 +447,9 @@ func TestTelegramConflictBacksOff(t *testing.T) {
 	bot := newFakeBotAPI(t)
 	hook := newFakeWebhook(t)
 	const operator = 555
-	e := telegramEnv(t, bot, "", fmt.Sprintf("[alerts]\nwebhook_url = %q\ntelegram_conflict_for = \"2s\"\ntelegram_chat = %d\n", hook.srv.URL, operator))
+	// backoff_max 4s: the gaps still grow (0.5-1s, 1-2s, 2-4s), and
+	// the test waits seconds, not a minute, for its polls.
+	e := telegramEnv(t, bot, "", fmt.Sprintf("backoff_max = \"4s\"\n[alerts]\nwebhook_url = %q\ntelegram_conflict_for = \"2s\"\ntelegram_chat = %d\n", hook.srv.URL, operator))
 	g := e.startGateway()
 	g.waitLog("telegram polling", 10*time.Second)
 	bot.conflict(true)
