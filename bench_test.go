@@ -290,6 +290,9 @@ func BenchmarkConcurrentStreams(b *testing.B) {
 		{"upstream", fmt.Sprintf("upstream = %q\n", up.URL), fit(2)},
 	} {
 		n := tc.n
+		// The default max_connections is half the file limit (a session
+		// may need an upstream connection too): these streams are counted.
+		tc.policy = fmt.Sprintf("max_connections = %d\n", n+64) + tc.policy
 		b.Run(tc.name, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				e := newTestEnv(b, tc.policy)

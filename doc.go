@@ -54,7 +54,8 @@
 // Sessions and the HTTP server:
 //   - h1_server.go, h1_parse.go, h1_abort.go: hermes's own HTTP/1.1 server
 //     for clients, its strict request reader, and how an answer that went
-//     wrong ends.
+//     wrong ends; h1_buffers.go: a connection's buffers, held only while
+//     bytes move (none while idle or waiting for a stream's next event).
 //   - rawio*.go, rawpeek*.go: reading and writing the socket directly.
 //   - routes.go: /healthz, /readyz, /status, /metrics and /v1/...
 //   - session.go: admission and accounting of each /v1/... request.

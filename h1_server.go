@@ -351,9 +351,7 @@ func (c *h1Conn) serve() {
 	c.reqHeader = make(http.Header, 8)
 	c.tmpl = (&http.Request{}).WithContext(c.ctx)
 	c.lr = h1Reader{c: c, remain: unlimited}
-	c.br = bufio.NewReaderSize(&c.lr, 4<<10)
 	c.rw = connIO(c.nc)
-	c.bw = bufio.NewWriterSize(h1Writer{c}, 4<<10)
 	c.watchEnd = make(chan struct{}, 1)
 	c.watch = time.AfterFunc(time.Hour, c.watchFired)
 	c.watch.Stop()
@@ -394,9 +392,19 @@ var errClientGone = errors.New("client connection ended")
 // readRequest waits for the next request and reads its head.
 func (c *h1Conn) readRequest() (*http.Request, error) {
 	for {
-		if c.br.Buffered() == 0 {
+		if c.br == nil || c.br.Buffered() == 0 {
+			c.releaseReader()
+			c.releaseWriter()
 			c.info.idleSince.Store(monoNow())
-			_, err := c.br.Peek(1)
+			// Nothing buffered: wait for the next bytes holding no buffer
+			// (h1_buffers.go). A byte the watch read is there already.
+			var err error
+			if !c.hasByte && c.readErr == nil {
+				err = waitReadable(c.rw)
+			}
+			if err == nil {
+				_, err = c.reader().Peek(1)
+			}
 			c.info.idleSince.Store(0)
 			if err != nil {
 				return nil, errClientGone
@@ -685,6 +693,11 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	if err == io.EOF {
 		b.eof = true
 		b.c.lr.endBodyDeadline()
+		// The buffer is not needed while the request runs, unless the
+		// next request came with the body (a stream holds none). The
+		// connection's goroutine next reads it after settle, which
+		// takes b.mu: this may run on a transport's goroutine.
+		b.c.releaseReader()
 		b.c.bodyEnded()
 	} else if err != nil {
 		err = clientBodyErr(err)
@@ -765,7 +778,7 @@ func (w *h1Response) WriteHeader(code int) {
 		}
 		w.writeStatusLine(code)
 		w.writeFields(w.header)
-		w.c.bw.WriteString("\r\n")
+		w.c.writer().WriteString("\r\n")
 		w.flushWire()
 		w.wmu.Unlock()
 		return
@@ -827,7 +840,7 @@ func (w *h1Response) writeBody(p []byte) {
 	if len(p) == 0 {
 		return
 	}
-	bw := w.c.bw
+	bw := w.c.writer()
 	if w.chunked {
 		// The chunk's size line, formatted in the buffer's free space.
 		bw.Write(append(strconv.AppendInt(bw.AvailableBuffer(), int64(len(p)), 16), "\r\n"...))
@@ -883,7 +896,7 @@ func (w *h1Response) commit(final bool, next []byte) {
 		w.closeAfter = true
 	}
 	w.writeStatusLine(w.status)
-	bw := w.c.bw
+	bw := w.c.writer()
 	if _, ok := h["Date"]; !ok {
 		bw.WriteString("Date: ")
 		bw.Write(httpDate())
@@ -937,7 +950,7 @@ func (w *h1Response) commit(final bool, next []byte) {
 
 // writeStatusLine writes "HTTP/1.1 200 OK".
 func (w *h1Response) writeStatusLine(code int) {
-	bw := w.c.bw
+	bw := w.c.writer()
 	if code == http.StatusOK {
 		bw.WriteString("HTTP/1.1 200 OK\r\n")
 		return
@@ -958,7 +971,7 @@ func (w *h1Response) writeStatusLine(code int) {
 // itself. A name that is not a token is skipped, and a line break in a
 // value becomes a space: a header never splits the answer.
 func (w *h1Response) writeFields(h http.Header) {
-	bw := w.c.bw
+	bw := w.c.writer()
 	for k, vs := range h {
 		switch k {
 		case "Transfer-Encoding", "Trailer":
@@ -1014,12 +1027,19 @@ func (w *h1Response) sendContinue() {
 	w.sentCont = true
 	// This may run on a transport's goroutine: a write error stays in bw
 	// for the handler's next write to find.
-	w.c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
-	w.c.bw.Flush()
+	bw := w.c.writer()
+	bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+	if bw.Flush() == nil {
+		w.c.releaseWriter()
+	}
 }
 
 func (w *h1Response) flushWire() {
-	w.failed(w.c.bw.Flush())
+	err := w.c.writer().Flush()
+	w.failed(err)
+	if err == nil {
+		w.c.releaseWriter() // a stream waits for its next event holding none
+	}
 }
 
 // FlushError sends what is buffered; the head goes first, chunked when no
@@ -1079,7 +1099,7 @@ func (w *h1Response) finish() {
 		w.commit(true, nil)
 	}
 	if w.chunked && w.werr == nil {
-		_, err := w.c.bw.WriteString("0\r\n\r\n")
+		_, err := w.c.writer().WriteString("0\r\n\r\n")
 		w.failed(err)
 	}
 	if w.werr == nil {

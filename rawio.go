@@ -39,6 +39,9 @@ type rawSock struct {
 	werr    error
 	readFn  func(uintptr) bool
 	writeFn func(uintptr) bool
+	peekFn  func(uintptr) bool
+	peekB   [1]byte
+	peeked  bool // waitReadable peeked once: a call after it follows the poller's wake
 }
 
 // connIO returns c's socket to read and write directly, or c itself when
@@ -61,7 +64,7 @@ func newRawSock(c net.Conn) *rawSock {
 		return nil
 	}
 	s := &rawSock{c: c, rc: rc}
-	s.readFn, s.writeFn = s.read, s.write
+	s.readFn, s.writeFn, s.peekFn = s.read, s.write, s.peek
 	return s
 }
 
@@ -144,4 +147,38 @@ func (s *rawSock) write(fd uintptr) bool {
 // (the upstream error's kind, for one) sees no difference.
 func (s *rawSock) opError(op string, err error) error {
 	return &net.OpError{Op: op, Net: "tcp", Source: s.c.LocalAddr(), Addr: s.c.RemoteAddr(), Err: err}
+}
+
+// waitReadable waits until rw has bytes to read, or its end or an error,
+// holding no buffer: a connection waiting for its next request takes one
+// only once there is something to read into it (h1_buffers.go). It asks
+// the socket (a peek of one byte, left where it is) before it waits: the
+// poller forgets a readiness it saw before the wait. Where rw is not a
+// rawSock (not TCP), it returns at once, and the read that follows waits.
+func waitReadable(rw io.ReadWriter) error {
+	s, ok := rw.(*rawSock)
+	if !ok {
+		return nil
+	}
+	s.peeked = false
+	return s.rc.Read(s.peekFn)
+}
+
+func (s *rawSock) peek(fd uintptr) bool {
+	if s.peeked {
+		// The poller woke the wait: there is something (or, rarely, a
+		// wake-up for nothing, and the read that follows waits, holding
+		// the buffer). No second system call for what it told.
+		return true
+	}
+	s.peeked = true
+	for {
+		switch rawPeek(fd, s.peekB[:]) {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		}
+		return true // a byte, the end, or an error: the read that follows says which
+	}
 }

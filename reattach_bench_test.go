@@ -39,12 +39,7 @@ func BenchmarkDetachedStreams(b *testing.B) {
 	up.Start()
 	defer up.Close()
 	const keep = "[drain]\ntimeout = \"2s\"\ngrace = \"1s\"\n[reattach]\nwindow = \"10m\"\n"
-	bin := filepath.Join(b.TempDir(), "hermes-pprof")
-	build := exec.Command("go", "build", "-tags", "hermes_pprof", "-o", bin, ".")
-	build.Env = buildEnv()
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("go build -tags hermes_pprof: %v\n%s", err, out)
-	}
+	bin := buildPprofBinary(b)
 	for _, tc := range []struct{ name, policy string }{
 		{"echo", fmt.Sprintf("[echo]\nword_delay = %q\n", every) + keep},
 		{"upstream", fmt.Sprintf("upstream = %q\n", up.URL) + keep},
@@ -72,6 +67,18 @@ func BenchmarkDetachedStreams(b *testing.B) {
 			}
 		})
 	}
+}
+
+// buildPprofBinary builds hermes with -tags hermes_pprof (its pprof
+// endpoint on $HERMES_PPROF), for the benchmarks that read its memory.
+func buildPprofBinary(b *testing.B) string {
+	bin := filepath.Join(b.TempDir(), "hermes-pprof")
+	build := exec.Command("go", "build", "-tags", "hermes_pprof", "-o", bin, ".")
+	build.Env = buildEnv()
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("go build -tags hermes_pprof: %v\n%s", err, out)
+	}
+	return bin
 }
 
 // detachFlood opens n streams, reads each one's first event, and hangs up.
