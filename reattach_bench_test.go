@@ -1,16 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -83,46 +79,9 @@ func buildPprofBinary(b *testing.B) string {
 
 // detachFlood opens n streams, reads each one's first event, and hangs up.
 func detachFlood(b *testing.B, addr string, n, words int) {
-	body, _ := wordsBody(words)
-	req := fmt.Sprintf("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var failed int
-	dial := make(chan struct{}, 128)
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		dial <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-dial }()
-			c, err := net.DialTimeout("tcp", addr, 30*time.Second)
-			if err != nil {
-				mu.Lock()
-				failed++
-				mu.Unlock()
-				return
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(time.Minute))
-			io.WriteString(c, req)
-			br := bufio.NewReaderSize(c, 512)
-			for {
-				line, err := br.ReadString('\n')
-				if err != nil {
-					mu.Lock()
-					failed++
-					mu.Unlock()
-					return
-				}
-				if strings.HasPrefix(line, "data:") {
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if failed > 0 {
-		b.Fatalf("%d of %d streams did not start", failed, n)
+	first := func(line string) bool { return strings.HasPrefix(line, "data:") }
+	for _, c := range holdFlood(b, addr, n, streamRequest(words), first) {
+		c.Close()
 	}
 }
 
