@@ -35,7 +35,9 @@
 //     (log lines, the events journal, sd_notify) on bounded queues.
 //   - watchdog.go, mono.go: the heartbeat and the watchdog that reads it.
 //   - crashloop.go, limits*.go, alerts.go: the crash-loop guard, the
-//     memory guard (and the RSS it reads), the webhook alerts.
+//     memory guard (and the RSS it reads), the webhook alerts;
+//     memory_release.go: one collection after a burst, so its memory goes
+//     back to the system.
 //   - control.go: the control socket (status, reload, handoff and drain
 //     requests).
 //

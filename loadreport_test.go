@@ -22,6 +22,7 @@ import (
 //	steady/wrk-short-TARGET-ROUND.txt     wrk output, short answers
 //	restart-MODE.json                     loadgen summary during restarts
 //	upgrade-MODE.txt                      "ok VERSION" or "FAILED ..." (binary upgrade)
+//	memory/TARGET.tsv                     the memory phase: "key<TAB>value" lines, in KiB
 //
 // Steady-state figures are medians over the rounds; ratios are against
 // nginx, measured in the same run (the machine is shared: only ratios
@@ -64,6 +65,9 @@ func runLoadReport(args []string) error {
 		return err
 	}
 	if err := r.steady(&md, strings.Fields(*targets)); err != nil {
+		return err
+	}
+	if err := r.memory(&md, []string{"nginx", "hermes"}); err != nil {
 		return err
 	}
 	if len(r.failed) == 0 {
@@ -436,4 +440,96 @@ func fmtLoadMS(v float64) string {
 		return fmt.Sprintf("%.1f ms", v)
 	}
 	return fmt.Sprintf("%.2f ms", v)
+}
+
+// memory writes the memory phase's table: each proxy's RSS idle, with the
+// idle connections held, at the streams' peak, and a while after they
+// ended, with what a connection and a stream cost beyond idle.
+func (r *loadReport) memory(md *strings.Builder, targets []string) error {
+	figs := map[string]map[string]float64{}
+	for _, t := range targets {
+		raw, err := os.ReadFile(filepath.Join(r.dir, "memory", t+".tsv"))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		} else if err != nil {
+			return err
+		}
+		figs[t] = map[string]float64{}
+		for _, l := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+			k, v, _ := strings.Cut(l, "\t")
+			n, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return fmt.Errorf("%s: %q is not a figure", filepath.Join(r.dir, "memory", t+".tsv"), l)
+			}
+			figs[t][k] = n
+		}
+	}
+	if len(figs) == 0 {
+		return nil
+	}
+	any := figs[targets[len(targets)-1]]
+	for _, t := range targets {
+		if figs[t] != nil {
+			any = figs[t]
+		}
+	}
+	mib := func(kb float64) string { return fmt.Sprintf("%.1f", kb/1024) }
+	rows := []struct {
+		name string
+		val  func(f map[string]float64) (float64, string)
+	}{
+		{"idle (MiB)", func(f map[string]float64) (float64, string) { return f["idle_kb"], mib(f["idle_kb"]) }},
+		{fmt.Sprintf("%.0f idle keep-alive connections (MiB)", any["idle_conns"]), func(f map[string]float64) (float64, string) {
+			return f["idle_held_kb"], mib(f["idle_held_kb"])
+		}},
+		{"an idle connection (KiB)", func(f map[string]float64) (float64, string) {
+			v := (f["idle_held_kb"] - f["idle_kb"]) / f["idle_conns"]
+			return v, fmt.Sprintf("%.1f", v)
+		}},
+		{fmt.Sprintf("%.0f streams at once, peak (MiB)", any["streams"]), func(f map[string]float64) (float64, string) {
+			return f["stream_peak_kb"], mib(f["stream_peak_kb"])
+		}},
+		{"a stream (KiB)", func(f map[string]float64) (float64, string) {
+			v := (f["stream_peak_kb"] - f["stream_base_kb"]) / f["streams"]
+			return v, fmt.Sprintf("%.1f", v)
+		}},
+		{fmt.Sprintf("%.0f s after the streams ended (MiB)", any["after_ms"]/1000), func(f map[string]float64) (float64, string) {
+			return f["after_kb"], mib(f["after_kb"])
+		}},
+		{"the same, over idle", func(f map[string]float64) (float64, string) {
+			v := f["after_kb"] / f["idle_kb"]
+			return v, fmt.Sprintf("%.2f×", v)
+		}},
+	}
+	header := []string{"resident memory (RSS)"}
+	header = append(header, targets...)
+	header = append(header, "hermes / nginx")
+	var table [][]string
+	for _, row := range rows {
+		cells := []string{row.name}
+		vals := map[string]float64{}
+		for _, t := range targets {
+			if figs[t] == nil {
+				cells = append(cells, "-")
+				continue
+			}
+			v, s := row.val(figs[t])
+			vals[t] = v
+			cells = append(cells, s)
+		}
+		if vals["nginx"] > 0 && figs["hermes"] != nil {
+			cells = append(cells, fmt.Sprintf("%.2f×", vals["hermes"]/vals["nginx"]))
+		} else {
+			cells = append(cells, "-")
+		}
+		table = append(table, cells)
+	}
+	md.WriteString("## Memory\n\n")
+	md.WriteString("Resident memory of nginx's worker and of a fresh gateway (VmRSS; the streams' peak is VmHWM, reset before them): " +
+		"idle; holding keep-alive connections that each had one short answer; at the peak of SSE streams all open at once " +
+		"(20 chunks 1 s apart, through the fake upstream: two connections a stream), read whole; and a while after they ended. " +
+		"nginx's worker_connections is sized to the open-file limit, which nginx allocates up front.\n\n")
+	writeLoadTable(md, header, table)
+	md.WriteString("\n")
+	return nil
 }

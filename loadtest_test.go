@@ -35,6 +35,7 @@ import (
 //	HERMES_TEST_ROLE=plot hermes.test -out latency.svg drain=samples.tsv,marks.txt
 //	HERMES_TEST_ROLE=report hermes.test -dir bench/out -command '...'
 //	HERMES_TEST_ROLE=free-addr hermes.test -n 3
+//	HERMES_TEST_ROLE=hold hermes.test -addr 127.0.0.1:8642 -n 3000 -kind idle -ready held.txt
 //
 // Each role parses its own flags (a leading "--" is skipped) and never runs
 // as a test: TestMain hands the process to runTestRole before m.Run when
@@ -54,10 +55,11 @@ func runTestRole(role string, args []string) int {
 		"free-addr":      runFreeAddr,
 		"fake-successor": runFakeSuccessor,
 		"fake-agent":     runFakeAgent,
+		"hold":           runHold,
 	}
 	f, ok := roles[role]
 	if !ok {
-		fmt.Fprintf(os.Stderr, "hermes.test: unknown HERMES_TEST_ROLE %q (fake-upstream, loadgen, plot, report, free-addr, fake-successor, fake-agent)\n", role)
+		fmt.Fprintf(os.Stderr, "hermes.test: unknown HERMES_TEST_ROLE %q (fake-upstream, loadgen, plot, report, free-addr, fake-successor, fake-agent, hold)\n", role)
 		return 2
 	}
 	err := f(args)

@@ -380,6 +380,7 @@ func (s *serveProc) serve(g *gateway) error {
 	s.alerts.watchCrashLoopEnd(g.done)
 	testFaultBallast()
 	g.memoryGuard(g.done)
+	g.releaseAfterBursts(g.done)
 	if err := g.startTelegram(); err != nil {
 		g.ln.Close()
 		return s.fail("telegram", err)

@@ -30,6 +30,11 @@
 #   STEADY         length of each steady-state run (loadgen, wrk SSE, wrk short) [5s]
 #   SETTLE         a request within this of a restart counts as "during" it [1s]
 #   DRAIN_TIMEOUT  the gateway's drain.timeout; longer than any stream [60s]
+#   MEM            1: the memory phase (3. below); 0 skips it [1]
+#   MEM_IDLE       idle keep-alive connections held in the memory phase [3000]
+#   MEM_STREAMS    SSE streams open at once in the memory phase; at most what
+#                  the open-file limit fits, two descriptors a stream [10000]
+#   MEM_AFTER      how long after the streams end the RSS is read again [60s]
 #   OUT            where the results go [bench/out]
 #   KEEP           1: keep the temp dir (configs, every process's log) [0]
 #
@@ -51,7 +56,11 @@
 #   1. steady state: ROUNDS interleaved rounds of direct, nginx, hermes, each
 #      under the same loadgen load, then `wrk -t1 -c32` on SSE streams (no
 #      delay between chunks: raw throughput) and on short answers;
-#   2. restarts under load: for each mode, the loadgen runs against hermes
+#   2. memory: for nginx and then a fresh hermes, the RSS idle, with
+#      MEM_IDLE keep-alive connections held after one short answer each,
+#      at the peak of MEM_STREAMS SSE streams open at once (20 chunks 1 s
+#      apart, through the fake upstream), and MEM_AFTER after they ended;
+#   3. restarts under load: for each mode, the loadgen runs against hermes
 #      while this script runs `hermes restart` RESTARTS times, each waited
 #      for, with marks ("UNIX_MS begin|end|note LABEL") written before and
 #      after each so the loadgen can tell which requests met a restart.
@@ -76,7 +85,7 @@ cd "$(dirname "$0")/.."
 
 # The command line, for the report: the knobs that were set, then the script.
 cmdline=""
-for v in MODES RESTARTS DURATION UPGRADE_MODES CONCURRENCY SHORT_FRAC CHUNKS WRK_CHUNKS SPREAD CHUNK_DELAY ROUNDS STEADY SETTLE DRAIN_TIMEOUT OUT KEEP; do
+for v in MODES RESTARTS DURATION UPGRADE_MODES CONCURRENCY SHORT_FRAC CHUNKS WRK_CHUNKS SPREAD CHUNK_DELAY ROUNDS STEADY SETTLE DRAIN_TIMEOUT MEM MEM_IDLE MEM_STREAMS MEM_AFTER OUT KEEP; do
   if [ -n "${!v+x}" ]; then
     val=${!v}
     case $val in *[!A-Za-z0-9._/:-]*|"") val="'$val'" ;; esac
@@ -99,6 +108,10 @@ ROUNDS=${ROUNDS:-3}
 STEADY=${STEADY:-5s}
 SETTLE=${SETTLE:-1s}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-60s}
+MEM=${MEM:-1}
+MEM_IDLE=${MEM_IDLE:-3000}
+MEM_STREAMS=${MEM_STREAMS:-10000}
+MEM_AFTER=${MEM_AFTER:-60s}
 OUT=${OUT:-bench/out}
 KEEP=${KEEP:-0}
 
@@ -127,6 +140,19 @@ done
 duration_ms=$(to_ms "$DURATION")
 settle_ms=$(to_ms "$SETTLE")
 to_ms "$STEADY" >/dev/null
+mem_after_ms=$(to_ms "$MEM_AFTER")
+
+# Open files: the soft limit up to the hard one, for every process started
+# here. A stream of the memory phase takes two descriptors in the proxy
+# (its client's and the upstream's): the streams are as many as fit.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+nofile=$(ulimit -n)
+[ "$nofile" = unlimited ] && nofile=1048576
+if [ "$MEM" = 1 ] && [ $(( MEM_STREAMS * 2 + 512 )) -gt "$nofile" ]; then
+  fit=$(( (nofile - 512) / 2 ))
+  log "the open-file limit ($nofile) fits $fit streams, not MEM_STREAMS=$MEM_STREAMS: the memory phase holds $fit"
+  MEM_STREAMS=$fit
+fi
 [ "$RESTARTS" -ge 1 ] 2>/dev/null || die "RESTARTS must be a count of at least 1"
 
 # --- tools ------------------------------------------------------------------
@@ -296,7 +322,8 @@ daemon off;
 worker_processes 1;
 pid $work/nginx/nginx.pid;
 error_log $work/nginx/logs/error.log warn;
-events { worker_connections 4096; }
+worker_rlimit_nofile $nofile;
+events { worker_connections $(( nofile > 4096 ? nofile - 64 : 4096 )); }
 http {
   access_log off;
   client_body_temp_path $work/nginx/tmp/body;
@@ -357,7 +384,7 @@ log "fake upstream $up_addr, nginx $nginx_addr, hermes $hermes_addr (pid $serve_
 
 mkdir -p "$OUT"
 rm -rf "$OUT/steady" "$OUT"/restart-*.json "$OUT"/restart-*.log "$OUT"/samples-*.tsv "$OUT"/marks-*.txt \
-  "$OUT"/upgrade-*.txt "$OUT/results.md" "$OUT/latency.svg"
+  "$OUT"/upgrade-*.txt "$OUT/results.md" "$OUT/latency.svg" "$OUT/memory"
 mkdir -p "$OUT/steady"
 
 loadgen_args=(-c "$CONCURRENCY" -short "$SHORT_FRAC" -chunks "$CHUNKS" -spread "$SPREAD" -delay "$CHUNK_DELAY" -settle "$SETTLE")
@@ -416,7 +443,44 @@ while [ "$round" -le "$ROUNDS" ]; do
   round=$((round + 1))
 done
 
-# --- 2. restarts under load -------------------------------------------------
+# --- 2. memory ---------------------------------------------------------------
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+# memory TARGET PID ADDR: the figures of one proxy, in OUT/memory/TARGET.tsv.
+memory() {
+  local t=$1 pid=$2 addr=$3 f="$OUT/memory/$1.tsv" ready="$work/held-$1" hold_pid i
+  log "memory, $t (pid $pid): idle, $MEM_IDLE idle connections, $MEM_STREAMS streams, then $MEM_AFTER after they end"
+  printf 'idle_kb\t%s\n' "$(rss_kb "$pid")" >"$f"
+  rm -f "$ready"
+  bg "hold-idle-$t" env HERMES_TEST_ROLE=hold "$testbin" -addr "$addr" -n "$MEM_IDLE" -kind idle -ready "$ready"
+  hold_pid=$last_pid
+  for i in $(seq 1200); do
+    [ -f "$ready" ] || ! alive "$hold_pid" && break
+    sleep 0.1
+  done
+  [ -f "$ready" ] || die "memory, $t: $MEM_IDLE idle connections were not held; see $work/log/hold-idle-$t.log"
+  printf 'idle_conns\t%s\nidle_held_kb\t%s\n' "$MEM_IDLE" "$(rss_kb "$pid")" >>"$f"
+  kill -TERM "$hold_pid"
+  wait "$hold_pid" || die "memory, $t: the idle hold failed; see $work/log/hold-idle-$t.log"
+  # The streams' peak: VmHWM, reset first (clear_refs 5) and read once
+  # every stream has ended; the holder fails unless all were open at once.
+  echo 5 >"/proc/$pid/clear_refs"
+  printf 'stream_base_kb\t%s\n' "$(rss_kb "$pid")" >>"$f"
+  role hold -addr "$addr" -n "$MEM_STREAMS" -kind stream -chunks 20 -delay 1s >"$work/log/hold-stream-$t.log" 2>&1 ||
+    die "memory, $t: $MEM_STREAMS streams were not all held whole; see $work/log/hold-stream-$t.log"
+  printf 'streams\t%s\nstream_peak_kb\t%s\n' "$MEM_STREAMS" "$(hwm_kb "$pid")" >>"$f"
+  sleep_until_ms $(( $(now_ms) + mem_after_ms ))
+  printf 'after_ms\t%s\nafter_kb\t%s\n' "$mem_after_ms" "$(rss_kb "$pid")" >>"$f"
+}
+if [ "$MEM" = 1 ]; then
+  mkdir -p "$OUT/memory"
+  memory nginx "$(pgrep -P "$nginx_pid" | head -1)" "$nginx_addr"
+  stop_gateway
+  start_gateway # a fresh gateway: its idle is an idle gateway's
+  memory hermes "$serve_pid" "$hermes_addr"
+fi
+
+# --- 3. restarts under load -------------------------------------------------
 spacing_ms=$(( duration_ms / (RESTARTS + 1) ))
 plots=()
 for mode in $MODES; do
@@ -476,7 +540,7 @@ for mode in $MODES; do
 done
 stop_gateway
 
-# --- 3. the plot and the report ---------------------------------------------
+# --- 4. the plot and the report ---------------------------------------------
 title="hermes restarts under load: $CONCURRENCY workers, $(awk -v f="$SHORT_FRAC" 'BEGIN { printf "%d", f * 100 }')% short, streams of $CHUNKS±$(awk -v c="$CHUNKS" -v s="$SPREAD" 'BEGIN { printf "%d", c * s }') chunks $CHUNK_DELAY apart"
 if [ ${#plots[@]} -gt 0 ]; then
   role plot -out "$OUT/latency.svg" -title "$title" "${plots[@]}"
