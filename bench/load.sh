@@ -148,8 +148,8 @@ mem_after_ms=$(to_ms "$MEM_AFTER")
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 nofile=$(ulimit -n)
 [ "$nofile" = unlimited ] && nofile=1048576
-if [ "$MEM" = 1 ] && [ $(( MEM_STREAMS * 2 + 512 )) -gt "$nofile" ]; then
-  fit=$(( (nofile - 512) / 2 ))
+if [ "$MEM" = 1 ] && [ $(( MEM_STREAMS * 2 + 2048 )) -gt "$nofile" ]; then
+  fit=$(( (nofile - 2048) / 2 ))
   log "the open-file limit ($nofile) fits $fit streams, not MEM_STREAMS=$MEM_STREAMS: the memory phase holds $fit"
   MEM_STREAMS=$fit
 fi
