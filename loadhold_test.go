@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -52,11 +52,10 @@ func runHold(args []string) error {
 
 	stop := untilSignal()
 	var (
-		open, maxOpen atomic.Int64 // streams between their first chunk and their end
-		held          atomic.Int64
 		mu            sync.Mutex
+		open, maxOpen int // streams between their first chunk and their end
+		held, failed  int
 		firstErr      error
-		failed        int
 		conns         = make([]net.Conn, *n)
 		wg            sync.WaitGroup
 		allHeld       = make(chan struct{})
@@ -69,8 +68,15 @@ func runHold(args []string) error {
 			firstErr = err
 		}
 	}
-	markHeld := func() {
-		if held.Add(1) == int64(*n) {
+	// markHeld counts a connection held; a stream counts as open too.
+	markHeld := func(stream bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if stream {
+			open++
+			maxOpen = max(maxOpen, open)
+		}
+		if held++; held == *n {
 			close(allHeld)
 		}
 	}
@@ -97,14 +103,21 @@ func runHold(args []string) error {
 			conns[i] = c
 			br := bufio.NewReaderSize(c, 512)
 			if !stream {
-				err = readShortAnswer(br)
+				var resp *http.Response
+				if resp, err = http.ReadResponse(br, nil); err == nil {
+					_, err = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if err == nil && resp.StatusCode != http.StatusOK {
+						err = fmt.Errorf("status %s", resp.Status)
+					}
+				}
 				<-dial
 				if err != nil {
 					fail(err)
 					return
 				}
 				c.SetDeadline(time.Time{})
-				markHeld()
+				markHeld(false)
 				return
 			}
 			first := true
@@ -120,14 +133,12 @@ func runHold(args []string) error {
 				if first && strings.HasPrefix(line, "data:") {
 					first = false
 					<-dial
-					if o := open.Add(1); o > maxOpen.Load() {
-						for m := maxOpen.Load(); o > m && !maxOpen.CompareAndSwap(m, o); m = maxOpen.Load() {
-						}
-					}
-					markHeld()
+					markHeld(true)
 				}
 				if strings.HasPrefix(line, "data: [DONE]") {
-					open.Add(-1)
+					mu.Lock()
+					open--
+					mu.Unlock()
 					c.Close()
 					return
 				}
@@ -167,66 +178,13 @@ func runHold(args []string) error {
 	if firstErr != nil {
 		return fmt.Errorf("%d of %d connections failed; the first: %v", failed, *n, firstErr)
 	}
-	if stream && maxOpen.Load() < int64(*n) {
-		return fmt.Errorf("at most %d of %d streams were open at once: make the streams longer (-chunks, -delay)", maxOpen.Load(), *n)
+	if stream && maxOpen < *n {
+		return fmt.Errorf("at most %d of %d streams were open at once: make the streams longer (-chunks, -delay)", maxOpen, *n)
 	}
 	fmt.Printf("held %d %s connections", *n, *kind)
 	if stream {
-		fmt.Printf(", %d open at once, every stream whole", maxOpen.Load())
+		fmt.Printf(", %d open at once, every stream whole", maxOpen)
 	}
 	fmt.Println()
 	return nil
-}
-
-// readShortAnswer reads one non-streamed answer: a 200 and its
-// Content-Length body (or chunked, to its last chunk).
-func readShortAnswer(br *bufio.Reader) error {
-	status, err := br.ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(status, "HTTP/1.1 200") {
-		return fmt.Errorf("status %q", strings.TrimSpace(status))
-	}
-	length, chunked := -1, false
-	for {
-		line, err := br.ReadString('\n')
-		if err != nil {
-			return err
-		}
-		line = strings.TrimRight(line, "\r\n")
-		if line == "" {
-			break
-		}
-		k, v, _ := strings.Cut(line, ":")
-		switch strings.ToLower(k) {
-		case "content-length":
-			fmt.Sscan(strings.TrimSpace(v), &length)
-		case "transfer-encoding":
-			chunked = strings.Contains(strings.ToLower(v), "chunked")
-		}
-	}
-	if !chunked {
-		if length < 0 {
-			return errors.New("an answer with neither a length nor chunks")
-		}
-		_, err := br.Discard(length)
-		return err
-	}
-	for {
-		line, err := br.ReadString('\n')
-		if err != nil {
-			return err
-		}
-		var size int
-		if _, err := fmt.Sscanf(strings.TrimSpace(line), "%x", &size); err != nil {
-			return fmt.Errorf("a bad chunk size %q", line)
-		}
-		if _, err := br.Discard(size + 2); err != nil {
-			return err
-		}
-		if size == 0 {
-			return nil
-		}
-	}
 }

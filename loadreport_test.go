@@ -467,10 +467,10 @@ func (r *loadReport) memory(md *strings.Builder, targets []string) error {
 	if len(figs) == 0 {
 		return nil
 	}
-	any := figs[targets[len(targets)-1]]
+	var counts map[string]float64 // the connection and stream counts, the same for every target
 	for _, t := range targets {
-		if figs[t] != nil {
-			any = figs[t]
+		if counts == nil {
+			counts = figs[t]
 		}
 	}
 	mib := func(kb float64) string { return fmt.Sprintf("%.1f", kb/1024) }
@@ -479,21 +479,21 @@ func (r *loadReport) memory(md *strings.Builder, targets []string) error {
 		val  func(f map[string]float64) (float64, string)
 	}{
 		{"idle (MiB)", func(f map[string]float64) (float64, string) { return f["idle_kb"], mib(f["idle_kb"]) }},
-		{fmt.Sprintf("%.0f idle keep-alive connections (MiB)", any["idle_conns"]), func(f map[string]float64) (float64, string) {
+		{fmt.Sprintf("%.0f idle keep-alive connections (MiB)", counts["idle_conns"]), func(f map[string]float64) (float64, string) {
 			return f["idle_held_kb"], mib(f["idle_held_kb"])
 		}},
 		{"an idle connection (KiB)", func(f map[string]float64) (float64, string) {
 			v := (f["idle_held_kb"] - f["idle_kb"]) / f["idle_conns"]
 			return v, fmt.Sprintf("%.1f", v)
 		}},
-		{fmt.Sprintf("%.0f streams at once, peak (MiB)", any["streams"]), func(f map[string]float64) (float64, string) {
+		{fmt.Sprintf("%.0f streams at once, peak (MiB)", counts["streams"]), func(f map[string]float64) (float64, string) {
 			return f["stream_peak_kb"], mib(f["stream_peak_kb"])
 		}},
 		{"a stream (KiB)", func(f map[string]float64) (float64, string) {
 			v := (f["stream_peak_kb"] - f["stream_base_kb"]) / f["streams"]
 			return v, fmt.Sprintf("%.1f", v)
 		}},
-		{fmt.Sprintf("%.0f s after the streams ended (MiB)", any["after_ms"]/1000), func(f map[string]float64) (float64, string) {
+		{fmt.Sprintf("%.0f s after the streams ended (MiB)", counts["after_ms"]/1000), func(f map[string]float64) (float64, string) {
 			return f["after_kb"], mib(f["after_kb"])
 		}},
 		{"the same, over idle", func(f map[string]float64) (float64, string) {
