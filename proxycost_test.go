@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -18,15 +17,18 @@ import (
 // upstream's answer in one allocation (answerMem). A change that puts an
 // allocation back on every request shows here as a failure, not only as a
 // benchmark figure. The margin is for what the gateway allocates meanwhile
-// (its heartbeat, the scrapes). Under -race (as CI runs it) the ceiling is
-// 16 objects (13 now, 20 to 21 for the code before the cuts).
+// (its heartbeat, the scrapes).
+//
+// Not under -race: the race detector's sync.Pool drops buffers at random,
+// and a collection empties the pools, so the count there moved from 13 to
+// over 16 objects between two runs of the same code, against 20 to 21 for
+// the code before the cuts: no ceiling both holds and means something.
+// .ci/run runs this test again without -race, where the count is exact.
 func TestProxyAllocations(t *testing.T) {
-	maxObjects, maxBytes := 12.0, 1200.0
 	if raceEnabled {
-		// The race detector's sync.Pool drops buffers at random: 13 objects
-		// and 6 to 7 KB here, against 20 to 21 objects for the code before.
-		maxObjects, maxBytes = 16, math.Inf(1)
+		t.Skip("the allocation count is not exact under -race (sync.Pool drops at random); .ci/run runs this without it: go test -count=1 -run TestProxyAllocations .")
 	}
+	const maxObjects, maxBytes = 12.0, 1200.0
 	g, ask := shortAnswerGateway(t)
 	for i := 0; i < 50; i++ { // connections open and pooled, buffers in their pools
 		ask()
